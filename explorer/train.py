@@ -12,6 +12,7 @@ into the checkpoint's JSON side file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -24,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .config import CONFIGS
-from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset, channel_stats,
-                   load_fashion_mnist, load_image_folder)
+from .config import CONFIGS, ViTConfig
+from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset, Split, channel_stats,
+                   load_fashion_mnist, load_image_folder, prepare_images)
 from .images import Preprocessing
 from .model import ViT
 from .weights import WeightsUnavailable, load_pretrained, save_checkpoint
@@ -103,17 +104,35 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor, preprocessing: P
     return float((predictions == labels).float().mean()), predictions
 
 
-def load_data(args) -> tuple[Dataset, Preprocessing, str]:
+def load_data(args, config: ViTConfig, preprocessing: Preprocessing | None = None) -> tuple[Dataset, Preprocessing, str]:
+    """The data set, the preprocessing it is trained with, and its description for the JSON side file.
+
+    `preprocessing` is a pretrained model's (--finetune): image-folder images are then cropped as it says.
+    """
     if args.data_dir:
-        config = CONFIGS[args.config]
+        if preprocessing is not None:
+            return load_image_folder(args.data_dir, preprocessing=preprocessing), preprocessing, args.data_dir
         size = args.image_size or config.image_hw[0]
+        _check_size(config, size)
         dataset = load_image_folder(args.data_dir, size, config.channels)
-        mean, std = channel_stats(dataset.train.images)
+        mean, std = channel_stats(dataset.train.images)  # over the training images, as for Fashion-MNIST below
         return dataset, Preprocessing(resize_size=size, crop_size=size, channels=config.channels, mean=mean, std=std), args.data_dir
     dataset = load_fashion_mnist(args.data)
-    preprocessing = Preprocessing(resize_size=28, crop_size=28, interpolation="bilinear", channels=1,
+    n_train, n_test = len(dataset.train.labels), len(dataset.test.labels)
+    where = f"IDX files in {args.data}" if args.data else "Debian dataset-fashion-mnist"
+    description = f"Fashion-MNIST ({where}, {n_train:,} train / {n_test:,} test)"
+    if preprocessing is not None:  # light-on-dark training images: invert light-background uploads, as below
+        return dataset, dataclasses.replace(preprocessing, invert="auto"), description
+    size = dataset.train.images.shape[-1]  # 28; the images are used as they are, no resize
+    preprocessing = Preprocessing(resize_size=size, crop_size=size, interpolation="bilinear", channels=1,
                                   mean=(FASHION_MNIST_MEAN,), std=(FASHION_MNIST_STD,), invert="auto")
-    return dataset, preprocessing, "Fashion-MNIST (Debian dataset-fashion-mnist, 60,000 train / 10,000 test)"
+    return dataset, preprocessing, description
+
+
+def _check_size(config: ViTConfig, size: int) -> None:
+    if size % config.patch_size:
+        raise DataError(f"Image size {size} is not divisible by {config.name or 'the model'}'s patch size "
+                        f"{config.patch_size}; choose --image-size as a multiple of {config.patch_size}.")
 
 
 def save_curves(history: list[dict], path: Path) -> None:
@@ -133,41 +152,90 @@ def save_curves(history: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def train_from_scratch(args, dataset: Dataset, preprocessing: Preprocessing):
-    config = CONFIGS[args.config]
-    size = args.image_size or config.image_hw[0]
-    config = config.replace(num_classes=len(dataset.class_names), dropout=args.dropout,
-                            image_size=size, channels=dataset.train.images.shape[1])
-    torch.manual_seed(args.seed)
-    model = ViT(config).to(args.device)
-    trainable = [p for p in model.parameters()]
-    return model, trainable, lambda images: normalise(images, preprocessing)
+def from_scratch(config: ViTConfig, dataset: Dataset, dropout: float, seed: int) -> ViT:
+    """A freshly initialised ViT shaped for the data set: its image size, channels and number of classes."""
+    height, width = dataset.train.images.shape[-2:]
+    _check_size(config, height)
+    config = config.replace(num_classes=len(dataset.class_names), dropout=dropout,
+                            image_size=height if height == width else (height, width),
+                            channels=dataset.train.images.shape[1])
+    torch.manual_seed(seed)
+    return ViT(config)
 
 
-def train(args) -> dict:
+def new_head(bundle, class_names: list[str]) -> ViT:
+    """A pretrained ViT, frozen, with a new linear head (D,) -> (K,) for `class_names`."""
+    model = bundle.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.head = torch.nn.Linear(model.head.in_features, len(class_names))  # trainable: a new module
+    model.config = model.config.replace(num_classes=len(class_names), name=f"{bundle.name} + new head")
+    return model
+
+
+@torch.no_grad()
+def frozen_features(model: ViT, images: torch.Tensor, preprocessing: Preprocessing, device="cpu",
+                    batch_size: int = 64, desc: str = "features") -> torch.Tensor:
+    """What the head sees: LN(z_L^0) (through pre_logits, if any) for uint8 images (n, C, H, W) -> (n, D)."""
+    model.eval()
+    features = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, mininterval=2, file=sys.stdout):
+        batch = prepare_images(images[start:start + batch_size], preprocessing)  # (B, C, crop, crop), a batch at a time
+        z_L = model.encode(model.embed(normalise(batch, preprocessing).to(device)))  # (B, T, D)
+        y = model.norm(z_L[:, 0])  # (B, D), Eq. 4 before the head
+        if model.pre_logits is not None:
+            y = model.pre_logits(y)
+        features.append(y.cpu())
+    return torch.cat(features) if features else torch.zeros(0, model.head.in_features)
+
+
+def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) -> dict:
+    """Train as `args` say; `config` overrides --config (e.g. a tiny custom model). Returns the summary."""
+    if args.epochs < 1 or args.batch_size < 1:
+        raise DataError(f"--epochs and --batch-size must be at least 1 (got {args.epochs} and {args.batch_size}).")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    dataset, preprocessing, data_description = load_data(args)
+    config = config or CONFIGS[args.config]
+
+    if args.finetune:
+        bundle = load_pretrained(args.finetune, args.weights)
+        dataset, preprocessing, data_description = load_data(args, config, bundle.preprocessing)
+        torch.manual_seed(args.seed)
+        model = new_head(bundle, dataset.class_names).to(args.device)
+        trainable = list(model.head.parameters())
+    else:
+        dataset, preprocessing, data_description = load_data(args, config)
+        model = from_scratch(config, dataset, args.dropout, args.seed).to(args.device)
+        trainable = list(model.parameters())
     train_images, train_labels = dataset.train.images, dataset.train.labels
     if args.limit:
         train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
 
     if args.finetune:
-        bundle = load_pretrained(args.finetune, args.weights)
-        model = bundle.model.to(args.device)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        head_in = model.head.in_features
-        model.head = torch.nn.Linear(head_in, len(dataset.class_names)).to(args.device)  # the new head: (D,) -> (K,)
-        model.config = model.config.replace(num_classes=len(dataset.class_names), name=f"{bundle.name} + new head")
-        preprocessing = bundle.preprocessing
-        dataset = _resize_for(dataset, preprocessing)
-        train_images, train_labels = dataset.train.images, dataset.train.labels
-        trainable = list(model.head.parameters())
+        # The trunk is frozen, so each image's features never change: compute them once, then train the head on them.
+        # (No augmentation then: --crop-padding and --flip apply to training from scratch only.)
+        print(f"Computing the frozen {bundle.name} trunk's features of {len(train_images) + len(dataset.test.labels):,} "
+              f"images once", flush=True)
+        train_inputs = frozen_features(model, train_images, preprocessing, args.device, desc="train features")
+        test_inputs = frozen_features(model, dataset.test.images, preprocessing, args.device, desc="test features")
+        step_model = model.head  # (B, D) -> (B, K)
+
+        def batch_inputs(batch):
+            return train_inputs[batch].to(args.device)
+
+        def test_accuracy():
+            return accuracy_of_logits(model.head, test_inputs, dataset.test.labels, args.device)
     else:
-        model, trainable, _ = train_from_scratch(args, dataset, preprocessing)
+        step_model = model
+
+        def batch_inputs(batch):
+            x = normalise(train_images[batch], preprocessing)  # (B, C, H, W)
+            return augment(x, args.crop_padding, args.flip, generator).to(args.device)
+
+        def test_accuracy():
+            return accuracy(model, dataset.test.images, dataset.test.labels, preprocessing, args.device)[0]
 
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=tuple(args.betas), weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train_images) / args.batch_size)
@@ -177,20 +245,17 @@ def train(args) -> dict:
     print(f"Training {model.config.name or args.config}: {sum(p.numel() for p in trainable):,} trainable parameters, "
           f"{len(train_images):,} images, {args.epochs} epochs, {torch.get_num_threads()} threads", flush=True)
     for epoch in range(1, args.epochs + 1):
-        model.train()
-        if args.finetune:
-            model.eval()  # frozen trunk: no dropout there
+        step_model.train()
         order = torch.randperm(len(train_images), generator=generator)
         seen, correct, loss_sum, epoch_start = 0, 0, 0.0, time.time()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{args.epochs}", leave=False, mininterval=2, file=sys.stdout)
         for i in bar:
             batch = order[i * args.batch_size:(i + 1) * args.batch_size]
-            x = normalise(train_images[batch], preprocessing)
-            x = augment(x, args.crop_padding, args.flip, generator).to(args.device)
+            x = batch_inputs(batch)
             y = train_labels[batch].to(args.device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, args.lr)
-            logits = model(x)
+            logits = step_model(x)  # (B, K)
             loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -200,10 +265,12 @@ def train(args) -> dict:
             seen += len(batch)
             correct += int((logits.argmax(-1) == y).sum())
             loss_sum += loss.item() * len(batch)
+            # refresh=False: the bar redraws at most every `mininterval` s, not on every step (a log file stays short)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            img_s=f"{seen / (time.time() - epoch_start):.0f}")
+                            img_s=f"{seen / (time.time() - epoch_start):.0f}", refresh=False)
+        bar.close()
         images_per_s = seen / (time.time() - epoch_start)
-        test_acc, _ = accuracy(model, dataset.test.images, dataset.test.labels, preprocessing, args.device)
+        test_acc = test_accuracy()
         history.append({"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "test_accuracy": test_acc, "elapsed_s": round(time.time() - start, 1)})
         print(f"epoch {epoch:3d}/{args.epochs}  loss {loss_sum / seen:.4f}  train acc {correct / seen:.4f}  "
@@ -214,8 +281,11 @@ def train(args) -> dict:
     final_acc = history[-1]["test_accuracy"]
     model = model.cpu().eval()
     recipe = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    argv = sys.argv[1:] if argv is None else list(argv)
     provenance = {
-        "command": "python -m explorer.train " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": "python -m explorer.train " + " ".join(shlex.quote(a) for a in argv),
+        "mode": (f"finetune: frozen {bundle.name} ({bundle.weights}) trunk, new linear head on its features "
+                 f"(computed once, no augmentation)") if args.finetune else "from scratch",
         "dataset": data_description,
         "test_accuracy": final_acc,
         "test_images": len(dataset.test.labels),
@@ -228,36 +298,30 @@ def train(args) -> dict:
         "history": history,
         "selection": "the final epoch (no model selection on the test set)",
     }
+    if args.finetune:
+        provenance["pretrained"] = {"name": bundle.name, "weights": bundle.weights, "source": bundle.source}
     weights_path, json_path = save_checkpoint(args.out, model, dataset.class_names, preprocessing, provenance)
-    save_curves(history, json_path.with_name(json_path.stem + "_curves.png"))
+    curves_path = json_path.with_name(json_path.stem + "_curves.png")
+    save_curves(history, curves_path)
     summary = {"checkpoint": str(weights_path), "test_accuracy": final_acc, "parameters": model.num_parameters(),
-               "train_time_s": round(train_time, 1), "epochs": args.epochs}
+               "trainable_parameters": sum(p.numel() for p in trainable), "train_time_s": round(train_time, 1),
+               "epochs": args.epochs, "curves": str(curves_path)}
     print("Summary: " + json.dumps(summary), flush=True)
     return summary
 
 
-def _resize_for(dataset: Dataset, preprocessing: Preprocessing) -> Dataset:
-    """Images of a folder data set re-cropped to a pretrained model's input size, kept as uint8."""
-    import numpy as np
-    from PIL import Image
-
-    from .data import Split
-
-    def convert(split: Split) -> Split:
-        out = []
-        for image in split.images:
-            array = image.permute(1, 2, 0).numpy()
-            pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).convert("RGB")
-            out.append(torch.from_numpy(np.asarray(preprocessing.crop(pil)[0]).copy()).permute(2, 0, 1))
-        return Split(torch.stack(out), split.labels)
-
-    return Dataset(dataset.name, convert(dataset.train), convert(dataset.test), dataset.class_names)
+@torch.no_grad()
+def accuracy_of_logits(head, features: torch.Tensor, labels: torch.Tensor, device="cpu") -> float:
+    """Top-1 accuracy of a head on precomputed features (n, D)."""
+    head.eval()
+    predictions = head(features.to(device)).argmax(-1).cpu()  # (n, D) -> (n,)
+    return float((predictions == labels).float().mean())
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        train(args)
+        train(args, argv=argv)
     except (DataError, WeightsUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,165 @@
+"""The paper's analyses as pure functions of a Trace (or of a model's weights).
+
+- attention rollout (Appendix D.8, Fig. 6; Abnar & Zuidema 2020)
+- the attention of one query token (the class token or a patch), per head
+- mean attention distance in pixels (Appendix D.7, Fig. 7 right)
+- position-embedding cosine similarity (Fig. 7 centre)
+- principal components of the patch-embedding filters (Fig. 7 left)
+- the "logit lens": the class token after each layer through the final LN and head
+- token norms of the residual stream
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .trace import Trace
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+def patch_index(row: int, col: int, grid: tuple[int, int]) -> int:
+    """Patch (row, col) -> its index i in the sequence x_p^1..x_p^N (0-based, row-major). Its token is i + 1."""
+    rows, cols = grid
+    if not (0 <= row < rows and 0 <= col < cols):
+        raise ValueError(f"Patch ({row}, {col}) is outside the {rows}x{cols} grid.")
+    return row * cols + col
+
+
+def patch_position(index: int, grid: tuple[int, int]) -> tuple[int, int]:
+    """Patch index i -> (row, col)."""
+    rows, cols = grid
+    if not 0 <= index < rows * cols:
+        raise ValueError(f"Patch index {index} is outside 0..{rows * cols - 1}.")
+    return divmod(index, cols)
+
+
+def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
+    """(..., h, T, T) -> (..., T, T) by the mean, max or min over heads."""
+    if head_fusion == "mean":
+        return attention.mean(dim=-3)
+    if head_fusion == "max":
+        return attention.amax(dim=-3)
+    if head_fusion == "min":
+        return attention.amin(dim=-3)
+    raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, not {head_fusion!r}.")
+
+
+def attention_rollout(attentions: torch.Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
+    """Attention rollout R = Â_L ··· Â_1 with Â_l = rownorm(fuse(A_l) + I). (L, h, T, T) -> (T, T).
+
+    `discard_ratio` zeroes that fraction of the smallest fused weights of each layer before adding I; weights to or
+    from the class token are never discarded.
+    """
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), not {discard_ratio}.")
+    L, h, T, _ = attentions.shape
+    identity = torch.eye(T, dtype=attentions.dtype)
+    rollout = identity.clone()  # (T, T)
+    for l in range(L):
+        fused = fuse_heads(attentions[l].to(identity.dtype), head_fusion)  # (h, T, T) -> (T, T)
+        if discard_ratio > 0:
+            patches = fused[1:, 1:].flatten()  # patch-to-patch weights only
+            count = int(patches.numel() * discard_ratio)
+            if count:
+                smallest = patches.topk(count, largest=False).indices
+                patches = patches.clone()
+                patches[smallest] = 0
+                fused = fused.clone()
+                fused[1:, 1:] = patches.view(T - 1, T - 1)
+        augmented = fused + identity  # the residual connection
+        augmented = augmented / augmented.sum(dim=-1, keepdim=True)  # row-normalise
+        rollout = augmented @ rollout  # (T, T)
+    return rollout
+
+
+def rollout_map(trace: Trace, head_fusion: str = "mean", discard_ratio: float = 0.0) -> np.ndarray:
+    """Fig. 6: the class token's row of the rollout over the patches, as (rows, cols), scaled to a maximum of 1."""
+    rollout = attention_rollout(trace.attentions(), head_fusion, discard_ratio)
+    row = rollout[0, 1:]  # class token -> patches: (N,)
+    row = row / row.max().clamp_min(1e-12)
+    return row.reshape(trace.grid).numpy()
+
+
+def query_attention(trace: Trace, layer: int, query: int = 0) -> np.ndarray:
+    """Attention of token `query` (0 = class token, i + 1 = patch i) to every patch, per head: (h, rows, cols)."""
+    attention = trace.attention(layer)  # (h, T, T)
+    T = attention.shape[-1]
+    if not 0 <= query < T:
+        raise ValueError(f"Query token {query} is outside 0..{T - 1}.")
+    return attention[:, query, 1:].reshape(-1, *trace.grid).numpy()  # (h, N) -> (h, rows, cols)
+
+
+def patch_distances(grid: tuple[int, int], patch_size: int) -> torch.Tensor:
+    """P · ||g_i - g_j||: pixel distance between the centres of patches i and j, (N, N)."""
+    rows, cols = grid
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    positions = torch.stack([r.flatten(), c.flatten()], dim=1).double()  # (N, 2)
+    return torch.cdist(positions, positions) * patch_size  # (N, N)
+
+
+def mean_attention_distance(trace: Trace, renormalise: bool = True) -> np.ndarray:
+    """Appendix D.7: per layer and head, (1/N) Σ_i Σ_j A[i, j] · P · ||g_i − g_j||, in pixels. -> (L, h).
+
+    The class token is dropped as query and key. With `renormalise`, each patch's remaining weights are rescaled to sum
+    to 1 (a distribution over patches); without, the weight given to the class token simply counts for nothing.
+    """
+    distances = patch_distances(trace.grid, trace.config.patch_size)  # (N, N)
+    attention = trace.attentions()[:, :, 1:, 1:].double()  # (L, h, N, N)
+    if renormalise:
+        attention = attention / attention.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return (attention * distances).sum(dim=-1).mean(dim=-1).float().numpy()  # (L, h)
+
+
+def position_similarity(position_embedding: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """Fig. 7 centre: cosine similarity between the position embeddings of all patch pairs, (rows, cols, rows, cols)."""
+    E = position_embedding[1:].double()  # drop the class token's row: (T, D) -> (N, D)
+    E = E / E.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    similarity = E @ E.T  # (N, N)
+    return similarity.reshape(*grid, *grid).float().numpy()
+
+
+def embedding_filter_components(projection_weight: torch.Tensor, n: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """Fig. 7 left: the first n principal components of the D patch-embedding filters, each as a P x P x C image.
+
+    Returns (components (n, P, P, C) min-max scaled to [0, 1], explained variance ratio (n,)).
+    """
+    D, C, P, _ = projection_weight.shape
+    filters = projection_weight.detach().double().permute(0, 2, 3, 1).reshape(D, P * P * C)  # (D, C, P, P) -> (D, P²C)
+    centred = filters - filters.mean(dim=0, keepdim=True)
+    _, singular_values, components = torch.linalg.svd(centred, full_matrices=False)  # components: (min(D, P²C), P²C)
+    variance = singular_values ** 2
+    explained = (variance / variance.sum().clamp_min(1e-30))[:n]
+    components = components[:n].reshape(-1, P, P, C)  # (n, P, P, C)
+    low = components.amin(dim=(1, 2, 3), keepdim=True)
+    high = components.amax(dim=(1, 2, 3), keepdim=True)
+    scaled = (components - low) / (high - low).clamp_min(1e-12)
+    return scaled.float().numpy(), explained.float().numpy()
+
+
+@dataclass
+class LogitLens:
+    probabilities: np.ndarray  # (L + 1, K): row l = softmax(head(LN(z_l^0))), row 0 from z_0
+    top_indices: np.ndarray  # (L + 1, k)
+    top_probabilities: np.ndarray  # (L + 1, k)
+
+
+def logit_lens(trace: Trace, model, k: int = 5) -> LogitLens:
+    """The class token after every layer (z_0^0 .. z_L^0) through the final LayerNorm and head (Eq. 4)."""
+    class_tokens = trace.residual_stream()[:, 0]  # (L + 1, T, D) -> (L + 1, D)
+    parameter = next(model.parameters())
+    with torch.no_grad():
+        logits = model.head_of(class_tokens.to(parameter.device, parameter.dtype)).float().cpu()  # (L + 1, K)
+    probabilities = logits.softmax(dim=-1)
+    top = probabilities.topk(min(k, probabilities.shape[-1]), dim=-1)
+    return LogitLens(probabilities.numpy(), top.indices.numpy(), top.values.numpy())
+
+
+def token_norms(trace: Trace) -> dict[str, np.ndarray]:
+    """L2 norms of every token in the residual stream: z_0..z_L (L + 1, T) and z'_1..z'_L (L, T)."""
+    return {
+        "z": trace.residual_stream().norm(dim=-1).numpy(),
+        "z_mid": trace.residual_mid().norm(dim=-1).numpy(),
+    }
