@@ -97,6 +97,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     return array.reshape(shape)
 
 
+def write_idx(path: str | Path, array: np.ndarray) -> Path:
+    """Write a uint8 array as an IDX file (gzipped when the name ends in .gz): the inverse of read_idx."""
+    path, array = Path(path), np.ascontiguousarray(array, dtype=np.uint8)
+    data = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape) + array.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
+        f.write(data)
+    return path
+
+
 def load_fashion_mnist(data: str | Path | None = None) -> Dataset:
     """Fashion-MNIST (or any data set in its IDX format, 10 classes) as uint8 tensors (n, 1, 28, 28)."""
     folder = find_fashion_mnist(data)
