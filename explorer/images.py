@@ -40,11 +40,19 @@ def open_image(source) -> OpenedImage:
     """Open `source` (path, bytes, file object, PIL image or H x W [x C] array) as an upright RGB image."""
     notes: list[str] = []
     if isinstance(source, np.ndarray):
-        source = Image.fromarray(_to_uint8(source))
+        source = _from_array(source)
     if isinstance(source, Image.Image):
         image = source
     else:
         image = _open_file(source)
+    try:
+        return _upright_rgb(image, notes)
+    finally:
+        if image is not source:
+            image.close()  # release the file (kept open by PIL for animations); the result is a separate image
+
+
+def _upright_rgb(image: Image.Image, notes: list[str]) -> OpenedImage:
     original_size, original_mode = image.size, image.mode
     width, height = image.size
     if width * height > MAX_PIXELS:
@@ -60,11 +68,17 @@ def open_image(source) -> OpenedImage:
     try:
         image.load()
         transposed = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as error:
+        orientation = _exif_orientation(image)
+        rgb = _to_rgb(transposed, notes)
+        if rgb is image:
+            rgb = image.copy()  # detached from the file, which open_image closes
+    except ImageError:
+        raise
+    except Exception as error:  # decoding a user's file: PIL raises OSError, SyntaxError, struct.error, ...
         raise ImageError(f"The image file is damaged or incomplete ({_reason(error)}); upload a complete file.") from None
-    if transposed is not image and _exif_orientation(image) not in (None, 1):
+    if orientation not in (None, 1):
         notes.append("The photo's EXIF orientation was applied, so it is shown upright.")
-    image = _to_rgb(transposed, notes)
+    image = rgb
     if min(image.size) < 8:
         notes.append(f"The image is only {image.width}×{image.height} pixels; it is scaled up, so expect blur.")
     return OpenedImage(image, notes, original_size, original_mode)
@@ -78,10 +92,12 @@ def _open_file(source) -> Image.Image:
         size = path.stat().st_size
         name = path.name
         opener = lambda: Image.open(path)  # noqa: E731
+        head = lambda: _read_head(path)  # noqa: E731
     else:
         data = source if isinstance(source, (bytes, bytearray)) else source.read()
         size, name = len(data), "the upload"
         opener = lambda: Image.open(io.BytesIO(data))  # noqa: E731
+        head = lambda: bytes(data[:1024])  # noqa: E731
     if size == 0:
         raise ImageError(f"The file {name} is empty; upload a JPEG, PNG, WebP, GIF or BMP image.")
     if size > MAX_FILE_BYTES:
@@ -98,7 +114,7 @@ def _open_file(source) -> Image.Image:
             f"{MAX_PIXELS / 1e6:.0f} megapixels, so upload a smaller image."
         ) from None
     except UnidentifiedImageError:
-        hint = " (SVG is a vector format: export it as PNG first)" if _looks_like_svg(source) else ""
+        hint = " (SVG is a vector format: export it as PNG first)" if b"<svg" in head().lower() else ""
         raise ImageError(
             f"The file {name} is not an image this app can read{hint}; upload a JPEG, PNG, WebP, GIF or BMP image."
         ) from None
@@ -106,12 +122,9 @@ def _open_file(source) -> Image.Image:
         raise ImageError(f"The file {name} could not be read as an image ({_reason(error)}); upload a JPEG or PNG.") from None
 
 
-def _looks_like_svg(source) -> bool:
-    try:
-        head = Path(source).read_bytes()[:512] if isinstance(source, (str, os.PathLike)) else bytes(source)[:512]
-    except Exception:
-        return False
-    return b"<svg" in head.lower()
+def _read_head(path: Path, size: int = 1024) -> bytes:
+    with path.open("rb") as file:
+        return file.read(size)
 
 
 def _reason(error: Exception) -> str:
@@ -125,15 +138,28 @@ def _exif_orientation(image: Image.Image):
         return None
 
 
+def _from_array(array: np.ndarray) -> Image.Image:
+    """H x W, H x W x 1, H x W x 3 or H x W x 4 array -> PIL image (L, RGB or RGBA)."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.size == 0 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ImageError(f"An array of shape {array.shape} is not an image; give H x W, H x W x 3 or H x W x 4 values.")
+    return Image.fromarray(_to_uint8(array))
+
+
 def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] are scaled by 255; values in [0, 255] are kept; any other range is min-max scaled."""
     array = np.asarray(array)
     if array.dtype == np.uint8:
         return array
-    array = array.astype(np.float64)
-    if array.dtype.kind == "f" and array.max() <= 1.0 and array.min() >= 0.0:
+    floating = array.dtype.kind == "f"
+    array = np.nan_to_num(array.astype(np.float64))
+    low, high = array.min(), array.max()
+    if (floating or array.dtype == bool) and low >= 0.0 and high <= 1.0:
         array = array * 255.0
-    elif array.max() > 255:
-        array = (array - array.min()) / max(array.max() - array.min(), 1e-12) * 255.0
+    elif low < 0.0 or high > 255.0:
+        array = (array - low) / max(high - low, 1e-12) * 255.0
     return np.clip(np.rint(array), 0, 255).astype(np.uint8)
 
 
@@ -160,7 +186,12 @@ def _to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode == "CMYK":
         notes.append("The CMYK image was converted to RGB.")
-    return image.convert("RGB") if mode != "RGB" else image
+    if mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except ValueError:  # e.g. LAB or HSV TIFFs: PIL has no conversion to RGB
+        raise ImageError(f"The image uses the {mode} colour mode, which can't be shown; save it as an RGB JPEG or PNG.") from None
 
 
 _INTERPOLATIONS = {

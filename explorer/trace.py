@@ -124,12 +124,14 @@ def trace(
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"trace takes a batch of one image (1, C, H, W) but got shape {tuple(x.shape)}.")
-    device = next(model.parameters()).device
+    parameter = next(model.parameters())
+    # A private copy: input.pixels and embed.patches are views of it, so they never alias the caller's tensor.
+    x = x.detach().to(device=parameter.device, dtype=parameter.dtype, copy=True)
     record: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        model(x.to(device), record)
+        model(x, record)
     stages: dict[str, torch.Tensor] = {}
-    pixels = x[0].detach().cpu()  # (C, H, W)
+    pixels = x[0].cpu()  # (C, H, W)
     stages["input.pixels"] = pixels
     stages["input.image"] = _displayable(pixels, mean, std)  # (H, W, C)
     for name, tensor in record.items():

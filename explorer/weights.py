@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -95,8 +96,10 @@ def config_from_torchvision(state_dict: dict[str, torch.Tensor], heads: int | No
     if side * side != T - 1:
         raise ValueError(f"Position embedding of {T} tokens is not a square grid plus a class token.")
     layers = {int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.layers\.encoder_layer_(\d+)\.", k))}
-    depth = len(layers)
-    mlp_key = next(k for k in state_dict if re.match(r"encoder\.layers\.encoder_layer_0\.mlp\.(0|linear_1)\.weight", k))
+    depth = max(layers) + 1 if layers else 0  # a missing layer then fails as a missing key, by name
+    mlp_key = next((k for k in state_dict if re.fullmatch(r"encoder\.layers\.encoder_layer_0\.mlp\.(0|linear_1)\.weight", k)), None)
+    if depth == 0 or mlp_key is None:
+        raise ValueError("Not a torchvision ViT state dict: missing encoder.layers.encoder_layer_0.mlp.0.weight.")
     if heads is None:
         if D not in _HEADS_BY_WIDTH:
             raise ValueError(f"Can't infer the number of heads for D={D}; pass heads=.")
@@ -110,8 +113,13 @@ def config_from_torchvision(state_dict: dict[str, torch.Tensor], heads: int | No
     )
 
 
-def from_torchvision(model_or_state_dict, heads: int | None = None, name: str = "") -> ViT:
-    """An explorer.ViT with exactly the weights of a torchvision VisionTransformer (or its state dict)."""
+def from_torchvision(model_or_state_dict, heads: int | None = None, name: str = "", copy: bool = True) -> ViT:
+    """An explorer.ViT with exactly the weights of a torchvision VisionTransformer (or its state dict).
+
+    The model is built on the meta device and takes the converted tensors as its parameters, so no memory is spent on
+    a throw-away initialisation (ViT-H/14 has 632M parameters). With copy=False the parameters share storage with the
+    given tensors (fine for a state dict just read from a file); a meta-device state dict gives a meta-device model.
+    """
     if isinstance(model_or_state_dict, torch.nn.Module):
         tv = model_or_state_dict
         heads = heads or tv.encoder.layers[0].self_attention.num_heads
@@ -121,7 +129,8 @@ def from_torchvision(model_or_state_dict, heads: int | None = None, name: str = 
     else:
         state_dict = dict(model_or_state_dict)
     config = config_from_torchvision(state_dict, heads, name)
-    model = ViT(config)
+    with torch.device("meta"):
+        model = ViT(config)
     ours = model.state_dict()
     table = _key_table(config.depth, config.representation_size is not None)
     assert set(table) == set(ours), f"key table out of date: {sorted(set(table) ^ set(ours))[:5]}"
@@ -133,12 +142,13 @@ def from_torchvision(model_or_state_dict, heads: int | None = None, name: str = 
         tensor = state_dict[source]
         if tensor.shape != ours[our_key].shape:
             raise ValueError(f"{source} has shape {tuple(tensor.shape)}; expected {tuple(ours[our_key].shape)}.")
-        converted[our_key] = tensor
+        tensor = tensor.detach().to(dtype=ours[our_key].dtype)  # float32 like a fresh ViT; no copy if it already is
+        converted[our_key] = tensor.clone() if copy else tensor
         used.add(source)
     unused = set(state_dict) - used
     if unused:
         raise ValueError(f"torchvision weights have keys this model does not use: {sorted(unused)[:5]}.")
-    model.load_state_dict(converted, strict=True)
+    model.load_state_dict(converted, strict=True, assign=True)
     return model.eval()
 
 
@@ -202,30 +212,56 @@ def pretrained_state_dict(weights, progress: bool = True) -> dict[str, torch.Ten
             )
         mirror = os.environ.get("EXPLORER_WEIGHTS_MIRROR", "").strip()
         url = mirror.rstrip("/") + "/" + path.name if mirror else weights.url
+        # As torchvision (check_hash=True): the official file name ends with the first hex digits of its sha256.
+        # A mirror may serve a re-exported file, so its hash is not checked; weights_only=True still applies.
+        match = None if mirror else torch.hub.HASH_REGEX.search(path.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(path), progress=progress)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", None) or error
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None,
+                                           progress=progress)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, RuntimeError) as error:
             raise WeightsUnavailable(
-                f"Could not download {path.name} ({str(reason).splitlines()[0]}): with no network, put that file, "
-                f"from {weights.url}, at {path}."
+                f"Could not download {url} ({_reason(error)}); with no network, put the file from {weights.url} "
+                f"at {path}."
             ) from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only refuses pickled code: a refusal is an error here, never a call
         raise WeightsUnavailable(
             f"The cached file {path} could not be read as torchvision weights ({type(error).__name__}); "
             f"delete it and download it again."
         ) from None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise WeightsUnavailable(f"The cached file {path} does not hold a state dict; delete it and download it again.")
+    return state_dict
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of an error's reason, without a final full stop, never empty."""
+    reason = getattr(error, "reason", None) or error
+    lines = str(reason).strip().splitlines()
+    return (lines[0].rstrip(".") if lines else "") or type(error).__name__
 
 
 def load_pretrained(name: str = "ViT-B/16", variant: str = "DEFAULT", progress: bool = True) -> ModelBundle:
     """A torchvision-pretrained ViT as an explorer ModelBundle (weights, preprocessing and class names from torchvision)."""
     weights = get_weights(name, variant)
     state_dict = pretrained_state_dict(weights, progress)
-    heads = CONFIGS[name].heads
-    model = from_torchvision(state_dict, heads=heads, name=name)
+    expected = CONFIGS[name].replace(image_size=weights.transforms().crop_size[0],
+                                     num_classes=len(weights.meta["categories"]))
+    path = cache_path(weights)
+    try:
+        model = from_torchvision(state_dict, heads=expected.heads, name=name, copy=False)
+    except ValueError as error:
+        raise WeightsUnavailable(
+            f"The cached file {path} does not hold {name} weights ({str(error).rstrip('.')}); delete it and download "
+            f"it again."
+        ) from None
+    if model.config != expected:
+        raise WeightsUnavailable(
+            f"The cached file {path} holds weights of another model ({_shape_summary(model.config)}, expected "
+            f"{_shape_summary(expected)}); delete it and download it again."
+        )
     acc = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
     return ModelBundle(
         model=model,
@@ -236,6 +272,12 @@ def load_pretrained(name: str = "ViT-B/16", variant: str = "DEFAULT", progress: 
         source=f"torchvision {PRETRAINED[name][1]}.{weights.name} ({cache_path(weights).name})",
         meta={"imagenet_acc1": acc, "url": weights.url},
     )
+
+
+def _shape_summary(config: ViTConfig) -> str:
+    height, width = config.image_hw
+    return (f"{height}x{width} input, P={config.patch_size}, D={config.hidden_dim}, L={config.depth}, "
+            f"MLP {config.mlp_dim}, {config.num_classes} classes")
 
 
 def random_bundle(name: str, seed: int = 0) -> ModelBundle:
@@ -264,10 +306,10 @@ def random_bundle(name: str, seed: int = 0) -> ModelBundle:
 def save_checkpoint(path: str | os.PathLike, model: ViT, class_names: list[str], preprocessing: Preprocessing,
                     provenance: dict | None = None) -> tuple[Path, Path]:
     """Write <path>.safetensors and <path>.json. Returns both paths."""
-    stem = Path(path).with_suffix("") if Path(path).suffix in (".safetensors", ".json") else Path(path)
+    stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    weights_path, json_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    weights_path, json_path = _with(stem, ".safetensors"), _with(stem, ".json")
     save_file(tensors, str(weights_path), metadata={"format": CHECKPOINT_FORMAT})
     side = {
         "format": CHECKPOINT_FORMAT,
@@ -283,12 +325,16 @@ def save_checkpoint(path: str | os.PathLike, model: ViT, class_names: list[str],
 
 def read_checkpoint_info(path: str | os.PathLike) -> dict:
     """The JSON side file of a checkpoint (given either file, or the stem)."""
-    json_path = _stem(path).with_suffix(".json")
+    json_path = _with(_stem(path), ".json")
     if not json_path.is_file():
         raise WeightsUnavailable(f"No checkpoint description at {json_path}; a checkpoint is a .safetensors and a .json file.")
-    info = json.loads(json_path.read_text())
-    if info.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsUnavailable(f"{json_path} is not a ViT Explorer checkpoint (format {info.get('format')!r}).")
+    try:
+        info = json.loads(json_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise WeightsUnavailable(f"{json_path} is not valid JSON ({_reason(error)}); save the checkpoint again.") from None
+    if not isinstance(info, dict) or info.get("format") != CHECKPOINT_FORMAT:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise WeightsUnavailable(f"{json_path} is not a ViT Explorer checkpoint (format {found!r}).")
     return info
 
 
@@ -301,21 +347,42 @@ def _stem(path) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
+def _with(stem: Path, suffix: str) -> Path:
+    """stem + suffix, appended: "run.v2" -> "run.v2.json" (Path.with_suffix would give "run.json")."""
+    return stem.with_name(stem.name + suffix)
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> ModelBundle:
     """Load one of the project's checkpoints (.safetensors + .json). Never unpickles anything."""
     stem = _stem(path)
     info = read_checkpoint_info(stem)
-    weights_path = stem.with_suffix(".safetensors")
+    weights_path = _with(stem, ".safetensors")
     if not weights_path.is_file():
-        raise WeightsUnavailable(f"The weights file {weights_path} is missing.")
-    config = ViTConfig.from_dict(info["config"])
-    model = ViT(config)
-    model.load_state_dict(load_file(str(weights_path), device="cpu"), strict=True)
+        raise WeightsUnavailable(f"The weights file {weights_path} is missing; a checkpoint is a .safetensors and a .json file.")
+    try:
+        config = ViTConfig.from_dict(info["config"])
+        preprocessing = Preprocessing.from_dict(info["preprocessing"])
+        class_names = list(info["class_names"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeightsUnavailable(f"{_with(stem, '.json')} is incomplete ({_reason(error)}); save the checkpoint again.") from None
+    try:
+        tensors = load_file(str(weights_path), device="cpu")
+    except Exception as error:  # safetensors raises its own error type for a damaged header
+        raise WeightsUnavailable(f"{weights_path} is not a readable safetensors file ({_reason(error)}); save the checkpoint again.") from None
+    with torch.device("meta"):
+        model = ViT(config)
+    expected = model.state_dict()
+    mismatched = [k for k in expected if k not in tensors or tensors[k].shape != expected[k].shape]
+    mismatched += sorted(set(tensors) - set(expected))
+    if mismatched:
+        raise WeightsUnavailable(
+            f"The weights in {weights_path} do not fit its config (first mismatch: {mismatched[0]}); save the checkpoint again."
+        )
+    model.load_state_dict(tensors, strict=True, assign=True)
     model = model.to(device).eval()
     provenance = info.get("provenance", {})
     accuracy = provenance.get("test_accuracy")
     source = f"checkpoint {weights_path.name}" + (f", trained on {provenance['dataset']}" if "dataset" in provenance else "")
     if accuracy is not None:
         source += f", test accuracy {accuracy:.4f}"
-    return ModelBundle(model, Preprocessing.from_dict(info["preprocessing"]), list(info["class_names"]),
-                       config.name or stem.name, stem.name, source, meta=info)
+    return ModelBundle(model, preprocessing, class_names, config.name or stem.name, stem.name, source, meta=info)
