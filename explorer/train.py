@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import CONFIGS, ViTConfig
-from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset, Split, channel_stats,
+from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset, channel_stats,
                    load_fashion_mnist, load_image_folder, prepare_images)
 from .images import Preprocessing
 from .model import ViT
-from .weights import WeightsUnavailable, load_pretrained, save_checkpoint
+from .weights import PRETRAINED, WeightsUnavailable, get_weights, load_pretrained, save_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(instead of Fashion-MNIST)")
     p.add_argument("--config", default="ViT-Fashion/4", choices=sorted(CONFIGS), help="model preset to train from scratch")
     p.add_argument("--image-size", type=int, default=None, help="override the preset's image size (image folders)")
-    p.add_argument("--finetune", default=None, metavar="PRESET",
+    p.add_argument("--finetune", default=None, metavar="PRESET", choices=sorted(PRETRAINED),
                    help="instead: freeze this torchvision-pretrained ViT (e.g. ViT-B/16) and train a new head")
     p.add_argument("--weights", default="DEFAULT", help="torchvision weight variant for --finetune")
     p.add_argument("--epochs", type=int, default=20)
@@ -113,7 +113,7 @@ def load_data(args, config: ViTConfig, preprocessing: Preprocessing | None = Non
         if preprocessing is not None:
             return load_image_folder(args.data_dir, preprocessing=preprocessing), preprocessing, args.data_dir
         size = args.image_size or config.image_hw[0]
-        _check_size(config, size)
+        _check_size(config, size, f"choose --image-size as a multiple of {config.patch_size}")
         dataset = load_image_folder(args.data_dir, size, config.channels)
         mean, std = channel_stats(dataset.train.images)  # over the training images, as for Fashion-MNIST below
         return dataset, Preprocessing(resize_size=size, crop_size=size, channels=config.channels, mean=mean, std=std), args.data_dir
@@ -129,13 +129,13 @@ def load_data(args, config: ViTConfig, preprocessing: Preprocessing | None = Non
     return dataset, preprocessing, description
 
 
-def _check_size(config: ViTConfig, size: int) -> None:
+def _check_size(config: ViTConfig, size: int, what_to_do: str) -> None:
     if size % config.patch_size:
         raise DataError(f"Image size {size} is not divisible by {config.name or 'the model'}'s patch size "
-                        f"{config.patch_size}; choose --image-size as a multiple of {config.patch_size}.")
+                        f"{config.patch_size}; {what_to_do}.")
 
 
-def save_curves(history: list[dict], path: Path) -> None:
+def save_curves(history: list[dict], path: Path, train_label: str = "train (augmented)") -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.4), layout="constrained")
@@ -143,7 +143,7 @@ def save_curves(history: list[dict], path: Path) -> None:
     epochs = [h["epoch"] for h in history]
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o")
     ax_loss.set(xlabel="epoch", ylabel="training loss (label-smoothed)", title="Loss")
-    ax_acc.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train (augmented)")
+    ax_acc.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label=train_label)
     ax_acc.plot(epochs, [h["test_accuracy"] for h in history], marker="o", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     ax_acc.legend()
@@ -155,7 +155,9 @@ def save_curves(history: list[dict], path: Path) -> None:
 def from_scratch(config: ViTConfig, dataset: Dataset, dropout: float, seed: int) -> ViT:
     """A freshly initialised ViT shaped for the data set: its image size, channels and number of classes."""
     height, width = dataset.train.images.shape[-2:]
-    _check_size(config, height)
+    for side in (height, width):
+        _check_size(config, side, f"choose a --config whose patch size divides {side} (for 28x28 Fashion-MNIST: "
+                                  f"ViT-Fashion/4), or use --data-dir with --image-size")
     config = config.replace(num_classes=len(dataset.class_names), dropout=dropout,
                             image_size=height if height == width else (height, width),
                             channels=dataset.train.images.shape[1])
@@ -200,6 +202,10 @@ def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) 
     config = config or CONFIGS[args.config]
 
     if args.finetune:
+        try:
+            get_weights(args.finetune, args.weights)
+        except ValueError as error:  # an unknown preset or weight variant; the message lists the choices
+            raise WeightsUnavailable(str(error)) from None
         bundle = load_pretrained(args.finetune, args.weights)
         dataset, preprocessing, data_description = load_data(args, config, bundle.preprocessing)
         torch.manual_seed(args.seed)
@@ -302,7 +308,7 @@ def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) 
         provenance["pretrained"] = {"name": bundle.name, "weights": bundle.weights, "source": bundle.source}
     weights_path, json_path = save_checkpoint(args.out, model, dataset.class_names, preprocessing, provenance)
     curves_path = json_path.with_name(json_path.stem + "_curves.png")
-    save_curves(history, curves_path)
+    save_curves(history, curves_path, "train (features, no augmentation)" if args.finetune else "train (augmented)")
     summary = {"checkpoint": str(weights_path), "test_accuracy": final_acc, "parameters": model.num_parameters(),
                "trainable_parameters": sum(p.numel() for p in trainable), "train_time_s": round(train_time, 1),
                "epochs": args.epochs, "curves": str(curves_path)}
