@@ -90,19 +90,19 @@ def _open_file(source) -> Image.Image:
         if not path.is_file():
             raise ImageError(f"No file at {path}; choose an image file to upload.")
         size = path.stat().st_size
-        name = path.name
+        subject = f"The file {path.name}"
         opener = lambda: Image.open(path)  # noqa: E731
         head = lambda: _read_head(path)  # noqa: E731
     else:
         data = source if isinstance(source, (bytes, bytearray)) else source.read()
-        size, name = len(data), "the upload"
+        size, subject = len(data), "The uploaded file"
         opener = lambda: Image.open(io.BytesIO(data))  # noqa: E731
         head = lambda: bytes(data[:1024])  # noqa: E731
     if size == 0:
-        raise ImageError(f"The file {name} is empty; upload a JPEG, PNG, WebP, GIF or BMP image.")
+        raise ImageError(f"{subject} is empty; upload a JPEG, PNG, WebP, GIF or BMP image.")
     if size > MAX_FILE_BYTES:
         raise ImageError(
-            f"The file {name} is {size / 2**20:.0f} MB, over the {MAX_FILE_BYTES / 2**20:.0f} MB limit; upload a smaller image."
+            f"{subject} is {size / 2**20:.0f} MB, over the {MAX_FILE_BYTES / 2**20:.0f} MB limit; upload a smaller image."
         )
     try:
         with warnings.catch_warnings():
@@ -110,16 +110,16 @@ def _open_file(source) -> Image.Image:
             return opener()
     except Image.DecompressionBombError:
         raise ImageError(
-            f"The file {name} declares far too many pixels (a decompression bomb?); the limit is "
+            f"{subject} declares far too many pixels (a decompression bomb?); the limit is "
             f"{MAX_PIXELS / 1e6:.0f} megapixels, so upload a smaller image."
         ) from None
     except UnidentifiedImageError:
         hint = " (SVG is a vector format: export it as PNG first)" if b"<svg" in head().lower() else ""
         raise ImageError(
-            f"The file {name} is not an image this app can read{hint}; upload a JPEG, PNG, WebP, GIF or BMP image."
+            f"{subject} is not an image this app can read{hint}; upload a JPEG, PNG, WebP, GIF or BMP image."
         ) from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"The file {name} could not be read as an image ({_reason(error)}); upload a JPEG or PNG.") from None
+        raise ImageError(f"{subject} could not be read as an image ({_reason(error)}); upload a JPEG or PNG.") from None
 
 
 def _read_head(path: Path, size: int = 1024) -> bytes:
