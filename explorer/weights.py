@@ -238,6 +238,8 @@ def pretrained_state_dict(weights, progress: bool = True) -> dict[str, torch.Ten
 
 def _reason(error: BaseException) -> str:
     """The first line of an error's reason, without a final full stop, never empty."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}".strip()
     reason = getattr(error, "reason", None) or error
     lines = str(reason).strip().splitlines()
     return (lines[0].rstrip(".") if lines else "") or type(error).__name__

@@ -1,0 +1,443 @@
+"""explorer.weights end to end without the internet: a pre-seeded torch hub cache, a local HTTP mirror, refusals
+(offline, closed port, 404, hostile pickles, wrong files), and the project's own safetensors checkpoints."""
+import builtins
+import filecmp
+import functools
+import io
+import json
+import os
+import pickle
+import re
+import socket
+import struct
+import threading
+import urllib.error
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torchvision.models import ViT_B_16_Weights, ViT_B_32_Weights
+from torchvision.models.vision_transformer import VisionTransformer
+
+from explorer import CONFIGS, ViT
+from explorer.images import Preprocessing
+from explorer.weights import (
+    PRETRAINED,
+    WeightsUnavailable,
+    cache_path,
+    get_weights,
+    is_cached,
+    load_checkpoint,
+    load_pretrained,
+    pretrained_state_dict,
+    random_bundle,
+    read_checkpoint_info,
+    save_checkpoint,
+    weight_variants,
+)
+
+B32 = ViT_B_32_Weights.IMAGENET1K_V1
+B32_FILE = os.path.basename(B32.url)  # vit_b_32-d86f8d99.pth
+
+
+def assert_one_sentence(message: str) -> None:
+    assert "\n" not in message and message.endswith("."), message
+    assert not re.search(r"[.!?]\s+[A-Z]", message), f"more than one sentence: {message}"
+
+
+class Payload:
+    """A pickle that runs code when loaded: creates `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def write_payload(path, marker, writer: str) -> None:
+    if writer == "torch.save":
+        torch.save({"class_token": Payload(marker)}, path)  # the zip format torchvision's files use
+    else:
+        with open(path, "wb") as file:
+            pickle.dump(Payload(marker), file, protocol=2)  # a bare (legacy) pickle
+
+
+def test_payload_is_live(tmp_path):
+    # The hostile files below are refused only if this would have run: prove that it does.
+    marker = tmp_path / "ran"
+    pickle.loads(pickle.dumps(Payload(marker)))
+    assert marker.exists()
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Any connection outside 127.0.0.1 fails the test: nothing here may reach the internet."""
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"a test tried to reach {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub under tmp_path, offline and without a mirror unless a test changes that."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("EXPLORER_OFFLINE", "1")
+    monkeypatch.delenv("EXPLORER_WEIGHTS_MIRROR", raising=False)
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    # torch.hub.get_dir() reads TORCH_HOME at each call (unless torch.hub.set_dir was called).
+    assert torch.hub.get_dir() == str(tmp_path / "torch" / "hub")
+    return checkpoints
+
+
+@pytest.fixture
+def download_calls(monkeypatch):
+    """Records every torch.hub.download_url_to_file call and lets it run."""
+    calls = []
+    real = torch.hub.download_url_to_file
+
+    def spy(url, dst, hash_prefix=None, progress=True):
+        calls.append(dict(url=url, dst=dst, hash_prefix=hash_prefix, progress=progress))
+        return real(url, dst, hash_prefix=hash_prefix, progress=progress)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", spy)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def b32(tmp_path_factory):
+    """A random-init torchvision vit_b_32 saved as a torchvision-format file, its input and its logits."""
+    torch.manual_seed(0)
+    tv = torchvision.models.vit_b_32(weights=None).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-trivial head, LayerNorms and biases (torchvision's init leaves them 0 / 1)
+        for name, p in tv.named_parameters():
+            if name.startswith("heads."):
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+            elif p.dim() <= 1:
+                p.add_(torch.randn(p.shape, generator=generator) * 0.1)
+    served = tmp_path_factory.mktemp("served")
+    path = served / B32_FILE
+    torch.save(tv.state_dict(), path)
+    x = torch.randn(1, 3, 224, 224, generator=generator)
+    with torch.no_grad():
+        logits = tv(x)
+    assert logits.std() > 0.3
+    return path, x, logits
+
+
+@pytest.fixture
+def mirror(b32):
+    """An HTTP server on 127.0.0.1 serving the directory that holds the b32 file; yields (base URL, requested paths)."""
+    requested = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(b32[0].parent)))
+    thread = threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def assert_same_logits(bundle, b32) -> None:
+    _, x, logits = b32
+    with torch.no_grad():
+        ours = bundle.model(x)
+    assert (ours - logits).abs().max().item() < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (a) a pre-seeded cache, offline
+
+def test_preseeded_cache_loads_offline(hub, b32, download_calls):
+    assert cache_path(B32) == hub / B32_FILE
+    assert not is_cached("ViT-B/32", "IMAGENET1K_V1")
+    hub.mkdir(parents=True)
+    os.link(b32[0], hub / B32_FILE)  # the same bytes torch.save wrote, without copying 350 MB
+    assert is_cached("ViT-B/32", "IMAGENET1K_V1") and is_cached("ViT-B/32")  # DEFAULT is IMAGENET1K_V1
+
+    bundle = load_pretrained("ViT-B/32", "IMAGENET1K_V1")
+    assert download_calls == []
+    assert_same_logits(bundle, b32)
+    assert bundle.class_names == list(B32.meta["categories"]) and len(bundle.class_names) == 1000
+    transforms = B32.transforms()
+    assert bundle.preprocessing == Preprocessing(
+        resize_size=transforms.resize_size[0], crop_size=transforms.crop_size[0],
+        interpolation=transforms.interpolation.value, mean=tuple(transforms.mean), std=tuple(transforms.std))
+    assert (bundle.preprocessing.resize_size, bundle.preprocessing.crop_size) == (256, 224)
+    assert bundle.name == "ViT-B/32" and bundle.weights == "IMAGENET1K_V1" and bundle.trained
+    assert B32_FILE in bundle.source and bundle.meta["imagenet_acc1"] == pytest.approx(75.912)
+    assert not any(p.is_meta for p in bundle.model.parameters()) and not bundle.model.training
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (b) offline and not cached
+
+def test_offline_and_not_cached_names_the_path(hub, mirror, download_calls, monkeypatch):
+    url, requested = mirror
+    monkeypatch.setenv("EXPLORER_WEIGHTS_MIRROR", url)  # offline wins over a mirror
+    with pytest.raises(WeightsUnavailable) as info:
+        load_pretrained("ViT-B/32", "IMAGENET1K_V1")
+    message = str(info.value)
+    assert str(hub / B32_FILE) in message and "EXPLORER_OFFLINE" in message and B32.url in message
+    assert_one_sentence(message)
+    assert download_calls == [] and requested == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (c) a local mirror, online
+
+def test_mirror_download_lands_in_the_cache_and_loads_exactly(hub, b32, mirror, download_calls, monkeypatch):
+    url, requested = mirror
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    monkeypatch.setenv("EXPLORER_WEIGHTS_MIRROR", url)
+    bundle = load_pretrained("ViT-B/32", "IMAGENET1K_V1")
+    assert requested == [f"/{B32_FILE}"]
+    assert len(download_calls) == 1
+    assert download_calls[0]["url"] == url + B32_FILE and download_calls[0]["progress"] is True  # a progress bar
+    assert download_calls[0]["hash_prefix"] is None  # a mirror's file may be re-exported: its hash isn't checked
+    assert filecmp.cmp(hub / B32_FILE, b32[0], shallow=False)
+    assert [p.name for p in hub.iterdir()] == [B32_FILE]  # no temporary file left behind
+    assert_same_logits(bundle, b32)
+    pretrained_state_dict(B32)  # now cached: no second request
+    assert requested == [f"/{B32_FILE}"] and len(download_calls) == 1
+
+
+def test_mirror_without_the_file_is_one_sentence(hub, mirror, monkeypatch):
+    url, requested = mirror
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    monkeypatch.setenv("EXPLORER_WEIGHTS_MIRROR", url)
+    with pytest.raises(WeightsUnavailable) as info:
+        load_pretrained("ViT-B/16", "IMAGENET1K_V1")  # the server has only the B/32 file
+    name = os.path.basename(ViT_B_16_Weights.IMAGENET1K_V1.url)
+    message = str(info.value)
+    assert requested == [f"/{name}"] and url + name in message and "HTTP 404" in message
+    assert_one_sentence(message)
+    assert not hub.exists() or list(hub.iterdir()) == []
+
+
+def test_official_url_is_downloaded_with_its_hash_checked(hub, monkeypatch):
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    calls = []
+
+    def no_network(url, dst, hash_prefix=None, progress=True):
+        calls.append(dict(url=url, hash_prefix=hash_prefix, progress=progress))
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(WeightsUnavailable) as info:
+        load_pretrained("ViT-B/32", "IMAGENET1K_V1")
+    assert calls == [dict(url=B32.url, hash_prefix="d86f8d99", progress=True)]  # as torchvision's check_hash=True
+    assert_one_sentence(str(info.value))
+    assert "no network in this test" in str(info.value) and str(hub / B32_FILE) in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (d) a mirror on a closed port
+
+def test_mirror_on_a_closed_port_is_one_sentence(hub, monkeypatch):
+    with socket.socket() as probe:  # a port that was free a moment ago, with nothing listening now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    monkeypatch.setenv("EXPLORER_WEIGHTS_MIRROR", f"http://127.0.0.1:{port}")
+    with pytest.raises(WeightsUnavailable) as info:
+        load_pretrained("ViT-B/32", "IMAGENET1K_V1")
+    message = str(info.value)
+    assert_one_sentence(message)
+    assert message.startswith("Could not download") and f"127.0.0.1:{port}/{B32_FILE}" in message
+    assert "refused" in message.lower() and str(hub / B32_FILE) in message
+    assert not (hub / B32_FILE).exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (e) hostile or wrong files in the cache
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_malicious_pickle_in_the_cache_is_refused_and_not_run(hub, tmp_path, writer):
+    marker = tmp_path / "pwned"
+    hub.mkdir(parents=True)
+    write_payload(hub / B32_FILE, marker, writer)
+    with pytest.raises(WeightsUnavailable) as info:
+        load_pretrained("ViT-B/32", "IMAGENET1K_V1")
+    assert not marker.exists()
+    assert_one_sentence(str(info.value))
+    assert str(hub / B32_FILE) in str(info.value) and "delete it" in str(info.value)
+
+
+def test_weights_of_another_model_in_the_cache_are_refused(hub):
+    hub.mkdir(parents=True)
+    torch.manual_seed(0)
+    small = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=12, hidden_dim=48, mlp_dim=96)
+    torch.save(small.state_dict(), hub / B32_FILE)
+    with pytest.raises(WeightsUnavailable, match="another model") as info:
+        load_pretrained("ViT-B/32", "IMAGENET1K_V1")
+    assert_one_sentence(str(info.value))
+    torch.save([1, 2, 3], hub / B32_FILE)
+    with pytest.raises(WeightsUnavailable, match="does not hold a state dict"):
+        load_pretrained("ViT-B/32", "IMAGENET1K_V1")
+
+
+ALL_WEIGHTS = [(name, variant) for name in PRETRAINED for variant in weight_variants(name)]
+
+
+@pytest.mark.parametrize("name, variant", ALL_WEIGHTS, ids=[f"{n}:{v}" for n, v in ALL_WEIGHTS])
+def test_every_torchvision_weight_fits_its_preset_and_preprocessing(name, variant, monkeypatch):
+    """For every weights enum (SWAG ones at 384 / 512 / 518 included), a state dict of the shape torchvision's own
+    builder makes for it converts, and the model's input size is the preprocessing's crop. Meta device: no memory."""
+    weights = get_weights(name, variant)
+    builder = getattr(torchvision.models, PRETRAINED[name][0])
+    with torch.device("meta"):  # as torchvision's builder does for these weights
+        tv = builder(weights=None, image_size=weights.meta["min_size"][0], num_classes=len(weights.meta["categories"]))
+    monkeypatch.setattr("explorer.weights.pretrained_state_dict", lambda w, progress=True: tv.state_dict())
+    bundle = load_pretrained(name, variant)
+    config = bundle.model.config
+    assert config.image_hw == (bundle.preprocessing.crop_size,) * 2 == tuple(weights.meta["min_size"])
+    assert config.replace(image_size=224, name="") == CONFIGS[name].replace(name="")
+    assert bundle.preprocessing.interpolation == weights.transforms().interpolation.value
+    assert len(bundle.class_names) == config.num_classes == 1000
+
+
+def test_weight_variants_and_errors():
+    assert {"IMAGENET1K_V1", "IMAGENET1K_SWAG_E2E_V1", "IMAGENET1K_SWAG_LINEAR_V1"} <= set(weight_variants("ViT-B/16"))
+    assert get_weights("ViT-H/14").name == "IMAGENET1K_SWAG_E2E_V1"  # torchvision's DEFAULT for H/14
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        get_weights("ViT-B/16", "IMAGENET22K")
+    with pytest.raises(ValueError, match="ViT-B/16"):
+        get_weights("ViT-Tiny-Test/8")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (f) the project's checkpoints: safetensors only
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Fails on any torch.load / pickle.load(s); records every path opened through open()."""
+    opened = []
+    real_open = io.open
+
+    def spy_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("something was unpickled")
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(io, "open", spy_open)
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    return opened
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pt"])
+def test_load_checkpoint_refuses_pickle_paths_without_opening_them(tmp_path, suffix, no_unpickling):
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"model{suffix}"
+    write_payload(path, marker, "pickle.dump")
+    no_unpickling.clear()
+    for load in (load_checkpoint, read_checkpoint_info):
+        with pytest.raises(WeightsUnavailable) as info:
+            load(path)
+        assert_one_sentence(str(info.value))
+        assert "pickle" in str(info.value) and ".safetensors" in str(info.value)
+    assert not any(path.name in name for name in no_unpickling)
+    assert not marker.exists()
+
+
+def test_checkpoint_roundtrip(tmp_path, tiny_model, no_unpickling):
+    class_names = [f"class {i}" for i in range(10)]
+    preprocessing = Preprocessing(resize_size=32, crop_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    provenance = {"dataset": "generated", "test_accuracy": 0.5, "epochs": 1}
+    stem = tmp_path / "runs" / "tiny.v2"  # a dot in the name must survive: tiny.v2.safetensors, tiny.v2.json
+    weights_path, json_path = save_checkpoint(stem, tiny_model, class_names, preprocessing, provenance)
+    assert (weights_path.name, json_path.name) == ("tiny.v2.safetensors", "tiny.v2.json")
+    assert sorted(p.name for p in stem.parent.iterdir()) == ["tiny.v2.json", "tiny.v2.safetensors"]
+
+    info = json.loads(json_path.read_text())
+    assert info["config"] == tiny_model.config.to_dict() and info["class_names"] == class_names
+    assert info["preprocessing"] == preprocessing.to_dict() and info["provenance"] == provenance
+    assert info["num_parameters"] == tiny_model.num_parameters()
+
+    # The weights file is safetensors: an 8-byte little-endian header length, then a JSON header naming every tensor.
+    raw = weights_path.read_bytes()
+    assert raw[:2] != b"PK" and raw[:1] != b"\x80"  # neither torch's zip nor a pickle
+    (header_length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + header_length])
+    assert set(header) - {"__metadata__"} == set(tiny_model.state_dict())
+    assert header["__metadata__"]["format"] == "vit-explorer/1"
+
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = tiny_model(x)
+    for given in (stem, weights_path, json_path, str(weights_path)):
+        bundle = load_checkpoint(given)
+        with torch.no_grad():
+            assert torch.equal(bundle.model(x), expected)
+        assert bundle.class_names == class_names and bundle.preprocessing == preprocessing
+        assert bundle.model.config == tiny_model.config and not bundle.model.training
+        assert bundle.weights == "tiny.v2" and "generated" in bundle.source and "0.5000" in bundle.source
+        assert not any(p.is_meta for p in bundle.model.parameters())
+
+
+def test_damaged_checkpoints_are_one_sentence(tmp_path, tiny_model, no_unpickling):
+    preprocessing = Preprocessing(resize_size=32, crop_size=32)
+    weights_path, json_path = save_checkpoint(tmp_path / "run", tiny_model, ["a"] * 10, preprocessing)
+    good_json, good_weights = json_path.read_text(), weights_path.read_bytes()
+
+    def refused(match: str) -> None:
+        with pytest.raises(WeightsUnavailable, match=match) as info:
+            load_checkpoint(tmp_path / "run")
+        assert_one_sentence(str(info.value))
+
+    json_path.write_text("{not json")
+    refused("not valid JSON")
+    json_path.write_text(json.dumps({"format": "something else"}))
+    refused("not a ViT Explorer checkpoint")
+    info = json.loads(good_json)
+    del info["preprocessing"]
+    json_path.write_text(json.dumps(info))
+    refused("incomplete")
+    info = json.loads(good_json)
+    info["config"]["depth"] = 3
+    json_path.write_text(json.dumps(info))
+    refused(r"first mismatch: blocks\.2\.")
+    json_path.write_text(good_json)
+    marker = tmp_path / "pwned"
+    write_payload(weights_path, marker, "pickle.dump")  # a pickle disguised as .safetensors
+    refused("not a readable safetensors file")
+    assert not marker.exists()
+    weights_path.unlink()
+    refused("missing")
+    json_path.unlink()
+    weights_path.write_bytes(good_weights)
+    refused("No checkpoint description")
+
+
+def test_random_bundle_is_marked_untrained():
+    bundle = random_bundle("ViT-Tiny-Test/8", seed=1)
+    assert not bundle.trained and "meaningless" in bundle.source
+    assert bundle.class_names == [f"class {i}" for i in range(10)]
+    assert bundle.preprocessing.crop_size == 32
+    x = bundle.preprocessing(Image.new("RGB", (40, 50)))
+    assert bundle.model(x).shape == (1, 10)
+    assert isinstance(bundle.model, ViT)
