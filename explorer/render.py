@@ -279,7 +279,7 @@ def patch_grid(image, patch_size: int, selected: int | None = None, show_numbers
         r, c = divmod(int(selected), gw)
         shapes.append(dict(type="rect", x0=c * P, x1=(c + 1) * P, y0=r * P, y1=(r + 1) * P,
                            line=dict(color=_OUTLINE, width=3)))
-    title = f"{H}×{W} image cut into N = {gh}·{gw} = {N} patches of {P}×{P} pixels"
+    title = f"{H}×{W} image cut into N = {gh}·{gw} = {N} patches x<sub>p</sub><sup>i</sup> of {P}×{P} pixels (Eq. 1)"
     return _figure(traces, title, 480, shapes=shapes, showlegend=False,
                    meta=dict(kind="patch_grid", patch_size=P, grid=[gh, gw]),
                    **_image_axes((0, W), (0, H), visible=True))
@@ -310,10 +310,10 @@ def patch_sequence(patches, selected: int | None = None, per_row: int | None = N
 
     position = np.full(rows * per_row, np.nan, dtype=np.float32)
     position[:T] = np.arange(T)
-    hover = ["token 0 · x_class (the [class] token, learned)"]
+    hover = ["token 0 · x<sub>class</sub> (the learned [class] token)"]
     for i in range(N):
         where = f" · row {i // grid[1]}, col {i % grid[1]}" if grid else ""
-        hover.append(f"token {i + 1} · x_p^{i + 1} = patch {i}{where}")
+        hover.append(f"token {i + 1} · x<sub>p</sub><sup>{i + 1}</sup> = patch {i}{where}")
     hover += [""] * (rows * per_row - T)
     traces.append(go.Heatmap(
         z=position.reshape(rows, per_row), text=np.array(hover, dtype=object).reshape(rows, per_row).tolist(),
@@ -324,11 +324,13 @@ def patch_sequence(patches, selected: int | None = None, per_row: int | None = N
                                 font=dict(size=10, color="#222")))
     shapes = []
     if selected is not None:
-        y0, x0 = _tile_origins(int(selected) + 2, per_row, (pitch, pitch))
-        shapes.append(dict(type="rect", x0=float(x0[-1]) - 0.5, x1=float(x0[-1]) + P - 0.5,
-                           y0=float(y0[-1]) - 0.5, y1=float(y0[-1]) + P - 0.5, line=dict(color=_OUTLINE, width=3)))
+        slot_row, slot_col = divmod(int(selected) + 1, per_row)  # patch i is token i + 1
+        left, top = slot_col * pitch, slot_row * pitch
+        shapes.append(dict(type="rect", x0=left - 0.5, x1=left + P + 0.5, y0=top - 0.5, y1=top + P + 0.5,
+                           line=dict(color=_OUTLINE, width=3)))
     height = int(np.clip(90 + rows * 560 / max(per_row, 1), 200, 620))
-    return _figure(traces, f"The patch sequence: [x_class; x_p^1 … x_p^{N}], T = N + 1 = {T} tokens (Eq. 1)",
+    return _figure(traces, f"The patch sequence [x<sub>class</sub>; x<sub>p</sub><sup>1</sup>; …; x<sub>p</sub><sup>{N}</sup>]: "
+                   f"T = N + 1 = {T} tokens (Eq. 1)",
                    height, shapes=shapes, meta=dict(kind="patch_sequence", per_row=per_row, pitch=pitch),
                    **_image_axes((-0.5, mosaic.shape[1] - 0.5), (-0.5, mosaic.shape[0] - 0.5)))
 
@@ -452,7 +454,7 @@ def position_similarity(similarity, selected: int | None = None) -> go.Figure:
     traces = [go.Heatmap(
         z=z, customdata=customdata, colorscale=SIMILARITY_COLOURS, zmin=-1, zmax=1, hoverongaps=False,
         colorbar=dict(title=dict(text="cosine similarity", side="right"), thickness=10),
-        hovertemplate="E_pos of patch %{customdata[0]} · patch %{customdata[1]}: %{z:.3f}<extra></extra>",
+        hovertemplate="E<sub>pos</sub> of patch %{customdata[0]} · patch %{customdata[1]}: cos %{z:.3f}<extra></extra>",
     )]
     shapes = []
     if selected is not None:
@@ -491,7 +493,7 @@ def position_similarity_tile(similarity, index: int) -> go.Figure:
     )]
     shapes = [dict(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color="black", width=2))]
     common = dict(showgrid=False, zeroline=False, constrain="domain")
-    return _figure(traces, f"Cosine similarity of E_pos for patch {index} (row {r}, col {c}) with every patch",
+    return _figure(traces, f"Cosine similarity of E<sub>pos</sub> of patch {index} (row {r}, col {c}) with every patch",
                    440, shapes=shapes,
                    xaxis=dict(range=[-0.5, gw - 0.5], title=dict(text="input patch column"), **common),
                    yaxis=dict(range=[gh - 0.5, -0.5], title=dict(text="input patch row"), scaleanchor="x",
@@ -657,13 +659,14 @@ def attention_matrix(weights, grid: tuple[int, int], title: str) -> go.Figure:
     # ticks: the class token and the first patch of every few grid rows
     step = max(1, math.ceil(grid[0] / 7))
     tick_names, tick_text = ["cls"], ["cls"]
-    for r in range(0, grid[0], step):
+    for r in range(step, grid[0], step):
         first = r * grid[1]
         position = 1 + first // factor
         if position < len(names):
             tick_names.append(names[position])
             tick_text.append(f"row {r}")
-    axis = dict(type="category", showgrid=False, tickmode="array", tickvals=tick_names, ticktext=tick_text)
+    axis = dict(type="category", showgrid=False, tickmode="array", tickvals=tick_names, ticktext=tick_text,
+                tickangle=0)
     return _figure(traces, title, 560, meta=dict(kind="attention_matrix", block=factor),
                    xaxis=dict(title=dict(text="key token"), constrain="domain", **axis),
                    yaxis=dict(title=dict(text="query token"), autorange="reversed", scaleanchor="x", scaleratio=1,
@@ -777,25 +780,25 @@ def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
         z=z, customdata=customdata, colorscale=SEQUENTIAL_COLOURS, zmin=0, zmax=_robust_max(maps),
         hoverongaps=False, colorbar=dict(title=dict(text="‖z‖", side="right"), thickness=10, len=0.6, y=1,
                                          yanchor="top"),
-        hovertemplate="z_%{customdata[0]} · patch %{customdata[1]}: ‖z‖ = %{z:.2f}<extra></extra>",
+        hovertemplate="z<sub>%{customdata[0]}</sub> · patch %{customdata[1]}: ‖z‖ = %{z:.2f}<extra></extra>",
     )]
     top, left = _tile_origins(L1, per_row, (gh + gy, gw + gx))
-    traces.append(_labels_trace(left + (gw - 1) / 2, top - 0.5, [f"z_{l}" for l in range(L1)]))
+    traces.append(_labels_trace(left + (gw - 1) / 2, top - 0.5, [f"z<sub>{l}</sub>" for l in range(L1)]))
     layers = np.arange(L1)
     traces.append(go.Scatter(x=layers, y=norms[:, 0], mode="lines+markers", name="class token", xaxis="x2",
-                             yaxis="y2", hovertemplate="z_%{x}: class token ‖z‖ = %{y:.2f}<extra></extra>"))
+                             yaxis="y2", hovertemplate="z<sub>%{x}</sub>: class token ‖z‖ = %{y:.2f}<extra></extra>"))
     traces.append(go.Scatter(x=layers, y=norms[:, 1:].mean(1), mode="lines+markers", name="patch tokens (mean)",
                              xaxis="x2", yaxis="y2", line=dict(dash="dot"),
-                             hovertemplate="z_%{x}: mean patch ‖z‖ = %{y:.2f}<extra></extra>"))
+                             hovertemplate="z<sub>%{x}</sub>: mean patch ‖z‖ = %{y:.2f}<extra></extra>"))
     rows = math.ceil(L1 / per_row)
     common = dict(showgrid=False, zeroline=False, visible=False, constrain="domain")
     return _figure(
-        traces, "Token norms ‖z_l‖ through the residual stream (Eq. 2–3)", 360 + rows * 110,
+        traces, "Token norms ‖z<sub>l</sub>‖ through the residual stream (Eq. 2–3)", 360 + rows * 110,
         meta=dict(kind="token_norms", tile=[gh, gw], gap=[gy, gx], per_row=per_row),
         xaxis=dict(range=[-0.5, z.shape[1] - 0.5], domain=[0, 1], **common),
         yaxis=dict(range=[z.shape[0] - 0.5, -gy - 0.5], scaleanchor="x", scaleratio=1, domain=[0.42, 1], **common),
-        xaxis2=dict(domain=[0, 1], anchor="y2", title=dict(text="layer l (z_0 = embedding)"), dtick=max(1, L1 // 12)),
-        yaxis2=dict(domain=[0, 0.3], anchor="x2", title=dict(text="‖z_l‖"), rangemode="tozero"),
+        xaxis2=dict(domain=[0, 1], anchor="y2", title=dict(text="layer l (z<sub>0</sub> = embedding output)"), dtick=max(1, L1 // 12)),
+        yaxis2=dict(domain=[0, 0.3], anchor="x2", title=dict(text="‖z<sub>l</sub>‖"), rangemode="tozero"),
         legend=dict(orientation="h", x=0, y=0.36, yanchor="bottom"),
     )
 
@@ -816,12 +819,12 @@ def residual_updates(z, z_mid) -> go.Figure:
     stream = _norms(z).mean(-1)  # (L + 1,)
     layers = np.arange(1, L + 1)
     traces = [
-        go.Scatter(x=layers, y=attention_update, mode="lines+markers", name="‖z′_l − z_{l−1}‖ (MSA, Eq. 2)",
+        go.Scatter(x=layers, y=attention_update, mode="lines+markers", name="‖z′<sub>l</sub> − z<sub>l−1</sub>‖ (MSA, Eq. 2)",
                    hovertemplate="layer %{x}: attention update %{y:.3f}<extra></extra>"),
-        go.Scatter(x=layers, y=mlp_update, mode="lines+markers", name="‖z_l − z′_l‖ (MLP, Eq. 3)",
+        go.Scatter(x=layers, y=mlp_update, mode="lines+markers", name="‖z<sub>l</sub> − z′<sub>l</sub>‖ (MLP, Eq. 3)",
                    hovertemplate="layer %{x}: MLP update %{y:.3f}<extra></extra>"),
-        go.Scatter(x=np.arange(L + 1), y=stream, mode="lines+markers", name="‖z_l‖", line=dict(dash="dot"),
-                   hovertemplate="z_%{x}: ‖z‖ %{y:.3f}<extra></extra>"),
+        go.Scatter(x=np.arange(L + 1), y=stream, mode="lines+markers", name="‖z<sub>l</sub>‖", line=dict(dash="dot"),
+                   hovertemplate="z<sub>%{x}</sub>: ‖z‖ %{y:.3f}<extra></extra>"),
     ]
     return _figure(traces, "What each block adds to the residual stream (mean over tokens)", 380,
                    xaxis=dict(title=dict(text="layer l"), range=[-0.3, L + 0.3], dtick=max(1, L // 12)),
@@ -890,7 +893,7 @@ def logit_lens(probabilities, class_names: Sequence[str], top_indices: Sequence[
         for i in np.asarray(top_indices).reshape(-1)
     ]
     return _figure(traces, "How the prediction forms: class token after each layer → LN → head", 380,
-                   xaxis=dict(title=dict(text="layer l (0 = z_0)"), range=[-0.3, L1 - 0.7], dtick=max(1, L1 // 12)),
+                   xaxis=dict(title=dict(text="layer l (0 = z<sub>0</sub>)"), range=[-0.3, L1 - 0.7], dtick=max(1, L1 // 12)),
                    yaxis=dict(title=dict(text="probability"), range=[0, 1.02], tickformat=".0%"),
                    legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
                    margin=dict(l=50, r=20, t=80, b=40))
