@@ -310,6 +310,11 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
     gr.api(stats, api_name="stats")
 
 
+# Launch settings, shared with the tests: never a share link, uploads up to 20 MB, only assets/ served from disk.
+LAUNCH = dict(share=False, max_file_size="20mb", allowed_paths=[str(ASSETS)], ssr_mode=False, footer_links=["api"])
+QUEUE = dict(default_concurrency_limit=2, max_size=32)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="ViT Explorer (Gradio app).")
     parser.add_argument("--host", default=os.environ.get("EXPLORER_HOST", "127.0.0.1"),
@@ -317,9 +322,8 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("EXPLORER_PORT", "7860")))
     args = parser.parse_args(argv)
     SESSION.warm_up(DEFAULT_MODEL)  # the page is up at once; the model loads meanwhile
-    demo.queue(default_concurrency_limit=2, max_size=32)
-    demo.launch(server_name=args.host, server_port=args.port, share=False, max_file_size="20mb",
-                allowed_paths=[str(ASSETS)], ssr_mode=False, footer_links=["api"])
+    demo.queue(**QUEUE)
+    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,17 @@ def _no_progress(*args, **kwargs) -> None:
     return None
 
 
+def configure_threads(threads: int | None = None) -> int:
+    """Torch's CPU threads: $EXPLORER_THREADS, else half the usable cores (at least 1). Two busy threads on two cores
+    that are shared with other work (or with a second request) make a forward several times slower, not faster."""
+    if threads is None:
+        configured = os.environ.get("EXPLORER_THREADS", "").strip()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = int(configured) if configured else max(1, cores // 2)
+    torch.set_num_threads(max(1, int(threads)))
+    return torch.get_num_threads()
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -151,6 +162,7 @@ class ModelRegistry:
         self._untrained: OrderedDict[tuple, torch.nn.Module] = OrderedDict()  # patch embeddings of untrained twins
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._model_memos: OrderedDict[str, dict] = OrderedDict()  # label -> views of its weights (small)
         self.loads = 0
 
     # -- the menu ---------------------------------------------------------------------------------------------
@@ -240,6 +252,15 @@ class ModelRegistry:
             return load_checkpoint(spec.path)
         return random_bundle(spec.preset)
 
+    def model_memo(self, label: str) -> dict:
+        """A small dict shared by all entries of one model, for views that depend on its weights only."""
+        with self._lock:
+            memo = self._model_memos.setdefault(label, {})
+            self._model_memos.move_to_end(label)
+            while len(self._model_memos) > 8:
+                self._model_memos.popitem(last=False)
+            return memo
+
     def untrained_patch_embedding(self, label: str, config: ViTConfig) -> torch.nn.Module:
         """The patch embedding E of an untrained model with the same config: the "random init" entry of the menu
         for a Table 1 preset (seed 0, so it matches that entry exactly), else ViT(config) from seed 0."""
@@ -286,6 +307,7 @@ class Entry:
     seconds: float = 0.0  # time of the forward pass that made this trace
     untrained: Callable[[], np.ndarray] | None = None  # Eq. 1's feature maps under an untrained twin, on demand
     memo: dict = field(default_factory=dict)  # derived views, computed once (see Entry.cached)
+    model_memo: dict = field(default_factory=dict)  # views of the weights alone, shared by the model's entries
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -305,8 +327,14 @@ class Entry:
             extra = sum(v.nbytes for v in self.memo.values() if isinstance(v, np.ndarray))
         return self.trace.nbytes() + self.projection_weight.numel() * 4 + extra
 
-    def cached(self, name, compute: Callable[[], object]):
-        """memo[name], computing it once (derived views such as the rollout for given options)."""
+    def cached(self, name, compute: Callable[[], object], per_model: bool = False):
+        """memo[name], computing it once (derived views such as the rollout for given options). With `per_model`,
+        the value depends on the weights only (Fig. 7 left and centre) and is shared by every image of this model."""
+        if per_model:
+            with self.lock:
+                if name not in self.model_memo:
+                    self.model_memo[name] = compute()
+                return self.model_memo[name]
         with self.lock:
             if name in self.memo:
                 return self.memo[name]
@@ -470,7 +498,7 @@ class Session:
             preprocessing=bundle.preprocessing, original=_display_copy(opened.image),
             original_size=opened.original_size, seen=seen, notes=list(opened.notes) + list(crop_notes),
             projection_weight=bundle.model.patch_embedding.projection.weight.detach().float().cpu().clone(),
-            logit_lens=lens, seconds=seconds,
+            logit_lens=lens, seconds=seconds, model_memo=self.registry.model_memo(spec.label),
         )
         if spec.kind != "random":  # an untrained model's twin would be itself
             entry.untrained = lambda: self.untrained_feature_maps(entry)

@@ -402,6 +402,15 @@ def _query_name(options: Options) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Step 3: Eq. 3
 
+def layernorm_pair(entry, layer: int, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """(before, after) one LayerNorm of layer l, each (T, D): LN(z_{l-1}) in Eq. 2, or LN(z'_l) in Eq. 3."""
+    layer = min(max(int(layer), 1), entry.config.depth)
+    if which == LN_CHOICES[1]:
+        return _np(entry, f"blocks.{layer}.z_mid"), _np(entry, f"blocks.{layer}.ln_2")
+    before = "embed.z0" if layer == 1 else f"blocks.{layer - 1}.z"
+    return _np(entry, before), _np(entry, f"blocks.{layer}.ln_1")
+
+
 def _stream(entry) -> tuple[np.ndarray, np.ndarray]:
     return entry.cached("stream", lambda: (entry.trace.residual_stream().numpy(), entry.trace.residual_mid().numpy()))
 
@@ -497,13 +506,7 @@ def _draw(entry, name: str, options: Options):
         z, z_mid = _stream(entry)
         return render.residual_updates(z, z_mid)
     if name == "eq3.layernorm":
-        layer = min(max(int(options.ln_layer), 1), config.depth)
-        if options.ln_which == LN_CHOICES[1]:
-            before, after = _np(entry, f"blocks.{layer}.z_mid"), _np(entry, f"blocks.{layer}.ln_2")
-        else:
-            before = _np(entry, "embed.z0" if layer == 1 else f"blocks.{layer - 1}.z")
-            after = _np(entry, f"blocks.{layer}.ln_1")
-        return render.layernorm_effect(before, after, options.query)
+        return render.layernorm_effect(*layernorm_pair(entry, options.ln_layer, options.ln_which), options.query)
 
     if name == "eq4.text":
         return explanation(4, config)

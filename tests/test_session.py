@@ -1,0 +1,373 @@
+"""explorer.session: the model menu, the bounded thread-safe trace cache, the run counter, and predict.
+
+Models are tiny: a stand-in Fashion-MNIST checkpoint (ViT-Fashion/4, random weights) and a ViT-Tiny-Test/8 checkpoint,
+both written into a tmp folder with explorer.weights.save_checkpoint. Nothing is downloaded (EXPLORER_OFFLINE=1).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from explorer import CONFIGS, ViT
+from explorer.data import FASHION_MNIST_CLASSES
+from explorer.images import ImageError, Preprocessing, open_image
+from explorer.session import (
+    RANDOM_INIT,
+    RANDOM_WARNING,
+    ModelSpec,
+    TABLE_1,
+    Session,
+    TraceCache,
+    configure_threads,
+    image_sha256,
+)
+from explorer.weights import WeightsUnavailable, load_checkpoint, random_bundle, save_checkpoint, weight_variants, weights_enum
+
+FASHION = "ViT-Fashion/4 · vit_fashion_test"
+TINY = "ViT-Tiny-Test/8 · vit_tiny_test"
+
+
+def _model(preset: str, seed: int) -> ViT:
+    torch.manual_seed(seed)
+    model = ViT(CONFIGS[preset]).eval()
+    with torch.no_grad():  # a random head, so predictions differ between images
+        model.head.weight.normal_(std=0.5)
+        model.head.bias.normal_(std=0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("checkpoints")
+    fashion = Preprocessing(resize_size=28, crop_size=28, channels=1, mean=(0.286,), std=(0.353,), invert="auto")
+    save_checkpoint(folder / "vit_fashion_test", _model("ViT-Fashion/4", 1), FASHION_MNIST_CLASSES, fashion,
+                    {"dataset": "Fashion-MNIST (stand-in)", "test_accuracy": 0.5})
+    tiny = Preprocessing(resize_size=36, crop_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    save_checkpoint(folder / "vit_tiny_test", _model("ViT-Tiny-Test/8", 2), [f"class {i}" for i in range(10)], tiny)
+    (folder / "broken.json").write_text("{not json")  # skipped, with a note, not fatal
+    return folder
+
+
+@pytest.fixture
+def session(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # nothing cached
+    monkeypatch.setenv("EXPLORER_OFFLINE", "1")
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    return Session(checkpoints, device="cpu", max_entries=4, max_bytes=64 * 2**20)
+
+
+def _photo(seed: int, size=(40, 30)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The menu
+
+def test_menu_lists_checkpoints_every_torchvision_variant_and_untrained_table_1(session):
+    labels = session.registry.labels()
+    assert labels[:2] == [FASHION, TINY]  # checkpoints first, sorted by file name
+    for preset in TABLE_1:
+        for variant in weight_variants(preset):
+            assert f"{preset} · {variant}" in labels
+        assert f"{preset} · {RANDOM_INIT}" in labels
+    assert any("broken.json" in problem for problem in session.registry.problems)
+    random_b16 = session.registry.resolve(f"ViT-B/16 · {RANDOM_INIT}")
+    assert "meaningless" in random_b16.menu_text and "shapes are real" in random_b16.menu_text
+
+
+def test_resolve_accepts_short_names(session):
+    registry = session.registry
+    assert registry.resolve("vit_fashion_test").label == FASHION
+    assert registry.resolve("  vit-tiny-test/8 · VIT_TINY_TEST ").label == TINY
+    assert registry.resolve("ViT-L/16").variant == weights_enum("ViT-L/16").DEFAULT.name
+    with pytest.raises(ValueError, match="no model called"):
+        registry.resolve("ResNet-50")
+
+
+def test_default_model_follows_cache_and_space(session, monkeypatch, tmp_path):
+    registry = session.registry
+    assert registry.default_label() == FASHION  # offline, nothing cached: the shipped model
+    assert "EXPLORER_OFFLINE" in registry.availability_note()
+    monkeypatch.setenv("SPACE_ID", "someone/vit-explorer")
+    assert registry.default_label() == FASHION  # a Space that is offline still can't download
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    assert registry.default_label() == "ViT-B/16 · IMAGENET1K_V1"
+    assert registry.availability_note() == ""
+    monkeypatch.delenv("SPACE_ID")
+    assert registry.default_label() == FASHION
+    from explorer.weights import cache_path, get_weights
+
+    path = cache_path(get_weights("ViT-B/16", "IMAGENET1K_V1"))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")  # is_cached looks for the file only
+    assert registry.default_label() == "ViT-B/16 · IMAGENET1K_V1"
+
+
+def test_offline_pretrained_is_one_sentence_and_the_session_keeps_working(session):
+    with pytest.raises(WeightsUnavailable) as error:
+        session.analyse(_photo(0), "ViT-B/16 · IMAGENET1K_V1")
+    message = str(error.value)
+    assert "\n" not in message and message.endswith(".") and "offline" in message.lower()
+    assert session.runs == 0
+    key = session.analyse(_photo(0), FASHION)
+    assert session.entry(key).trace.probabilities.shape == (10,)
+
+
+def test_image_errors_are_one_sentence(session, tmp_path):
+    fake = tmp_path / "letter.png"
+    fake.write_text("Dear reader, this is not a picture.\n")
+    with pytest.raises(ImageError) as error:
+        session.analyse(fake, FASHION)
+    assert "not an image" in str(error.value) and "\n" not in str(error.value)
+    assert session.runs == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs and the cache
+
+def test_the_model_runs_once_per_image_model_and_device(session, tmp_path):
+    picture = _photo(1)
+    path = tmp_path / "picture.png"
+    picture.save(path)
+    key = session.analyse(path, FASHION)
+    assert session.runs == 1
+    assert key == (image_sha256(picture), FASHION, "cpu")
+    assert session.analyse(picture, FASHION) == key  # the same pixels from PIL: no new run
+    assert session.analyse(path.read_bytes(), "vit_fashion_test") == key
+    assert session.runs == 1
+    session.analyse(path, TINY)  # another model: a new run
+    session.analyse(_photo(2), FASHION)  # another image: a new run
+    assert session.runs == 3
+    assert session.stats()["model_runs"] == 3 and session.stats()["cache_entries"] == 3
+
+
+def test_entry_holds_what_the_views_need(session):
+    entry = session.entry(session.analyse(_photo(3, (64, 48)), TINY))
+    assert entry.config == CONFIGS["ViT-Tiny-Test/8"]
+    assert entry.seen.size == (32, 32) and entry.original.size == (64, 48)
+    assert entry.trained and entry.spec.kind == "checkpoint"
+    assert tuple(entry.projection_weight.shape) == (32, 3, 8, 8)
+    L = entry.config.depth
+    assert entry.logit_lens.probabilities.shape == (L + 1, 10)
+    # The lens's last row is the model's own prediction (Eq. 4 on z_L^0).
+    np.testing.assert_allclose(entry.logit_lens.probabilities[-1], entry.trace.probabilities.numpy(), atol=1e-6)
+
+
+def test_predict_agrees_with_a_direct_forward(session, checkpoints):
+    picture = _photo(4, (50, 70))
+    result = session.predict(picture, "vit_tiny_test", k=5)
+    bundle = load_checkpoint(checkpoints / "vit_tiny_test")
+    with torch.no_grad():
+        probabilities = bundle.model(bundle.preprocessing(open_image(picture).image)).softmax(-1)[0]
+    top = probabilities.topk(5)
+    assert [r["label"] for r in result["top_k"]] == [bundle.class_names[i] for i in top.indices.tolist()]
+    np.testing.assert_allclose([r["probability"] for r in result["top_k"]], top.values.numpy(), atol=1e-5)
+    assert result["model"] == TINY and result["trained"] is True
+    import json
+
+    json.dumps(result)  # JSON-able
+
+
+def test_predict_on_a_fashion_image_inverts_light_backgrounds(session, checkpoints):
+    white = Image.new("RGB", (60, 60), (255, 255, 255))
+    white.paste((20, 20, 20), (20, 10, 40, 50))  # a dark object on white
+    result = session.predict(white, FASHION)
+    assert any("inverted" in note for note in result["notes"])
+    bundle = load_checkpoint(checkpoints / "vit_fashion_test")
+    x = bundle.preprocessing(white)
+    assert x[0, 0, 0, 0] < 0  # the white border became black, below the mean
+    with torch.no_grad():
+        expected = bundle.model(x).softmax(-1)[0].max().item()
+    assert result["top_k"][0]["probability"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_cache_is_bounded_by_count_lru_first():
+    class Fake:
+        def __init__(self, size):
+            self.size = size
+
+        def nbytes(self):
+            return self.size
+
+    cache = TraceCache(max_entries=2, max_bytes=10**9)
+    cache.get_or_compute("a", lambda: Fake(1))
+    cache.get_or_compute("b", lambda: Fake(1))
+    cache.get_or_compute("a", lambda: pytest.fail("a is cached"))  # touch a: b is now the oldest
+    cache.get_or_compute("c", lambda: Fake(1))
+    assert cache.keys() == ["a", "c"] and cache.evictions == 1
+    assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_cache_is_bounded_by_bytes_but_keeps_the_newest():
+    class Fake:
+        def __init__(self, size):
+            self.size = size
+
+        def nbytes(self):
+            return self.size
+
+    cache = TraceCache(max_entries=10, max_bytes=100)
+    cache.get_or_compute("a", lambda: Fake(60))
+    cache.get_or_compute("b", lambda: Fake(30))
+    assert cache.keys() == ["a", "b"] and cache.nbytes() == 90
+    cache.get_or_compute("c", lambda: Fake(30))  # 120 > 100: a goes
+    assert cache.keys() == ["b", "c"]
+    cache.get_or_compute("huge", lambda: Fake(500))  # larger than the bound on its own: kept, alone
+    assert cache.keys() == ["huge"]
+
+
+def test_real_traces_are_counted_in_bytes(session):
+    entry = session.entry(session.analyse(_photo(5), FASHION))
+    assert entry.nbytes() >= entry.trace.nbytes() > 0
+    assert session.cache.nbytes() == entry.nbytes()
+
+
+def test_concurrent_requests_for_one_image_run_the_model_once(session):
+    picture = _photo(6)
+    barrier = threading.Barrier(8)
+    keys, errors = [], []
+
+    def worker():
+        try:
+            barrier.wait()
+            keys.append(session.analyse(picture, FASHION))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(set(keys)) == 1 and len(keys) == 8
+    assert session.runs == 1
+
+
+def test_concurrent_different_images_stay_within_bounds(session):
+    errors = []
+
+    def worker(seed):
+        try:
+            for i in range(3):
+                key = session.analyse(_photo(100 + 10 * seed + i), FASHION if i % 2 else TINY)
+                session.entry(key)  # just made: the newest entry is never evicted at once
+        except Exception as error:  # pragma: no cover
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert session.runs == 12
+    assert len(session.cache) <= session.cache.max_entries
+
+
+def test_waiters_get_the_same_error_as_the_one_computing():
+    cache = TraceCache()
+    started, release = threading.Event(), threading.Event()
+    calls, outcomes = [], []
+
+    def compute():
+        calls.append(1)
+        started.set()
+        release.wait(5)
+        raise RuntimeError("boom")
+
+    def owner():
+        try:
+            cache.get_or_compute("k", compute)
+        except RuntimeError as error:
+            outcomes.append(str(error))
+
+    def waiter():
+        started.wait(5)
+        try:
+            cache.get_or_compute("k", compute)
+        except RuntimeError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=owner), threading.Thread(target=waiter)]
+    for t in threads:
+        t.start()
+    started.wait(5)
+    release.set()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and outcomes == ["boom", "boom"]
+    assert len(cache) == 0
+
+
+def test_evicted_entries_raise_key_error_with_a_sentence(session):
+    first = session.analyse(_photo(7), FASHION)
+    for seed in range(8, 8 + session.cache.max_entries):
+        session.analyse(_photo(seed), FASHION)
+    with pytest.raises(KeyError, match="upload it again"):
+        session.entry(first)
+    with pytest.raises(KeyError):
+        session.entry(None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The untrained twin, per-model views, threads
+
+def test_untrained_feature_maps_are_a_seed_0_model_of_the_same_config(session):
+    entry = session.entry(session.analyse(_photo(9), FASHION))
+    maps = entry.untrained()
+    twin = random_bundle("ViT-Fashion/4", seed=0).model  # the menu's way of making an untrained model
+    with torch.no_grad():
+        expected = twin.patch_embedding.projection(entry.trace["input.pixels"].unsqueeze(0))[0].numpy()
+    np.testing.assert_allclose(maps, expected, atol=1e-6)
+    trained = entry.trace["embed.feature_maps"].numpy()
+    assert maps.shape == trained.shape == (96, 7, 7)
+    assert not np.allclose(maps, trained)
+    assert (session.runs, session.untrained_runs) == (1, 1)
+    entry.untrained()
+    assert session.untrained_runs == 1  # cached on the entry
+
+
+def test_random_models_have_no_untrained_twin_and_say_so(session):
+    assert session.registry.resolve(f"ViT-B/32 · {RANDOM_INIT}").kind == "random"
+    # The menu's untrained models are Table 1's (86M+ parameters); the same path on the tiny preset:
+    spec = ModelSpec(f"ViT-Tiny-Test/8 · {RANDOM_INIT}", "random", "ViT-Tiny-Test/8", description=RANDOM_WARNING)
+    session.registry.specs[spec.label] = spec
+    entry = session.entry(session.analyse(_photo(10), spec.label))
+    assert entry.untrained is None and not entry.trained and entry.weights == RANDOM_INIT
+    assert entry.config.grid == (4, 4) and entry.trace.probabilities.shape == (10,)
+    torch.manual_seed(0)
+    expected = ViT(CONFIGS["ViT-Tiny-Test/8"]).eval()  # random_bundle's seed 0
+    np.testing.assert_allclose(entry.projection_weight, expected.patch_embedding.projection.weight.detach())
+
+
+def test_per_model_views_are_shared_between_images(session):
+    a = session.entry(session.analyse(_photo(11), FASHION))
+    b = session.entry(session.analyse(_photo(12), FASHION))
+    calls = []
+    value = a.cached("weights-only", lambda: calls.append(1) or "v", per_model=True)
+    assert b.cached("weights-only", lambda: calls.append(1) or "w", per_model=True) == value == "v"
+    assert calls == [1]
+
+
+def test_loaded_models_are_bounded(checkpoints, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    session = Session(checkpoints, device="cpu", max_models=1)
+    first = session.registry.get(FASHION)
+    assert session.registry.get("vit_fashion_test") is first
+    session.registry.get(TINY)
+    assert session.registry.loaded(TINY) and not session.registry.loaded(FASHION)
+    assert session.registry.loads == 2
+
+
+def test_configure_threads():
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)
