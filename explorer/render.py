@@ -39,6 +39,7 @@ _OUTLINE = "#00e5ff"  # selected / query patch
 _LABEL_FONT = dict(size=11, color="#222")
 _NUMBER_SHADOW = "0px 0px 2px black"
 _MAX_HEATMAP_CELLS = 100_000  # cap on cells sent in one heat map (JSON stays well below 2 MB)
+_MAX_OVERVIEW_CELLS = 80_000  # layers x heads x patches above this are pooled (ViT-L/16 is not, ViT-H/14 is)
 _MAX_MATRIX_SIDE = 320  # attention matrices above this many tokens are block-averaged
 _DISPLAY_SIDE = 256  # images are sent at most this many pixels on a side (per panel)
 
@@ -449,7 +450,7 @@ def position_similarity(similarity, selected: int | None = None) -> go.Figure:
     custom = np.empty((R * C, gh, gw, 2), dtype=np.int16)
     custom[..., 0] = source[:, None, None]
     custom[..., 1] = target
-    customdata = _mosaic(custom, C, (gap, gap), fill=np.int16(-1))
+    customdata = _mosaic(custom, C, (gap, gap), fill=np.int16(0))  # gaps: NaN in z, never hovered
 
     traces = [go.Heatmap(
         z=z, customdata=customdata, colorscale=SIMILARITY_COLOURS, zmin=-1, zmax=1, hoverongaps=False,
@@ -589,7 +590,7 @@ def attention_heads(image, maps, query: int | None, title: str, *, zmax: float |
 
     head = np.broadcast_to(np.arange(1, h + 1, dtype=np.int16)[:, None, None], (h, gh, gw))
     patch = np.broadcast_to(np.arange(gh * gw, dtype=np.int16).reshape(1, gh, gw), (h, gh, gw))
-    customdata = _mosaic(np.stack([head, patch], -1), per_row, (gy, gx), fill=np.int16(-1))  # (.., .., 2)
+    customdata = _mosaic(np.stack([head, patch], -1), per_row, (gy, gx), fill=np.int16(0))  # (.., .., 2)
 
     # the image under every tile, k pixels per patch
     H, W = image.shape[:2]
@@ -677,12 +678,13 @@ def attention_overview(maps, query: int | None) -> go.Figure:
     """Eq. 2's attention of one query in every layer l (rows) and head (columns), in one mosaic.
 
     maps (L, h, gh, gw); query = patch index i (token i + 1), None = class token. Tiles are average-pooled when
-    L h N would exceed _MAX_HEATMAP_CELLS cells.
+    L h N would exceed _MAX_OVERVIEW_CELLS cells. Gaps between tiles hold NaN (customdata 0 there: base64 of -1
+    is '////', which plotly's to_json escapes to 24 characters).
     """
     maps = np.asarray(maps, dtype=np.float32)  # (L, h, gh, gw)
     L, h, gh, gw = maps.shape
     factor = 1
-    while L * h * math.ceil(gh / factor) * math.ceil(gw / factor) > _MAX_HEATMAP_CELLS:
+    while L * h * math.ceil(gh / factor) * math.ceil(gw / factor) > _MAX_OVERVIEW_CELLS:
         factor += 1
     tiles = _pool_tiles(maps, factor)  # (L, h, gh', gw')
     th, tw = tiles.shape[2:]
@@ -693,7 +695,7 @@ def attention_overview(maps, query: int | None) -> go.Figure:
     rr, cc = np.meshgrid(np.arange(th) * factor, np.arange(tw) * factor, indexing="ij")
     patch = np.broadcast_to((rr * gw + cc).astype(np.int16), (L, h, th, tw))
     custom = np.stack([layer, head, patch], -1).reshape(L * h, th, tw, 3)
-    customdata = _mosaic(custom, h, (gap, gap), fill=np.int16(-1))
+    customdata = _mosaic(custom, h, (gap, gap), fill=np.int16(0))  # gaps: NaN in z, never hovered
     top_value = _robust_max(maps)
     block = f" (pooled {factor}×{factor})" if factor > 1 else ""
     traces = [go.Heatmap(
@@ -775,7 +777,7 @@ def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
     z = _mosaic(maps, per_row, (gy, gx))
     layer = np.broadcast_to(np.arange(L1, dtype=np.int16)[:, None, None], maps.shape)
     patch = np.broadcast_to(np.arange(gh * gw, dtype=np.int16).reshape(1, gh, gw), maps.shape)
-    customdata = _mosaic(np.stack([layer, patch], -1), per_row, (gy, gx), fill=np.int16(-1))
+    customdata = _mosaic(np.stack([layer, patch], -1), per_row, (gy, gx), fill=np.int16(0))  # gaps: NaN in z, never hovered
     traces = [go.Heatmap(
         z=z, customdata=customdata, colorscale=SEQUENTIAL_COLOURS, zmin=0, zmax=_robust_max(maps),
         hoverongaps=False, colorbar=dict(title=dict(text="‖z‖", side="right"), thickness=10, len=0.6, y=1,

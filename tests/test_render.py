@@ -1,0 +1,614 @@
+"""explorer.render: every figure is a plain plotly Figure whose arrays hold the input values at the documented places.
+
+Each renderer is built with small inputs (a non-square grid where the function allows one) and with ViT-B/16 sizes
+(224x224, P=16, 14x14 grid, N=196, T=197, D=768, h=12, L=12). Facts are checked against the inputs directly:
+mosaic tiles against the arrays they came from, hover cells against row-major patch indices computed here, images
+decoded from their data URIs, norms and block means recomputed with plain numpy. Speed and JSON size are checked
+too (the app's figures must stay responsive).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import time
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+from explorer import render
+
+# --------------------------------------------------------------------------------------------------------------------
+# sizes and helpers
+
+B16 = dict(H=224, W=224, P=16, gh=14, gw=14, D=768, h=12, L=12, K=1000)
+SMALL = dict(H=24, W=40, P=8, gh=3, gw=5, D=6, h=3, L=2, K=7)  # non-square grid: catches row/column mix-ups
+SIZES = {"small": SMALL, "B16": B16}
+MAX_JSON_BYTES = 2_000_000
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def checked(fig: go.Figure) -> go.Figure:
+    """Facts every figure must satisfy: valid plotly (re-validated from scratch), white template, a title, a fixed
+    height, compact JSON."""
+    assert isinstance(fig, go.Figure)
+    go.Figure(fig.to_dict())  # raises on any invalid property
+    assert fig.layout.template.layout.plot_bgcolor == "white"
+    assert fig.layout.title.text
+    assert 100 <= fig.layout.height <= 1500
+    assert len(fig.to_json()) < MAX_JSON_BYTES
+    return fig
+
+
+def traces(fig, kind):
+    return [t for t in fig.data if t.type == kind]
+
+
+def decode_image(trace) -> np.ndarray:
+    """The uint8 (h, w, 3) image behind a go.Image(source='data:image/...;base64,...')."""
+    header, data = trace.source.split(",", 1)
+    assert header.startswith("data:image/") and header.endswith(";base64")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
+def tile(z: np.ndarray, meta, k: int) -> np.ndarray:
+    """Tile k of a mosaic, located from the geometry the figure records in layout.meta."""
+    (th, tw), (gy, gx), per_row = meta["tile"], meta["gap"], meta["per_row"]
+    a, b = divmod(k, per_row)
+    return z[a * (th + gy): a * (th + gy) + th, b * (tw + gx): b * (tw + gx) + tw]
+
+
+def cell_of(trace, x: float, y: float) -> tuple[int, int]:
+    """The (row, column) of a uniform heat map's cell that contains the point (x, y)."""
+    x0 = trace.x0 if trace.x0 is not None else 0
+    y0 = trace.y0 if trace.y0 is not None else 0
+    dx = trace.dx if trace.dx is not None else 1
+    dy = trace.dy if trace.dy is not None else 1
+    return math.floor((y - (y0 - dy / 2)) / dy), math.floor((x - (x0 - dx / 2)) / dx)
+
+
+def rectangles(trace) -> list[tuple[float, float, float, float]]:
+    """The (x0, x1, y0, y1) of every closed outline in a NaN-separated polyline trace."""
+    xs, ys = np.asarray(trace.x, dtype=float), np.asarray(trace.y, dtype=float)
+    breaks = np.flatnonzero(np.isnan(xs))
+    out, start = [], 0
+    for stop in list(breaks) + [len(xs)]:
+        if stop > start:
+            px, py = xs[start:stop], ys[start:stop]
+            out.append((px.min(), px.max(), py.min(), py.max()))
+        start = stop + 1
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the mosaic helper
+
+
+def test_mosaic_places_each_tile_row_major_with_gaps():
+    tiles = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    z = render._mosaic(tiles, per_row=3, gap=(1, 2))
+    assert z.shape == (2 * 2 + 1, 3 * 3 + 2 * 2)
+    for k in range(5):
+        a, b = divmod(k, 3)
+        np.testing.assert_array_equal(z[a * 3: a * 3 + 2, b * 5: b * 5 + 3], tiles[k])
+    assert np.isnan(z[2]).all()  # the gap row
+    assert np.isnan(z[:, 3:5]).all()  # a gap column
+    assert np.isnan(z[3:, 10:]).all()  # the empty sixth slot
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Eq. 1
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_patch_grid_hover_maps_pixels_to_row_major_patches(size):
+    s = SIZES[size]
+    H, W, P, gh, gw = s["H"], s["W"], s["P"], s["gh"], s["gw"]
+    image = rng().random((H, W, 3), dtype=np.float32)
+    selected = gw + 2  # row 1, column 2
+    fig = checked(render.patch_grid(image, P, selected=selected))
+    assert [t.type for t in fig.data] == ["image", "heatmap", "scatter", "scatter"]
+    hover = traces(fig, "heatmap")[0]
+    z, custom = np.asarray(hover.z), np.asarray(hover.customdata)
+    assert z.shape == (gh, gw) and custom.shape == (gh, gw, 2)
+    for x, y in rng(1).integers(0, [W, H], size=(50, 2)):
+        i, j = cell_of(hover, x + 0.5, y + 0.5)  # the centre of pixel (x, y)
+        assert z[i, j] == (y // P) * gw + x // P
+        assert tuple(custom[i, j]) == (y // P, x // P)
+    assert "patch %{z}" in hover.hovertemplate
+    # the selected patch's outline is its pixel rectangle
+    (shape,) = fig.layout.shapes
+    assert (shape.x0, shape.x1, shape.y0, shape.y1) == (2 * P, 3 * P, P, 2 * P)
+    # axes in image pixels, y down
+    assert tuple(fig.layout.xaxis.range) == (0, W) and tuple(fig.layout.yaxis.range) == (H, 0)
+    # the picture covers exactly [0, W] x [0, H]
+    picture = traces(fig, "image")[0]
+    w_sent = decode_image(picture).shape[1]
+    assert picture.x0 - picture.dx / 2 == pytest.approx(0)
+    assert picture.x0 + picture.dx * (w_sent - 0.5) == pytest.approx(W)
+    # grid lines at every multiple of P; numbers at patch centres
+    grid = fig.data[2]
+    vertical = set(np.asarray(grid.x, dtype=float)[~np.isnan(np.asarray(grid.x, dtype=float))])
+    assert set(range(0, gw * P + 1, P)) <= vertical
+    numbers = fig.data[3]
+    assert list(numbers.text) == [str(i) for i in range(gh * gw)]
+    assert (numbers.x[gw + 1], numbers.y[gw + 1]) == (1.5 * P, 1.5 * P)
+
+
+def test_patch_grid_numbers_only_for_small_grids_and_no_outline_without_selection():
+    image = rng().random((32, 48, 3), dtype=np.float32)
+    assert len(checked(render.patch_grid(image, 8, show_numbers=False)).data) == 3
+    fig = checked(render.patch_grid(np.zeros((21 * 4, 21 * 4)), 4))  # 441 patches, grey image (H, W)
+    assert len(fig.data) == 3 and not fig.layout.shapes
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_patch_sequence_puts_class_slot_first_then_patches_in_order(size):
+    s = SIZES[size]
+    P, N = s["P"], s["gh"] * s["gw"]
+    patches = rng().random((N, P, P, 3), dtype=np.float32)
+    fig = checked(render.patch_sequence(patches, selected=4, grid=(s["gh"], s["gw"])))
+    per_row, pitch = fig.layout.meta["per_row"], fig.layout.meta["pitch"]
+    hover = traces(fig, "heatmap")[0]
+    position = np.asarray(hover.z)
+    flat = position.ravel()
+    np.testing.assert_array_equal(flat[: N + 1], np.arange(N + 1))
+    assert np.isnan(flat[N + 1:]).all()
+    assert "x<sub>class</sub>" in hover.text[0][0]
+    assert "patch 4" in hover.text[5 // per_row][5 % per_row]
+    # the image: slot k (token k) holds patch k - 1, exactly (PNG is lossless)
+    picture = decode_image(traces(fig, "image")[0])
+    expected = render._to_uint8(patches)
+    for token in (1, 2, per_row, N):
+        a, b = divmod(token, per_row)
+        np.testing.assert_array_equal(picture[a * pitch: a * pitch + P, b * pitch: b * pitch + P], expected[token - 1])
+    # the selected patch 4 is token 5
+    (shape,) = fig.layout.shapes
+    a, b = divmod(5, per_row)
+    assert shape.x0 == pytest.approx(b * pitch - 0.5) and shape.y0 == pytest.approx(a * pitch - 0.5)
+
+
+def test_patch_sequence_wraps_at_per_row_and_takes_grey_patches():
+    patches = rng().random((12, 4, 4, 1), dtype=np.float32)
+    fig = checked(render.patch_sequence(patches, per_row=5))
+    assert np.asarray(fig.data[1].z).shape == (3, 5)  # 13 tokens -> 3 rows of 5
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_feature_maps_tiles_hold_each_dimension_and_untrained_row(size):
+    s = SIZES[size]
+    D, gh, gw = s["D"], s["gh"], s["gw"]
+    maps = rng().normal(size=(D, gh, gw)).astype(np.float32)
+    untrained = rng(1).normal(size=(D, gh, gw)).astype(np.float32)
+    indices = [0, D - 1, 2]
+    fig = checked(render.feature_maps(maps, indices, untrained=untrained))
+    heat = traces(fig, "heatmap")[0]
+    z, custom, meta = np.asarray(heat.z), np.asarray(heat.customdata), fig.layout.meta
+    per_group = meta["group_rows"] * meta["per_row"]
+    for j, d in enumerate(indices):
+        np.testing.assert_allclose(tile(custom[..., 0], meta, j), maps[d])
+        np.testing.assert_allclose(tile(custom[..., 0], meta, per_group + j), untrained[d])
+        np.testing.assert_allclose(tile(z, meta, j), maps[d] / np.abs(maps[d]).max(), rtol=1e-6)
+        assert (tile(custom[..., 2], meta, j) == d).all()
+        np.testing.assert_array_equal(tile(custom[..., 1], meta, j), np.arange(gh * gw).reshape(gh, gw))
+    labels = traces(fig, "scatter")[0].text
+    assert len(labels) == 2 * len(indices) and labels[0] == "d = 0" and labels[1] == f"d = {D - 1}"
+    assert (heat.zmin, heat.zmax) == (-1, 1)
+    assert len(traces(render.feature_maps(maps, indices), "scatter")[0].text) == len(indices)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_token_matrix_is_the_matrix_with_named_rows(size):
+    s = SIZES[size]
+    T, D = s["gh"] * s["gw"] + 1, s["D"]
+    matrix = rng().normal(size=(T, D)).astype(np.float32)
+    names = ["cls"] + [f"patch {i}" for i in range(T - 1)]
+    fig = checked(render.token_matrix(matrix, "z_0", names))
+    (heat,) = fig.data
+    np.testing.assert_array_equal(np.asarray(heat.z), matrix)
+    assert list(heat.y) == names
+    assert heat.zmid == 0 and heat.zmin == -heat.zmax
+
+
+def test_token_matrix_keeps_duplicate_names_apart_and_caps_large_inputs():
+    fig = render.token_matrix(np.ones((3, 4)), "x", ["a", "a", "b"])
+    assert len(set(fig.data[0].y)) == 3
+    big = rng().normal(size=(1370, 1280)).astype(np.float32)  # ViT-H/14 at 518
+    fig = checked(render.token_matrix(big, "z_0"))
+    stride = fig.layout.meta["row_stride"]
+    assert stride > 1
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), big[::stride])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fig. 7
+
+
+def random_similarity(gh, gw, seed=0):
+    e = rng(seed).normal(size=(gh * gw, 8))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    return (e @ e.T).reshape(gh, gw, gh, gw).astype(np.float32)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_position_similarity_tile_rc_is_similarity_rc(size):
+    gh, gw = SIZES[size]["gh"], SIZES[size]["gw"]
+    similarity = random_similarity(gh, gw)
+    selected = gw + 1  # patch (1, 1)
+    fig = checked(render.position_similarity(similarity, selected=selected))
+    heat = traces(fig, "heatmap")[0]
+    z, custom, meta = np.asarray(heat.z), np.asarray(heat.customdata), fig.layout.meta
+    assert meta["stride"] == 1 and (heat.zmin, heat.zmax) == (-1, 1)
+    for r in range(gh):
+        for c in range(gw):
+            k = r * gw + c
+            np.testing.assert_array_equal(tile(z, meta, k), similarity[r, c])
+            assert (tile(custom[..., 0], meta, k) == k).all()
+            np.testing.assert_array_equal(tile(custom[..., 1], meta, k), np.arange(gh * gw).reshape(gh, gw))
+    assert np.isnan(z[gh]).all()  # gap row between tile rows
+    (shape,) = fig.layout.shapes  # outline around tile (1, 1)
+    assert (shape.x0, shape.x1, shape.y0, shape.y1) == (gw + 1 - 1, 2 * gw + 1, gh + 1 - 1, 2 * gh + 1)
+    assert list(fig.layout.xaxis.ticktext) == [str(c) for c in range(gw)]
+
+
+def test_position_similarity_large_grid_shows_every_sth_patch_within_budget():
+    gh = gw = 37  # ViT-H/14 at 518
+    similarity = random_similarity(gh, gw)
+    fig = checked(render.position_similarity(similarity, selected=0))
+    meta, z = fig.layout.meta, np.asarray(fig.data[0].z)
+    s = meta["stride"]
+    assert s > 1 and z.size <= render._MAX_HEATMAP_CELLS
+    per_row = meta["per_row"]
+    np.testing.assert_array_equal(tile(z, meta, 1 * per_row + 2), similarity[s, 2 * s])
+    assert len(fig.layout.shapes) == 1
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_position_similarity_tile_is_one_tile_with_the_patch_outlined(size):
+    gh, gw = SIZES[size]["gh"], SIZES[size]["gw"]
+    similarity = random_similarity(gh, gw)
+    index = gw * (gh - 1) + 1  # last row, column 1
+    fig = checked(render.position_similarity_tile(similarity, index))
+    (heat,) = fig.data
+    np.testing.assert_array_equal(np.asarray(heat.z), similarity[gh - 1, 1])
+    assert np.asarray(heat.customdata)[2, 3, 0] == 2 * gw + 3
+    (shape,) = fig.layout.shapes
+    assert (shape.x0, shape.y0) == (0.5, gh - 1.5)
+
+
+@pytest.mark.parametrize("P", [4, 16])
+def test_filter_components_mosaic_shows_each_component_and_its_variance(P):
+    n = 28
+    components = rng().random((n, P, P, 3), dtype=np.float32)
+    explained = np.sort(rng(1).random(n))[::-1] / 10
+    fig = checked(render.filter_components(components, explained))
+    meta = fig.layout.meta
+    scale, (S, _), (gy, gx), per_row = meta["scale"], meta["tile"], meta["gap"], meta["per_row"]
+    picture = decode_image(traces(fig, "image")[0])
+    expected = render._to_uint8(components)
+    for k in (0, 6, 7, n - 1):
+        a, b = divmod(k, per_row)
+        shown = picture[a * (S + gy): a * (S + gy) + S, b * (S + gx): b * (S + gx) + S]
+        np.testing.assert_array_equal(shown[::scale, ::scale], expected[k])
+    hover = traces(fig, "heatmap")[0]
+    percent = np.asarray(hover.customdata, dtype=float).ravel()
+    np.testing.assert_allclose(percent[:n], 100 * explained, rtol=1e-5)
+    labels = traces(fig, "scatter")[0].text
+    assert len(labels) == n and labels[0] == f"PC1 · {100 * explained[0]:.1f}%"
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_mean_attention_distance_one_dot_per_head_per_layer(size):
+    s = SIZES[size]
+    L, h, P = s["L"], s["h"], s["P"]
+    distance = rng().random((L, h), dtype=np.float32) * 100
+    fig = checked(render.mean_attention_distance(distance, P, s["W"]))
+    dots, reference = fig.data
+    np.testing.assert_array_equal(np.asarray(dots.x), np.repeat(np.arange(1, L + 1), h))
+    np.testing.assert_array_equal(np.asarray(dots.y), distance.ravel())
+    np.testing.assert_array_equal(np.asarray(dots.customdata), np.tile(np.arange(1, h + 1), L))
+    assert tuple(fig.layout.xaxis.range) == (0.5, L + 0.5) and fig.layout.yaxis.range[0] == 0
+    # the reference: uniform attention over an n x n grid, brute force
+    n = s["W"] // P
+    g = np.stack(np.divmod(np.arange(n * n), n), 1).astype(float)
+    uniform = P * np.linalg.norm(g[:, None] - g[None], axis=-1).mean()
+    assert reference.y[0] == pytest.approx(uniform, rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Eq. 2: attention
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_attention_heads_tiles_are_heads_and_query_is_outlined(size):
+    s = SIZES[size]
+    H, W, gh, gw, h = s["H"], s["W"], s["gh"], s["gw"], s["h"]
+    image = rng().random((H, W, 3), dtype=np.float32)
+    maps = softmax(rng(1).normal(size=(h, gh * gw))).reshape(h, gh, gw)
+    query = gw + 2  # row 1, column 2
+    fig = checked(render.attention_heads(image, maps, query, "layer 3"))
+    heat = traces(fig, "heatmap")[0]
+    z, custom, meta = np.asarray(heat.z), np.asarray(heat.customdata), fig.layout.meta
+    for k in range(h):
+        np.testing.assert_array_equal(tile(z, meta, k), maps[k])
+        assert (tile(custom[..., 0], meta, k) == k + 1).all()
+        np.testing.assert_array_equal(tile(custom[..., 1], meta, k), np.arange(gh * gw).reshape(gh, gw))
+    outline, labels = traces(fig, "scatter")
+    boxes = rectangles(outline)
+    assert len(boxes) == h
+    (th, tw), (gy, gx), per_row = meta["tile"], meta["gap"], meta["per_row"]
+    for k, (x0, x1, y0, y1) in enumerate(boxes):
+        a, b = divmod(k, per_row)
+        assert (x0, x1) == (b * (tw + gx) + 2 - 0.5, b * (tw + gx) + 2 + 0.5)
+        assert (y0, y1) == (a * (th + gy) + 1 - 0.5, a * (th + gy) + 1 + 0.5)
+    assert list(labels.text) == [f"head {k + 1}" for k in range(h)]
+    assert heat.zmin == 0 and heat.zmax >= np.percentile(maps, 99)
+    assert "patch" in fig.layout.title.text
+    # the dimmed image spans the whole mosaic
+    picture = traces(fig, "image")[0]
+    assert picture.x0 - picture.dx / 2 == pytest.approx(-0.5)
+    assert picture.x0 + picture.dx * (decode_image(picture).shape[1] - 0.5) == pytest.approx(z.shape[1] - 0.5)
+
+
+def test_attention_heads_class_token_query_has_no_outline():
+    maps = softmax(rng().normal(size=(4, 9))).reshape(4, 3, 3)
+    fig = checked(render.attention_heads(np.zeros((24, 24, 3)), maps, None, "layer 1"))
+    assert len(traces(fig, "scatter")) == 1  # labels only
+    assert "class token" in fig.layout.title.text
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_attention_matrix_full_resolution_with_token_names(size):
+    gh, gw = SIZES[size]["gh"], SIZES[size]["gw"]
+    T = gh * gw + 1
+    weights = softmax(rng().normal(size=(T, T)))
+    fig = checked(render.attention_matrix(weights, (gh, gw), "layer 1 head 1"))
+    (heat,) = fig.data
+    np.testing.assert_array_equal(np.asarray(heat.z), weights)
+    assert heat.x[0] == "cls" and heat.x[gw + 3] == f"patch {gw + 2} (1,2)"
+    assert list(heat.x) == list(heat.y)
+    assert fig.layout.yaxis.autorange == "reversed"
+
+
+def test_attention_matrix_vit_h_is_block_averaged_and_small():
+    gh = gw = 37
+    T = gh * gw + 1  # 1370
+    weights = softmax(rng().normal(size=(T, T)))
+    start = time.perf_counter()
+    fig = checked(render.attention_matrix(weights, (gh, gw), "ViT-H/14"))
+    assert time.perf_counter() - start < 1.0
+    z = np.asarray(fig.data[0].z)
+    f = fig.layout.meta["block"]
+    assert f > 1 and z.shape[0] <= render._MAX_MATRIX_SIDE
+    assert z[0, 0] == weights[0, 0]
+    assert z[0, 1] == pytest.approx(weights[0, 1: 1 + f].mean(), rel=1e-5)
+    assert z[2, 3] == pytest.approx(weights[1 + f: 1 + 2 * f, 1 + 2 * f: 1 + 3 * f].mean(), rel=1e-5)
+    last = (T - 2) // f * f  # the last (shorter) block
+    assert z[-1, 0] == pytest.approx(weights[1 + last:, 0].mean(), rel=1e-5)
+    # block means keep the attention mass: the class token's row, weighted by block sizes, still sums to 1
+    sizes = np.diff(np.append(np.arange(0, T - 1, f), T - 1))
+    assert (z[0, 1:] * sizes).sum() + z[0, 0] == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_attention_overview_cell_layer_l_head_k_is_maps_l_k(size):
+    s = SIZES[size]
+    L, h, gh, gw = s["L"], s["h"], s["gh"], s["gw"]
+    maps = softmax(rng().normal(size=(L, h, gh * gw))).reshape(L, h, gh, gw)
+    fig = checked(render.attention_overview(maps, query=1))
+    heat = traces(fig, "heatmap")[0]
+    z, custom, meta = np.asarray(heat.z), np.asarray(heat.customdata), fig.layout.meta
+    assert meta["pool"] == 1 and meta["per_row"] == h
+    for l in range(L):
+        for k in range(h):
+            np.testing.assert_array_equal(tile(z, meta, l * h + k), maps[l, k])
+            assert (tile(custom[..., 0], meta, l * h + k) == l + 1).all()
+            assert (tile(custom[..., 1], meta, l * h + k) == k + 1).all()
+    assert len(rectangles(traces(fig, "scatter")[0])) == L * h
+    assert list(fig.layout.xaxis.ticktext)[0] == "1" and list(fig.layout.yaxis.ticktext)[-1] == str(L)
+
+
+def test_attention_overview_vit_h_is_pooled_within_budget():
+    L, h, g = 32, 16, 37
+    maps = rng().random((L, h, g, g), dtype=np.float32)
+    fig = checked(render.attention_overview(maps, None))
+    meta, z = fig.layout.meta, np.asarray(fig.data[0].z)
+    f = meta["pool"]
+    assert f > 1 and np.isfinite(z).sum() <= render._MAX_OVERVIEW_CELLS
+    assert tile(z, meta, 5 * h + 3)[1, 2] == pytest.approx(maps[5, 3, f: 2 * f, 2 * f: 3 * f].mean(), rel=1e-5)
+    assert len(fig.data) == 1  # no query outline for the class token
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_rollout_panels_are_image_masked_image_and_map(size):
+    s = SIZES[size]
+    H, W, gh, gw = s["H"], s["W"], s["gh"], s["gw"]
+    image = np.full((H, W, 3), 0.8, dtype=np.float32)
+    rollout_map = np.zeros((gh, gw), dtype=np.float32)
+    rollout_map[1, 2] = 0.5  # scaled to max 1 for display
+    fig = checked(render.rollout(image, rollout_map, "rollout"))
+    masked_hover, overlay = traces(fig, "heatmap")
+    np.testing.assert_allclose(np.asarray(overlay.z), rollout_map / 0.5)
+    assert np.asarray(masked_hover.customdata)[1, 2] == gw + 2
+    h, w = fig.layout.meta["panel"]
+    gap = fig.layout.meta["gap"]
+    picture = decode_image(traces(fig, "image")[0]).astype(float)
+    assert abs(picture[h // 2, w // 2].mean() - 204) < 6  # the input, untouched
+    # the masked panel is dark away from patch (1, 2) and bright at its centre
+    py, px = round((1.5 / gh) * h), w + gap + round((2.5 / gw) * w)
+    assert picture[py, px].mean() > 120
+    assert picture[h - 2, w + gap + 1].mean() < 20
+    assert masked_hover.x0 == pytest.approx(w + gap + w / gw / 2)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the residual stream
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_token_norms_maps_and_class_token_line(size):
+    s = SIZES[size]
+    L, gh, gw = s["L"], s["gh"], s["gw"]
+    norms = rng().random((L + 1, gh * gw + 1), dtype=np.float32) * 30
+    fig = checked(render.token_norms(norms, (gh, gw)))
+    heat = traces(fig, "heatmap")[0]
+    z, meta = np.asarray(heat.z), fig.layout.meta
+    for l in range(L + 1):
+        np.testing.assert_array_equal(tile(z, meta, l), norms[l, 1:].reshape(gh, gw))
+    labels, cls_line, patch_line = traces(fig, "scatter")
+    assert len(labels.text) == L + 1
+    np.testing.assert_array_equal(np.asarray(cls_line.y), norms[:, 0])
+    np.testing.assert_allclose(np.asarray(patch_line.y), norms[:, 1:].mean(1), rtol=1e-6)
+    assert cls_line.xaxis == "x2"
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_residual_updates_are_the_mean_norms_of_eq2_and_eq3_updates(size):
+    s = SIZES[size]
+    L, T, D = s["L"], s["gh"] * s["gw"] + 1, s["D"]
+    z = rng().normal(size=(L + 1, T, D)).astype(np.float32)
+    z_mid = rng(1).normal(size=(L, T, D)).astype(np.float32)
+    fig = checked(render.residual_updates(z, z_mid))
+    attention, mlp, stream = fig.data
+    for l in range(1, L + 1):
+        assert attention.y[l - 1] == pytest.approx(np.mean([np.linalg.norm(z_mid[l - 1, t] - z[l - 1, t])
+                                                            for t in range(T)]), rel=1e-5)
+        assert mlp.y[l - 1] == pytest.approx(np.linalg.norm(z[l] - z_mid[l - 1], axis=1).mean(), rel=1e-5)
+    np.testing.assert_array_equal(np.asarray(attention.x), np.arange(1, L + 1))
+    np.testing.assert_allclose(np.asarray(stream.y), np.linalg.norm(z, axis=2).mean(1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_layernorm_effect_histograms_of_one_token(size):
+    s = SIZES[size]
+    T, D = s["gh"] * s["gw"] + 1, s["D"]
+    before = (rng().normal(size=(T, D)) * 3 + 2).astype(np.float32)
+    after = ((before - before.mean(1, keepdims=True)) / before.std(1, keepdims=True)).astype(np.float32)
+    fig = checked(render.layernorm_effect(before, after, token=2))
+    first, second = fig.data
+    assert first.type == second.type == "histogram"
+    np.testing.assert_array_equal(np.asarray(first.x), before[2])
+    np.testing.assert_array_equal(np.asarray(second.x), after[2])
+    left, right = (a.text for a in fig.layout.annotations)
+    assert f"mean {before[2].mean():.3g}" in left and f"std {before[2].std():.3g}" in left
+    assert "std 1" in right
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Eq. 4
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_top_k_bars_are_the_k_largest_in_descending_order(size):
+    K = SIZES[size]["K"]
+    probabilities = softmax(rng().normal(size=K) * 3)
+    names = [f"class {i}" for i in range(K)]
+    fig = checked(render.top_k(probabilities, names, k=5))
+    (bars,) = fig.data
+    x = np.asarray(bars.x)
+    np.testing.assert_array_equal(x, np.sort(probabilities)[::-1][:5])
+    assert (np.diff(x) <= 0).all()
+    order = np.argsort(-probabilities)[:5]
+    assert list(fig.layout.yaxis.ticktext) == [names[i] for i in order]
+    assert list(bars.text) == [f"{100 * p:.1f}%" for p in x]
+    assert tuple(fig.layout.yaxis.range) == (4.5, -0.5)  # top bar first
+    assert fig.layout.xaxis.range[0] == 0
+
+
+def test_top_k_keeps_duplicate_class_names_and_small_k():
+    probabilities = np.array([0.1, 0.5, 0.4], dtype=np.float32)
+    fig = render.top_k(probabilities, ["crane", "crane", "maillot"], k=10)
+    assert list(fig.layout.yaxis.ticktext) == ["crane", "maillot", "crane"]
+    assert len(fig.data[0].x) == 3
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_logit_lens_one_line_per_class_over_layers(size):
+    s = SIZES[size]
+    L, K = s["L"], s["K"]
+    probabilities = softmax(rng().normal(size=(L + 1, K)))
+    names = [f"class {i}" for i in range(K)]
+    top = [3, 0, K - 1]
+    fig = checked(render.logit_lens(probabilities, names, top))
+    assert len(fig.data) == 3
+    for trace, i in zip(fig.data, top):
+        assert trace.name == names[i]
+        np.testing.assert_array_equal(np.asarray(trace.y), probabilities[:, i])
+        np.testing.assert_array_equal(np.asarray(trace.x), np.arange(L + 1))
+    assert tuple(fig.layout.yaxis.range) == (0, 1.02)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# speed and size at ViT-B/16 sizes
+
+
+def b16_cases():
+    r = rng()
+    H, P, g, D, h, L, K = 224, 16, 14, 768, 12, 12, 1000
+    N, T = g * g, g * g + 1
+    image = r.random((H, H, 3), dtype=np.float32)
+    similarity = random_similarity(g, g)
+    names = [f"class {i}" for i in range(K)]
+    data = dict(
+        patches=r.random((N, P, P, 3), dtype=np.float32), maps=r.normal(size=(D, g, g)).astype(np.float32),
+        tokens=r.normal(size=(T, D)).astype(np.float32), components=r.random((28, P, P, 3), dtype=np.float32),
+        heads=softmax(r.normal(size=(h, N))).reshape(h, g, g), weights=softmax(r.normal(size=(T, T))),
+        overview=softmax(r.normal(size=(L, h, N))).reshape(L, h, g, g), rollout=r.random((g, g), dtype=np.float32),
+        norms=r.random((L + 1, T), dtype=np.float32), z=r.normal(size=(L + 1, T, D)).astype(np.float32),
+        z_mid=r.normal(size=(L, T, D)).astype(np.float32), p=softmax(r.normal(size=K)),
+        lens=softmax(r.normal(size=(L + 1, K))),
+    )
+    return {
+        "patch_grid": lambda: render.patch_grid(image, P, selected=17),
+        "patch_sequence": lambda: render.patch_sequence(data["patches"], selected=17),
+        "feature_maps": lambda: render.feature_maps(data["maps"], list(range(0, 768, 96)), untrained=data["maps"]),
+        "token_matrix": lambda: render.token_matrix(data["tokens"], "z_0"),
+        "position_similarity": lambda: render.position_similarity(similarity, selected=17),
+        "position_similarity_tile": lambda: render.position_similarity_tile(similarity, 17),
+        "filter_components": lambda: render.filter_components(data["components"], np.linspace(0.1, 0.01, 28)),
+        "attention_heads": lambda: render.attention_heads(image, data["heads"], 17, "layer 5"),
+        "attention_matrix": lambda: render.attention_matrix(data["weights"], (g, g), "layer 5, head 1"),
+        "attention_overview": lambda: render.attention_overview(data["overview"], None),
+        "rollout": lambda: render.rollout(image, data["rollout"], "rollout"),
+        "mean_attention_distance": lambda: render.mean_attention_distance(data["rollout"][:L, :h] * 100, P, H),
+        "token_norms": lambda: render.token_norms(data["norms"], (g, g)),
+        "residual_updates": lambda: render.residual_updates(data["z"], data["z_mid"]),
+        "layernorm_effect": lambda: render.layernorm_effect(data["tokens"], data["tokens"], 3),
+        "top_k": lambda: render.top_k(data["p"], names),
+        "logit_lens": lambda: render.logit_lens(data["lens"], names, [1, 2, 3, 4, 5]),
+    }
+
+
+def test_every_renderer_is_covered_by_the_speed_test():
+    public = {name for name in dir(render) if not name.startswith("_") and callable(getattr(render, name))
+              and getattr(getattr(render, name), "__module__", "") == render.__name__}
+    assert public == set(b16_cases())
+
+
+def test_b16_figures_build_fast_and_stay_small():
+    """The target is < 50 ms per figure; the fastest of 5 builds is compared, so that the background training on
+    this 2-core machine cannot make the test flaky."""
+    slow = {}
+    for name, build in b16_cases().items():
+        build()  # warm caches (colour scales)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            fig = build()
+            times.append(time.perf_counter() - start)
+        if min(times) > 0.05:
+            slow[name] = round(1000 * min(times), 1)
+        assert len(fig.to_json()) < MAX_JSON_BYTES, name
+        json.loads(fig.to_json())
+    assert not slow, f"slower than 50 ms (ms): {slow}"
