@@ -1,0 +1,269 @@
+"""explorer.steps: the text of each step (with the live sizes of the model) and the views drawn from a cached trace.
+
+Sizes are checked against the paper's numbers; the arrays behind the views against explorer.analysis, the trace and
+hand computations; and drawing every view of every step must not run the model again.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from explorer import CONFIGS, ViT, analysis, steps
+from explorer.data import FASHION_MNIST_CLASSES
+from explorer.images import Preprocessing
+from explorer.session import RANDOM_INIT, RANDOM_WARNING, ModelSpec, Session
+from explorer.weights import save_checkpoint
+
+TINY = "ViT-Tiny-Test/8 · vit_tiny_test"
+FASHION = "ViT-Fashion/4 · vit_fashion_test"
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("checkpoints")
+    for preset, stem, names, pre in [
+        ("ViT-Tiny-Test/8", "vit_tiny_test", [f"class {i}" for i in range(10)],
+         Preprocessing(resize_size=32, crop_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)),
+        ("ViT-Fashion/4", "vit_fashion_test", FASHION_MNIST_CLASSES,
+         Preprocessing(resize_size=28, crop_size=28, channels=1, mean=(0.286,), std=(0.353,), invert="auto")),
+    ]:
+        torch.manual_seed(3)
+        model = ViT(CONFIGS[preset]).eval()
+        with torch.no_grad():
+            model.head.weight.normal_(std=0.5)
+        save_checkpoint(folder / stem, model, names, pre, {"dataset": "stand-in"})
+    return Session(folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def entry(session):
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    return session.entry(session.analyse(picture, TINY))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text with live sizes
+
+def test_sizes_of_vit_b16_are_the_papers():
+    s = steps.sizes(CONFIGS["ViT-B/16"])
+    assert (s["N"], s["T"], s["D"], s["h"], s["d"], s["L"], s["MLP"], s["patch_dim"]) == (196, 197, 768, 12, 64, 12, 3072, 768)
+    h14 = steps.sizes(CONFIGS["ViT-H/14"])
+    assert (h14["N"], h14["T"], h14["D"], h14["h"], h14["d"], h14["L"]) == (256, 257, 1280, 16, 80, 32)
+
+
+def test_equations_carry_the_live_sizes():
+    b16 = CONFIGS["ViT-B/16"]
+    eq1 = steps.equation(1, b16)
+    assert "x_p^{196} E" in eq1 and "768 \\times 768" in eq1 and "197 \\times 768" in eq1
+    eq2 = steps.equation(2, b16)
+    assert "12 \\times 197 \\times 197" in eq2 and "D_h = D / h = 64" in eq2 and "1 \\dots 12" in eq2
+    assert "\\mathbb{R}^{3072}" in steps.equation(3, b16)
+    assert "\\mathbb{R}^{1000}" in steps.equation(4, b16) and "z_{12}^0" in steps.equation(4, b16)
+    fashion = CONFIGS["ViT-Fashion/4"]
+    assert "x_p^{49} E" in steps.equation(1, fashion) and "16 \\times" in steps.equation(1, fashion)
+    assert "28 \\times 28 \\times 1" in steps.equation(0, fashion)
+    with pytest.raises(ValueError):
+        steps.equation(5, b16)
+
+
+@pytest.mark.parametrize("step", range(5))
+def test_explanations_are_an_equation_and_plain_sentences(step):
+    text = steps.explanation(step, CONFIGS["ViT-B/16"], Preprocessing())
+    equation, prose = text.split("\n\n", 1)
+    assert equation.startswith("$$") and equation.endswith("$$") and equation.count("$$") == 2
+    assert "$$" not in prose and "{" not in prose.replace("$z_L^0$", "")
+    assert 2 <= len(re.findall(r"[.!?](\s|$)", prose)) <= 4
+
+
+def test_the_sentences_use_the_numbers_of_the_model():
+    text = steps.explanation(1, CONFIGS["ViT-B/16"])
+    assert "= 196 patches" in text and "16×16×3 = 768 values" in text and "T = N + 1 = 197" in text
+    assert "h = 12 heads" in steps.explanation(2, CONFIGS["ViT-B/16"])
+    assert "768 → 3072 → 768" in steps.explanation(3, CONFIGS["ViT-B/16"])
+    assert "resized to 256 pixels and the central 224 × 224" in steps.explanation(0, CONFIGS["ViT-B/16"], Preprocessing())
+
+
+def test_model_card_says_which_model_and_warns(session, entry):
+    card = steps.model_card(entry)
+    assert TINY in card and entry.source in card and "L = 2, D = 32, h = 4, P = 8" in card
+    random_spec = ModelSpec(f"ViT-B/16 · {RANDOM_INIT}", "random", "ViT-B/16", description=RANDOM_WARNING)
+    assert "predictions are meaningless; shapes are real" in steps.model_card(spec=random_spec)
+    pretrained = session.registry.resolve("ViT-B/16")
+    assert "not the paper's JFT-300M" in steps.model_card(spec=pretrained)
+    fashion = session.entry(session.analyse(Image.new("RGB", (30, 30), "white"), FASHION))
+    assert "photos are mapped to what it expects" in steps.model_card(fashion)
+    assert fashion.preprocessing.describe() in steps.model_card(fashion)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Controls
+
+def test_parse_indices():
+    assert steps.parse_indices("0, 5, 10-12", 32) == [0, 5, 10, 11, 12]
+    assert steps.parse_indices(" 3 3;1 ", 32) == [3, 1]
+    assert len(steps.parse_indices("0-100", 768)) == steps.MAX_FEATURE_MAPS
+    for bad, match in [("", "No feature-map index"), ("a, b", "not a feature-map index"), ("40", "D = 32")]:
+        with pytest.raises(ValueError, match=match):
+            steps.parse_indices(bad, 32)
+
+
+def test_random_indices_are_distinct_and_in_range():
+    chosen = steps.parse_indices(steps.random_indices(768, 8, seed=1), 768)
+    assert len(chosen) == 8 == len(set(chosen)) and all(0 <= i < 768 for i in chosen)
+    assert len(steps.parse_indices(steps.random_indices(5, 8), 5)) == 5
+
+
+def test_every_dependency_names_a_real_output_and_option():
+    fields = set(steps.Options.__dataclass_fields__)
+    for name, reads in steps.DEPENDS.items():
+        assert name in steps.ALL_OUTPUTS and set(reads) <= fields
+    assert steps.affected(2, "layer") == ["eq2.text", "eq2.heads", "eq2.matrix"]
+    assert steps.affected(2, "head") == ["eq2.matrix"]
+    assert steps.affected(1, "layer") == []
+
+
+def test_query_token_of_a_patch_is_its_index_plus_one():
+    assert steps.Options().query == 0
+    assert steps.Options(selected=5).query == 6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The patch picker
+
+def test_clicks_map_to_the_patch_under_them():
+    for config in (CONFIGS["ViT-B/16"], CONFIGS["ViT-Fashion/4"], CONFIGS["ViT-Tiny-Test/8"]):
+        rows, cols = config.grid
+        side = config.patch_size * steps.picker_scale(config)
+        assert config.image_hw[0] * steps.picker_scale(config) >= steps.PICKER_SIDE
+        for row, col in [(0, 0), (rows - 1, cols - 1), (rows // 2, 1)]:
+            x, y = col * side + side / 2, row * side + side / 2
+            assert steps.patch_at(config, x, y) == row * cols + col
+        assert steps.patch_at(config, -5, 10**6) == (rows - 1) * cols  # outside: clamped to the grid
+
+
+def test_picker_outlines_only_the_selected_patch(entry):
+    config = entry.config
+    scale = steps.picker_scale(config)
+    plain = steps.patch_picker(entry, None)
+    assert plain.shape == (32 * scale, 32 * scale, 3) and plain.dtype == np.uint8
+    marked = steps.patch_picker(entry, 6)  # row 1, column 2 of the 4x4 grid
+    changed = np.argwhere((marked != plain).any(axis=-1))
+    side = config.patch_size * scale
+    assert len(changed) > 0
+    assert changed[:, 0].min() >= side and changed[:, 0].max() < 2 * side
+    assert changed[:, 1].min() >= 2 * side and changed[:, 1].max() < 3 * side
+
+
+def test_selection_text(entry):
+    assert "class token" in steps.selection_text(entry, None)
+    assert "patch 6" in steps.selection_text(entry, 6) and "row 1, column 2" in steps.selection_text(entry, 6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The arrays behind the views
+
+def test_patches_are_the_image_cut_row_major(entry):
+    image = steps.display_image(entry)
+    patches = steps.display_patches(entry)
+    P = entry.config.patch_size
+    assert patches.shape == (16, P, P, 3)
+    for i in (0, 5, 15):
+        r, c = divmod(i, 4)
+        np.testing.assert_array_equal(patches[i], image[r * P:(r + 1) * P, c * P:(c + 1) * P])
+
+
+def test_grayscale_models_are_shown_in_rgb(session):
+    fashion = session.entry(session.analyse(Image.new("RGB", (28, 28), "gray"), FASHION))
+    image = steps.display_image(fashion)
+    assert image.shape == (28, 28, 3)
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
+@pytest.mark.parametrize("fusion", steps.HEAD_FUSIONS)
+@pytest.mark.parametrize("discard", [0.0, 0.4])
+def test_rollout_from_pre_fused_heads_equals_analysis(entry, fusion, discard):
+    np.testing.assert_allclose(steps._rollout_map(entry, fusion, discard),
+                               analysis.rollout_map(entry.trace, fusion, discard), rtol=1e-5, atol=1e-6)
+
+
+def test_overview_stacks_every_layers_query_attention(entry):
+    for query in (0, 7):
+        overview = steps._overview(entry, query)
+        assert overview.shape == (2, 4, 4, 4)
+        for layer in (1, 2):
+            np.testing.assert_array_equal(overview[layer - 1], analysis.query_attention(entry.trace, layer, query))
+
+
+def test_head_weights(entry):
+    weights, what = steps._head_weights(entry, 2, "mean")
+    np.testing.assert_allclose(weights, entry.trace.attention(2).mean(0).numpy())
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)  # rows of A sum to 1, and so does their mean
+    weights, what = steps._head_weights(entry, 1, "3")
+    np.testing.assert_array_equal(weights, entry.trace.attention(1)[2].numpy())
+    assert what == "layer 1, head 3"
+
+
+@pytest.mark.parametrize("which", steps.LN_CHOICES)
+@pytest.mark.parametrize("layer", [1, 2])
+def test_layernorm_pair_is_the_input_and_output_of_that_layernorm(session, entry, which, layer):
+    before, after = steps.layernorm_pair(entry, layer, which)
+    block = session.registry.get(TINY).model.blocks[layer - 1]
+    norm = block.norm_1 if which == steps.LN_CHOICES[0] else block.norm_2
+    expected = F.layer_norm(torch.from_numpy(before), (before.shape[-1],), norm.weight, norm.bias, norm.eps)
+    np.testing.assert_allclose(after, expected.detach().numpy(), atol=1e-5)
+
+
+def test_selected_values_are_the_rows_of_the_patch_embeddings(entry):
+    text = steps._draw(entry, "eq1.values", steps.Options(selected=5, indices="1, 30"))
+    row = entry.trace["embed.patch_embeddings"][5]
+    assert f"{row[1]:+.3f}" in text and f"{row[30]:+.3f}" in text and "x_p^{6} E" in text
+    assert "⚠️" in steps._draw(entry, "eq1.values", steps.Options(selected=5, indices="99"))
+
+
+def test_top_table_is_the_traces_top_5(entry):
+    table = steps._draw(entry, "eq4.table", steps.Options())
+    names = re.findall(r"^\| \d \| (.+?) \|", table, flags=re.M)
+    assert names == [name for name, _ in entry.trace.top_k(5)]
+
+
+def test_normalisation_text_gives_the_real_value_range(entry):
+    text = steps._draw(entry, "input.normalised", steps.Options())
+    pixels = entry.trace["input.pixels"]
+    assert f"{pixels[0].min().item():+.2f}" in text and f"{pixels[2].max().item():+.2f}" in text
+    assert entry.preprocessing.describe() in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every view, without running the model
+
+def test_every_output_draws_from_the_cache_without_running_the_model(session, entry):
+    runs = session.runs
+    options = [steps.Options(), steps.Options(selected=3, indices="0-3", layer=2, head="4", fusion="min", discard=0.5,
+                                              ln_layer=2, ln_which=steps.LN_CHOICES[1])]
+    for option in options:
+        for step in steps.OUTPUTS:
+            values = steps.render_outputs(entry, steps.OUTPUTS[step], option)
+            for name, value in zip(steps.OUTPUTS[step], values):
+                if name.endswith(".text") or name in ("eq1.values", "eq4.table", "input.normalised"):
+                    assert isinstance(value, str) and value
+                elif name in ("input.original", "input.seen"):
+                    assert isinstance(value, (Image.Image, np.ndarray))
+                else:
+                    assert isinstance(value, go.Figure) and len(value.data) > 0, name
+    assert session.runs == runs
+
+
+def test_views_that_read_no_option_are_drawn_once(entry):
+    first = steps.render_outputs(entry, ["eq1.embeddings"], steps.Options())[0]
+    again = steps.render_outputs(entry, ["eq1.embeddings"], steps.Options(selected=2, layer=2))[0]
+    assert first is again
+    a = steps.render_outputs(entry, ["eq2.heads"], steps.Options(selected=None))[0]
+    b = steps.render_outputs(entry, ["eq2.heads"], steps.Options(selected=4))[0]
+    assert a is not b
