@@ -1,0 +1,1022 @@
+"""python -m explorer.bench: what seeing every stage costs, measured against torchvision's plain forward.
+
+The question (issue 6): the first view should appear about as fast as torchvision alone classifies the image, and
+every control change should feel instant. So, in one run on one machine, for ViT-B/16 (random weights: timing does
+not depend on them) and for the shipped model (checkpoints/vit_fashion_mnist):
+
+    forward      torchvision's VisionTransformer (eval, no_grad, batch 1) — the reference every ratio divides by;
+                 our plain forward (the same weights, via from_torchvision); our traced forward (explorer.trace);
+                 torchvision "classify an image file" (open + its own preprocessing + forward), for context
+    analysis     every function of explorer.analysis, on the cached trace
+    upload       image file -> first step on screen: the app's own `analyse` event handler (open, preprocess, trace,
+                 draw step 0 and the patch picker) plus Gradio's own postprocessing of its outputs (figures to JSON,
+                 images to files), as the server does before it answers
+    step         clicking a step's tab the first time after an upload (the app's `step_n` handlers)
+    figure       each output of each step on its own (steps.render_outputs + Gradio postprocessing), to see what a
+                 step's time is made of
+    control      a control change (layer, head, clicked patch, class token, feature-map indices, rollout options,
+                 LayerNorm layer): the app's handler for it, redrawn from the cached trace, with a value not seen
+                 before (derived views memoised for other values are kept, as in a real session)
+    startup      `python app.py` (EXPLORER_OFFLINE=1, a free port on 127.0.0.1) -> first HTTP 200 on "/";
+                 -> the default model loaded (the /stats API); the app process's peak RSS by then
+    memory       peak RSS of a fresh process that imports the app, loads the model and caches one trace (ViT-B/16:
+                 target <= 1.5 GB)
+
+Each row gives the median and 90th percentile over --repeats runs after warm-up runs, the ratio of the median to
+torchvision's forward of the same model on the same device, and PASS/MISS against the targets below. Absolute times
+depend on the machine; the ratios are what to compare. torch's default thread count is used, and reported.
+
+    python -m explorer.bench                          # ViT-B/16 and the shipped model, CPU (and CUDA if present)
+    python -m explorer.bench --markdown               # also a Markdown table for the README
+    python -m explorer.bench --checkpoint /tmp/x/vit_fashion_mnist --repeats 30 --json bench-results/run.json
+    python -m explorer.bench --model ViT-Tiny-Test/8 --quick   # seconds: the smoke test's settings
+
+This is a measurement, not a test: it exits 0 whether targets are met or missed (tests/test_bench.py only checks
+that it runs and reports every row).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import importlib
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "vit_fashion_mnist"
+DEFAULT_IMAGE = ROOT / "assets" / "cat_chelsea.jpg"
+SHIPPED = "shipped"
+DEFAULT_MODELS = ("ViT-B/16", SHIPPED)
+
+# Targets of issue 6: (kind, limit, text). Ratios divide by torchvision's forward of the same model and device.
+TARGETS: dict[str, tuple[str, float, str]] = {
+    "forward.plain": ("ratio", 1.05, "<= 1.05x tv"),
+    "forward.traced": ("ratio", 1.15, "<= 1.15x tv"),
+    "upload": ("ratio", 1.5, "<= 1.5x tv"),
+    "control": ("median", 100.0, "<= 100 ms"),
+    "startup.http_200": ("median", 8.0, "<= 8 s"),
+    "memory.peak_rss": ("median", 1500.0, "<= 1.5 GB"),
+}
+MEMORY_TARGET_MODEL = "ViT-B/16"  # the RSS target is stated for ViT-B/16
+
+
+@dataclass
+class Row:
+    """One measurement: times in ms (startup in s), memory in MB (10^6 bytes)."""
+
+    id: str  # stable, e.g. "forward.traced", "control.set_layer", "figure.eq2.heads"
+    label: str  # what was measured, in words
+    model: str
+    device: str
+    unit: str  # "ms" | "s" | "MB"
+    samples: list[float] = field(default_factory=list)
+    ratio: float | None = None  # median / torchvision forward's median (time rows in ms only)
+    target: str = ""
+    status: str = ""  # "PASS" | "MISS" | "ERROR" | "" (no target)
+    note: str = ""
+    error: str = ""  # what went wrong when the measured code raised (then there are no samples)
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    @property
+    def p90(self) -> float | None:
+        return percentile(self.samples, 90) if self.samples else None
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "samples"}
+        out.update(median=self.median, p90=self.p90, n=len(self.samples), samples=[round(s, 6) for s in self.samples])
+        return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated q-th percentile (as numpy's default)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def judge(row: Row) -> Row:
+    """Fill row.target and row.status from TARGETS (the longest id prefix that matches)."""
+    if row.error:
+        row.status = "ERROR"
+        return row
+    matches = [k for k in TARGETS if row.id == k or row.id.startswith(k + ".")]
+    if not matches or (row.id == "memory.peak_rss" and row.model != MEMORY_TARGET_MODEL):
+        return row
+    kind, limit, text = TARGETS[max(matches, key=len)]
+    value = row.ratio if kind == "ratio" else row.median
+    if value is None:
+        return row
+    row.target, row.status = text, ("PASS" if value <= limit else "MISS")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Timing
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def measure(fn: Callable[[], object], repeats: int, warmup: int, device: str = "cpu",
+            before: Callable[[], object] | None = None) -> list[float]:
+    """Seconds per call of fn() over `repeats` timed calls after `warmup` untimed ones; before() runs untimed."""
+    for _ in range(warmup):
+        if before:
+            before()
+        fn()
+    gc.collect()
+    times = []
+    for _ in range(repeats):
+        if before:
+            before()
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                        device: str = "cpu") -> dict[str, list[float]]:
+    """Like `measure`, but the functions take turns (in a rotating order), so drift in the machine's speed (other
+    processes, clocks, caches) affects them alike: the fairest way to compare two forwards."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    gc.collect()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeats):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            _sync(device)
+            start = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _ms(seconds: list[float]) -> list[float]:
+    return [s * 1000 for s in seconds]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The machine
+
+def memory_status(pid: int | str = "self") -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of a process in MB, from /proc (Linux); {} elsewhere."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024 / 1e6  # kB -> MB
+    return out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB: VmHWM, else getrusage (kB on Linux, bytes on macOS)."""
+    status = memory_status()
+    if "VmHWM" in status:
+        return status["VmHWM"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
+def machine_info() -> dict:
+    import torch
+    import torchvision
+
+    info = {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+    for package in ("gradio", "plotly", "numpy", "PIL"):
+        with contextlib.suppress(Exception):
+            info[package] = importlib.import_module(package).__version__
+    return info
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The models: ours and a torchvision twin with the same weights
+
+@dataclass
+class Subject:
+    """One model to measure: ours, torchvision's with the same weights, and how the app's session names it."""
+
+    name: str  # "ViT-B/16", "ViT-Fashion/4 (checkpoint vit_fashion_mnist)", ...
+    ours: object  # explorer.ViT, eval
+    tv: object  # torchvision VisionTransformer, eval
+    preprocessing: object  # explorer.images.Preprocessing
+    class_names: list[str]
+    checkpoint_dir: Path  # the app session's checkpoint folder
+    session_model: str  # what the session resolves: a menu label or a checkpoint's stem
+    tv_transform: Callable  # PIL image -> (C, H, W): torchvision's own preprocessing
+
+
+def torchvision_twin(model):
+    """A torchvision VisionTransformer holding exactly `model`'s weights (the inverse of weights.from_torchvision)."""
+    import torch
+    from torchvision.models import VisionTransformer
+
+    from .weights import _key_table
+
+    c = model.config
+    height, width = c.image_hw
+    if height != width:
+        raise ValueError(f"torchvision's ViT takes square images; this model takes {height}x{width}.")
+    tv = VisionTransformer(image_size=height, patch_size=c.patch_size, num_layers=c.depth, num_heads=c.heads,
+                           hidden_dim=c.hidden_dim, mlp_dim=c.mlp_dim, num_classes=c.num_classes,
+                           representation_size=c.representation_size)
+    if c.channels != 3:  # torchvision's stem is RGB; its forward never checks C
+        tv.conv_proj = torch.nn.Conv2d(c.channels, c.hidden_dim, kernel_size=c.patch_size, stride=c.patch_size)
+    theirs = tv.state_dict()
+    ours = model.state_dict()
+    state = {}
+    for our_key, candidates in _key_table(c.depth, c.representation_size is not None).items():
+        state[next(k for k in candidates if k in theirs)] = ours[our_key].detach().clone()
+    tv.load_state_dict(state, strict=True)
+    return tv.eval()
+
+
+def _tv_transform(preprocessing):
+    """torchvision transforms doing what `preprocessing` does (resize, centre crop, to tensor, normalise)."""
+    from torchvision import transforms as T
+
+    steps = [T.Grayscale()] if preprocessing.channels == 1 else []
+    steps += [T.Resize(preprocessing.resize_size, interpolation=T.InterpolationMode(preprocessing.interpolation)),
+              T.CenterCrop(preprocessing.crop_size), T.ToTensor(), T.Normalize(preprocessing.mean, preprocessing.std)]
+    return T.Compose(steps)
+
+
+def _stem(name: str) -> str:
+    """The checkpoint stem under which a random-weight preset is saved for the app's session."""
+    return "bench_" + "".join(ch if ch.isalnum() else "_" for ch in name).lower()
+
+
+def _random_preset(name: str):
+    """(ours, torchvision twin, preprocessing, class names, torchvision transform) for a preset with random weights.
+    Table 1 presets are torchvision's own builders (vit_b_16() etc.: random init, nothing downloaded)."""
+    import torch
+    import torchvision
+
+    from .config import CONFIGS
+    from .images import Preprocessing
+    from .model import ViT
+    from .weights import PRETRAINED, from_torchvision, get_weights
+
+    if name not in CONFIGS:
+        raise SystemExit(f"Unknown model {name!r}; choose {SHIPPED!r} or one of {', '.join(CONFIGS)}.")
+    torch.manual_seed(0)
+    if name in PRETRAINED:
+        tv = getattr(torchvision.models, PRETRAINED[name][0])().eval()
+        weights = get_weights(name, "DEFAULT")
+        preprocessing = Preprocessing.from_torchvision(weights.transforms())
+        class_names = list(weights.meta["categories"])
+        tv_transform = weights.transforms()
+    else:
+        config = CONFIGS[name]
+        tv = torchvision_twin(ViT(config))
+        size, channels = config.image_hw[0], config.channels
+        preprocessing = Preprocessing(resize_size=size, crop_size=size, channels=channels,
+                                      mean=(0.5,) * channels, std=(0.5,) * channels)
+        class_names = [f"class {i}" for i in range(config.num_classes)]
+        tv_transform = _tv_transform(preprocessing)
+    return from_torchvision(tv, name=name), tv, preprocessing, class_names, tv_transform
+
+
+def prepare_checkpoints(models: list[str], checkpoint: Path, folder: Path) -> Path:
+    """The app session's checkpoint folder for this run: the shipped checkpoint linked in, other non-Table-1 presets
+    saved with random weights. (Table 1 presets are the session's own "random init" entries.)"""
+    from .session import TABLE_1
+    from .weights import save_checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in models:
+        if name == SHIPPED:
+            for suffix in (".json", ".safetensors"):
+                link = folder / (checkpoint.name + suffix)
+                if not link.exists():
+                    link.symlink_to(Path(str(checkpoint) + suffix).resolve())
+        elif name not in TABLE_1 and not (folder / f"{_stem(name)}.json").exists():
+            ours, _, preprocessing, class_names, _ = _random_preset(name)
+            save_checkpoint(folder / _stem(name), ours, class_names, preprocessing,
+                            provenance={"note": "explorer.bench: random init"})
+    return folder
+
+
+def session_model(name: str, checkpoint: Path) -> str:
+    """How the app's session names a model of this run (a checkpoint stem or a menu label)."""
+    from .session import RANDOM_INIT, TABLE_1
+
+    if name == SHIPPED:
+        return checkpoint.name
+    return f"{name} · {RANDOM_INIT}" if name in TABLE_1 else _stem(name)
+
+
+def build_subject(name: str, checkpoint: Path, folder: Path) -> Subject:
+    """ViT-B/16 exactly as the issue states it (torchvision.models.vit_b_16(), random init) and ours from it; the
+    shipped checkpoint and a torchvision twin of it; or another preset with random weights."""
+    from .weights import load_checkpoint
+
+    if name == SHIPPED:
+        bundle = load_checkpoint(checkpoint)
+        ours = bundle.model.eval()
+        return Subject(f"{ours.config.name or 'shipped'} ({checkpoint.name})", ours, torchvision_twin(ours),
+                       bundle.preprocessing, bundle.class_names, folder, session_model(name, checkpoint),
+                       _tv_transform(bundle.preprocessing))
+    ours, tv, preprocessing, class_names, tv_transform = _random_preset(name)
+    return Subject(name, ours, tv, preprocessing, class_names, folder, session_model(name, checkpoint), tv_transform)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The app, driven in-process: its own event handlers and Gradio's own postprocessing of their outputs
+
+def import_app():
+    """Import app.py (it builds the Blocks and a Session at import; nothing is launched)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("app")
+
+
+class AppDriver:
+    """Calls the app's event handlers as Gradio would (inputs by component, outputs through postprocess_data)."""
+
+    def __init__(self, app, session):
+        import gradio as gr
+
+        self.app = app
+        self.original_session = app.SESSION
+        app.SESSION = session  # the handlers read this module global at call time
+        self.session = session
+        self.events = {fn.api_name: fn for fn in app.demo.fns.values() if fn.api_name}
+        # Components by the name the app gives them (module globals of app.py).
+        self.names = {id(obj): name for name, obj in vars(app).items() if isinstance(obj, gr.components.Component)}
+        self.loop = asyncio.new_event_loop()
+        self.state = {}  # component name -> value, as a browser session would hold them
+
+    def close(self) -> None:
+        self.app.SESSION = self.original_session
+        self.loop.close()
+
+    def event_names(self) -> list[str]:
+        return list(self.events)
+
+    def call(self, api_name: str, **kwargs):
+        """Run one event: handler(inputs from self.state) then Gradio's postprocessing; returns the handler's values."""
+        event = self.events[api_name]
+        try:
+            inputs = [self.state[self.names[id(c)]] for c in event.inputs]
+        except KeyError as error:
+            raise RuntimeError(f"explorer.bench does not know the input {error} of the app's {api_name!r} event; "
+                               f"update AppDriver.state.") from None
+        predictions = event.fn(*inputs, **kwargs)
+        payload = self.loop.run_until_complete(self.app.demo.postprocess_data(event, predictions, None))
+        # What goes over the wire: JSON of the postprocessed values (figures are already JSON strings).
+        json.dumps([p.model_dump() if hasattr(p, "model_dump") else p for p in payload], default=str)
+        return predictions
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurements
+
+def bench_forward(subject: Subject, x, device: str, repeats: int, warmup: int, image_path: Path) -> list[Row]:
+    import torch
+    from PIL import Image
+
+    from .trace import trace
+
+    ours, tv = subject.ours.to(device), subject.tv.to(device)
+    x = x.to(device)
+    mean, std = subject.preprocessing.mean, subject.preprocessing.std
+
+    def tv_forward():
+        with torch.no_grad():
+            return tv(x)
+
+    def plain():
+        with torch.no_grad():
+            return ours(x)
+
+    def traced():
+        return trace(ours, x, mean=mean, std=std, class_names=subject.class_names)
+
+    def classify():
+        with Image.open(image_path) as image:
+            pixels = subject.tv_transform(image.convert("RGB")).unsqueeze(0).to(device)  # (1, C, H, W)
+        with torch.no_grad():
+            return tv(pixels).softmax(-1).topk(5)
+
+    difference = float((tv_forward() - plain()).abs().max())
+    times = measure_interleaved({"tv": tv_forward, "plain": plain, "traced": traced}, repeats, warmup, device)
+    rows = [
+        Row("forward.torchvision", "torchvision forward (the reference)", subject.name, device, "ms", _ms(times["tv"])),
+        Row("forward.plain", "our plain forward (same weights)", subject.name, device, "ms", _ms(times["plain"]),
+            note=f"max |logit difference| to torchvision {difference:.1e}"),
+        Row("forward.traced", "our traced forward (explorer.trace)", subject.name, device, "ms", _ms(times["traced"])),
+        Row("forward.torchvision_classify", "torchvision: open file + its preprocessing + forward", subject.name,
+            device, "ms", _ms(measure(classify, repeats, warmup, device))),
+    ]
+    subject.ours, subject.tv = ours.cpu(), tv.cpu()
+    return rows
+
+
+class Recorder:
+    """Collects the rows of one model on one device; a measurement whose code raises becomes an ERROR row."""
+
+    def __init__(self, model: str, device: str, repeats: int, warmup: int):
+        self.model, self.device, self.repeats, self.warmup = model, device, repeats, warmup
+        self.rows: list[Row] = []
+
+    def time(self, row_id: str, label: str, fn: Callable[[], object], before: Callable[[], object] | None = None,
+             note: str = "") -> Row:
+        try:
+            row = Row(row_id, label, self.model, self.device, "ms",
+                      _ms(measure(fn, self.repeats, self.warmup, self.device, before)), note=note)
+        except Exception as error:  # a measurement, not a test: report it in the table and go on
+            reason = (str(error).strip().splitlines() or [""])[0][:160]
+            row = Row(row_id, label, self.model, self.device, "ms", error=f"{type(error).__name__}: {reason}")
+        self.rows.append(row)
+        return row
+
+
+def bench_analysis(record: Recorder, subject: Subject, entry) -> None:
+    """Every public function of explorer.analysis, on the cached trace."""
+    from . import analysis
+
+    t = entry.trace
+    model = subject.ours.to(record.device)
+    L = t.depth
+    weight = entry.projection_weight
+    cases: dict[str, tuple[str, Callable]] = {
+        "attention_rollout": ("attention rollout, from A (L,h,T,T)", lambda: analysis.attention_rollout(t.attentions())),
+        "rollout_map": ("rollout map (Fig. 6), mean fusion", lambda: analysis.rollout_map(t)),
+        "rollout_map.max_discard": ("rollout map, max fusion, discard 0.9", lambda: analysis.rollout_map(t, "max", 0.9)),
+        "query_attention": ("attention of the class token, layer L", lambda: analysis.query_attention(t, L, 0)),
+        "mean_attention_distance": ("mean attention distance (Fig. 7 right)", lambda: analysis.mean_attention_distance(t)),
+        "position_similarity": ("position-embedding similarity (Fig. 7 centre)",
+                                lambda: analysis.position_similarity(t["embed.position_embedding"], t.grid)),
+        "embedding_filter_components": ("filter principal components (Fig. 7 left)",
+                                        lambda: analysis.embedding_filter_components(weight, 28)),
+        "logit_lens": ("logit lens", lambda: analysis.logit_lens(t, model, 5)),
+        "token_norms": ("token norms", lambda: analysis.token_norms(t)),
+    }
+    for name, (label, fn) in cases.items():
+        record.time(f"analysis.{name}", label, fn)
+    subject.ours = model.cpu()
+
+
+MEASURED_ANALYSIS = {"attention_rollout", "rollout_map", "query_attention", "mean_attention_distance",
+                     "position_similarity", "embedding_filter_components", "logit_lens", "token_norms"}
+INSIDE_MEASURED = {"patch_index", "patch_position", "fuse_heads", "patch_distances"}  # timed as parts of the above
+
+
+def analysis_not_measured() -> list[str]:
+    """Public functions of explorer.analysis that bench_analysis does not time (new ones, to be added)."""
+    import inspect
+
+    from . import analysis
+
+    return sorted(name for name, obj in vars(analysis).items()
+                  if inspect.isfunction(obj) and obj.__module__ == analysis.__name__ and not name.startswith("_")
+                  and name not in MEASURED_ANALYSIS | INSIDE_MEASURED)
+
+
+def default_state(driver: AppDriver, session_model: str, image) -> dict:
+    """The inputs of a fresh browser session that has chosen `session_model` and `image`."""
+    from . import steps
+
+    options = steps.Options()
+    label = driver.session.registry.resolve(session_model).label
+    return {"image": image, "model": label, "step": 0, "model_in_use": label, "key": None, "selected": None,
+            "indices": options.indices, "layer": options.layer, "head": options.head, "fusion": options.fusion,
+            "discard": options.discard, "ln_layer": options.ln_layer, "ln_which": options.ln_which}
+
+
+def bench_upload(record: Recorder, driver: AppDriver, subject: Subject, image: Path, row_id: str, label: str) -> None:
+    """Image file -> first step on screen: the app's `analyse` handler, with an empty trace cache each time."""
+    driver.state = default_state(driver, subject.session_model, str(image))
+    record.time(row_id, label, lambda: driver.call("analyse"), before=driver.session.cache.clear)
+
+
+def _control_value(option: str, config, i: int):
+    """The i-th new value for a control (never the default, cycling through what the control offers)."""
+    from . import steps
+
+    L, h, D = config.depth, config.heads, config.hidden_dim
+    if option == "indices":
+        return steps.random_indices(D, seed=i)
+    if option in ("layer", "ln_layer"):
+        return 2 + i % (L - 1) if L > 1 else 1
+    if option == "head":
+        return str(1 + i % h)
+    if option == "fusion":
+        return ("max", "min")[i % 2]
+    if option == "discard":
+        return (0.5, 0.9, 0.25, 0.75)[i % 4]
+    if option == "ln_which":
+        return steps.LN_CHOICES[1]
+    raise KeyError(f"explorer.bench has no values for the control {option!r}; add them to _control_value.")
+
+
+def _patch_click(config, i: int) -> tuple[float, float, int]:
+    """A click (x, y) in the patch picker on the i-th of a spread of patches; returns (x, y, patch index)."""
+    from . import steps
+
+    rows, cols = config.grid
+    index = (7 + i * 37) % (rows * cols)  # hops across the grid
+    side = config.patch_size * steps.picker_scale(config)
+    row, col = divmod(index, cols)
+    return (col + 0.5) * side, (row + 0.5) * side, index
+
+
+def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Path):
+    """Tab clicks (each step drawn the first time), every control change per step, and each output on its own.
+    Returns the cached entry."""
+    import gradio as gr
+
+    from . import steps
+
+    session = driver.session
+    driver.state = default_state(driver, subject.session_model, str(image))
+    session.cache.clear()
+    driver.call("analyse")
+    key = session.cache.keys()[-1]
+    entry = session.entry(key)
+    config = entry.config
+    after_upload = dict(entry.memo)  # what the upload left memoised (step 0 is on screen)
+
+    def restore(snapshot):
+        def restore_memo():
+            with entry.lock:
+                entry.memo.clear()
+                entry.memo.update(snapshot)
+        return restore_memo
+
+    def reset(number: int) -> None:
+        driver.state = default_state(driver, subject.session_model, str(image))
+        driver.state.update(key=key, step=number)
+
+    for number in sorted(steps.OUTPUTS):
+        reset(number)
+        event = f"step_{number}"
+        record.time(f"step.{number}", f"tab click: step '{steps.STEPS[number]}' drawn the first time",
+                    lambda: driver.call(event), before=restore(after_upload))
+        restore(after_upload)()
+        driver.call(event)
+        shown = dict(entry.memo)  # this step on screen with the default options
+
+        for api_name in driver.event_names():  # every control whose outputs are on this step
+            option = api_name[len("set_"):]
+            if not api_name.startswith("set_") or not steps.affected(number, option):
+                continue
+            counter = iter(range(10**9))
+
+            def change(option=option, counter=counter, api_name=api_name):
+                driver.state[option] = _control_value(option, config, next(counter))
+                driver.call(api_name)
+
+            record.time(f"control.{api_name}", f"{option} changed -> redraw (step {number})", change,
+                        before=restore(shown))
+            reset(number)
+        if "random_indices" in driver.events and steps.affected(number, "indices"):
+            record.time("control.random_indices", f"'Random' feature maps -> redraw (step {number})",
+                        lambda: driver.call("random_indices"), before=restore(shown))
+            reset(number)
+        if "select_patch" in driver.events and steps.affected(number, "selected"):
+            counter = iter(range(10**9))
+
+            def click(counter=counter):
+                x, y, _ = _patch_click(config, next(counter))
+                driver.call("select_patch", evt=gr.SelectData(None, {"index": [x, y], "value": None}))
+
+            record.time(f"control.select_patch.step{number}", f"patch clicked -> redraw (step {number})", click,
+                        before=restore(shown))
+            if "class_token" in driver.events:  # back to the class token after a patch was clicked
+                driver.state["selected"] = _patch_click(config, 0)[2]
+                record.time(f"control.class_token.step{number}", f"class token chosen -> redraw (step {number})",
+                            lambda: driver.call("class_token"), before=restore(shown))
+            reset(number)
+
+    # The outputs of each step on their own: steps' drawing plus Gradio's postprocessing for that component.
+    for number in sorted(steps.OUTPUTS):
+        for name in steps.OUTPUTS[number]:
+            component = driver.app.out[name]
+
+            def draw(name=name, component=component):
+                value = steps.render_outputs(entry, [name], steps.Options())[0]
+                payload = component.postprocess(value)
+                json.dumps(payload.model_dump() if hasattr(payload, "model_dump") else payload, default=str)
+
+            record.time(f"figure.{name}", f"step {number} output {name} (drawn + postprocessed)", draw,
+                        before=restore(after_upload))
+    return entry
+
+
+def prepare_photo(folder: Path) -> Path:
+    """A 12-megapixel JPEG (4032x3024, a phone photo's size) made from the cat example: what visitors upload."""
+    from PIL import Image
+
+    path = folder / "photo_12mp.jpg"
+    if not path.exists():
+        with Image.open(DEFAULT_IMAGE) as image:
+            image.convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC).save(path, quality=90)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes: cold start and memory
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _app_env(checkpoint_dir: Path | None, temp: Path) -> dict:
+    env = dict(os.environ, EXPLORER_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
+               GRADIO_TEMP_DIR=str(temp / "gradio"), PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if checkpoint_dir is not None:
+        env["EXPLORER_CHECKPOINTS"] = str(checkpoint_dir)
+    return env
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _call_api(base: str, api_name: str, timeout: float = 10.0):
+    """Gradio's two-request HTTP API: POST /gradio_api/call/<name>, then read the event stream's data."""
+    request = urllib.request.Request(f"{base}/gradio_api/call/{api_name}", data=b'{"data": []}',
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{base}/gradio_api/call/{api_name}/{event_id}", timeout=timeout) as response:
+        text = response.read().decode()
+    data = [line[len("data:"):].strip() for line in text.splitlines() if line.startswith("data:")]
+    return json.loads(data[-1]) if data else None
+
+
+def cold_start(checkpoint_dir: Path | None, temp: Path, timeout: float = 180.0) -> dict:
+    """Start `python app.py` on a free port; seconds to the first HTTP 200 and to the default model being loaded."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    log = open(temp / f"app-{port}.log", "w+")
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=_app_env(checkpoint_dir, temp), stdout=log,
+                               stderr=subprocess.STDOUT)
+    result = {"port": port}
+    try:
+        while "http_200_s" not in result:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"app.py exited with {process.returncode}: {log.read()[-2000:]}")
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"app.py did not answer on {base} within {timeout:.0f} s.")
+            if _http_ok(base + "/"):
+                result["http_200_s"] = time.perf_counter() - start
+            else:
+                time.sleep(0.05)
+        while time.perf_counter() - start < timeout:
+            with contextlib.suppress(urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+                stats = _call_api(base, "stats")
+                if stats and stats[0].get("models_loaded", 0) >= 1:
+                    result["model_loaded_s"] = time.perf_counter() - start
+                    break
+            time.sleep(0.1)
+        result.update({f"app_{k}_mb": v for k, v in memory_status(process.pid).items()})
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    return result
+
+
+def memory_child(model: str, checkpoint: Path, device: str, image: Path) -> dict:
+    """In a fresh process: import the app, load `model`, upload one image (trace cached, step 0 drawn): peak RSS."""
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="explorer-bench-") as folder:
+        temp = Path(folder)
+        checkpoint_dir = prepare_checkpoints([model], checkpoint, temp / "checkpoints")
+        os.environ["EXPLORER_CHECKPOINTS"] = str(checkpoint_dir)
+        os.environ.setdefault("GRADIO_TEMP_DIR", str(temp / "gradio"))
+        app = import_app()
+        from .session import Session
+
+        baseline = memory_status().get("VmRSS")
+        session = Session(checkpoint_dir, device=device)
+        driver = AppDriver(app, session)
+        session.registry.get(session_model(model, checkpoint))
+        driver.state = default_state(driver, session_model(model, checkpoint), str(image))
+        driver.call("analyse")
+        out = {"baseline_rss_mb": baseline, "peak_rss_mb": peak_rss_mb(), "rss_mb": memory_status().get("VmRSS"),
+               "trace_cache_mb": session.cache.nbytes() / 1e6, "cache_entries": len(session.cache)}
+        if device.startswith("cuda"):
+            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 1e6
+        driver.close()
+        return out
+
+
+def measure_memory(model: str, checkpoint: Path, device: str, image: Path, temp: Path) -> dict:
+    """Run memory_child in a fresh interpreter (so nothing this process did counts) and read its JSON line."""
+    command = [sys.executable, "-m", "explorer.bench", "--memory-child", "--model", model, "--checkpoint",
+               str(checkpoint), "--device", device, "--image", str(image)]
+    done = subprocess.run(command, cwd=ROOT, env=_app_env(None, temp), capture_output=True, text=True, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the memory subprocess failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+COLUMNS = ("model", "device", "measurement", "median", "p90", "unit", "n", "x tv forward", "target", "result")
+
+
+def table_rows(rows: list[Row]) -> list[list[str]]:
+    return [[r.model, r.device, r.label, _fmt(r.median), _fmt(r.p90), r.unit, str(len(r.samples)), _fmt(r.ratio, "x"), r.target or "",
+             r.status or ""] for r in rows]
+
+
+def format_table(rows: list[Row]) -> str:
+    body = table_rows(rows)
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
+    right = {3, 4, 6, 7}
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(COLUMNS, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for b in body:
+        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(b, widths))))
+    return "\n".join(lines)
+
+
+def format_markdown(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---:" if i in (3, 4, 6, 7) else "---"
+                                                              for i in range(len(COLUMNS))) + "|"]
+    for b in table_rows(rows):
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in b) + " |")
+    return "\n".join(lines)
+
+
+def machine_line(machine: dict) -> str:
+    return (f"{machine['processor']}, {machine['cpus_usable']} of {machine['cpu_count']} CPUs usable, "
+            f"torch {machine['torch']} with {machine['torch_threads']} threads "
+            f"({machine['torch_interop_threads']} inter-op), torchvision {machine['torchvision']}, "
+            f"Python {machine['python']}, {machine['platform']}"
+            + (f", CUDA {machine['cuda']}" if machine.get("cuda") else ", no CUDA"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Main
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", default=None, metavar="NAME",
+                   help=f"a preset (random weights) or {SHIPPED!r} (the --checkpoint); repeatable; default: "
+                        f"{' and '.join(DEFAULT_MODELS)}. ViT-Tiny-Test/8 makes a run take seconds (the smoke test)")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help="the shipped model's checkpoint stem (.safetensors + .json) (default: %(default)s)")
+    p.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the uploaded image (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per row (default 20; --quick: 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs before each row (default 2; --quick: 1)")
+    p.add_argument("--cold-starts", type=int, default=None, help="app starts to time (default 3; --quick: 1)")
+    p.add_argument("--quick", action="store_true", help="few repeats, no 12-megapixel upload (for the smoke test)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CPU, and CUDA too when torch.cuda.is_available() (default)")
+    p.add_argument("--skip-cold-start", action="store_true", help="skip the app start and the memory subprocess")
+    p.add_argument("--json", type=Path, default=ROOT / "bench-results" / "bench.json", help="(default: %(default)s)")
+    p.add_argument("--markdown", action="store_true", help="also print the table as Markdown (for the README)")
+    p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.models = args.model or list(DEFAULT_MODELS)
+    args.repeats = args.repeats or (3 if args.quick else 20)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.cold_starts = args.cold_starts or (1 if args.quick else 3)
+    return args
+
+
+def devices(choice: str) -> tuple[list[str], list[str]]:
+    """(devices to measure, notes on skipped ones)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if choice == "cpu":
+        return ["cpu"], []
+    if choice == "cuda":
+        return (["cuda"], []) if cuda else ([], ["CUDA is not available here: the CUDA measurements were skipped."])
+    return (["cpu", "cuda"], []) if cuda else (["cpu"], ["No CUDA device here: CUDA measurements skipped."])
+
+
+def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
+    import torch
+
+    from .images import open_image
+    from .session import Session
+
+    started = time.perf_counter()
+    machine = machine_info()
+    report: dict = {"machine": machine, "targets": {k: v[2] for k, v in TARGETS.items()}, "notes": [], "skipped": [],
+                    "models": {},
+                    "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                                 if k not in ("memory_child", "model")}}
+    device_list, skipped = devices(args.device)
+    report["skipped"] += skipped
+    models = list(args.models)
+    if SHIPPED in models and not Path(str(args.checkpoint) + ".json").is_file():
+        models.remove(SHIPPED)
+        report["skipped"].append(f"No checkpoint at {args.checkpoint}(.json/.safetensors): the shipped model was "
+                                 f"skipped; pass --checkpoint.")
+    if analysis_not_measured():
+        report["notes"].append(f"explorer.analysis functions not timed: {', '.join(analysis_not_measured())}.")
+    print(f"explorer.bench on {machine_line(machine)}")
+    print(f"load average at start {machine['load_average']}; {args.repeats} repeats after {args.warmup} warm-up runs",
+          flush=True)
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="explorer-bench-") as folder:
+        temp = Path(folder)
+        checkpoint_dir = prepare_checkpoints(models, args.checkpoint, temp / "checkpoints")
+        os.environ["EXPLORER_CHECKPOINTS"] = str(checkpoint_dir)  # so the app's model menu lists them
+        os.environ.setdefault("GRADIO_TEMP_DIR", str(temp / "gradio"))
+        phase = time.perf_counter()
+        app = import_app()
+        print(f"- app imported in {time.perf_counter() - phase:.1f} s", flush=True)
+        photo = None if args.quick else prepare_photo(temp)
+        for name in models:
+            subject = build_subject(name, args.checkpoint, checkpoint_dir)
+            report["models"][subject.name] = {"config": subject.ours.config.to_dict(),
+                                              "parameters": subject.ours.num_parameters(),
+                                              "session_model": subject.session_model}
+            x = subject.preprocessing(open_image(args.image).image)  # (1, C, H, W)
+            for device in device_list:
+                phase = time.perf_counter()
+                print(f"- {subject.name} on {device}: forward ...", flush=True)
+                record = Recorder(subject.name, device, args.repeats, args.warmup)
+                record.rows += bench_forward(subject, x, device, args.repeats, args.warmup, args.image)
+                session = Session(checkpoint_dir, device=device)
+                driver = AppDriver(app, session)
+                load_start = time.perf_counter()
+                session.registry.get(subject.session_model)
+                record.rows.append(Row("load.model", "model loaded by the session (once per process)", subject.name,
+                                       device, "ms", [1000 * (time.perf_counter() - load_start)]))
+                print(f"  upload, steps, controls, figures, analysis ...", flush=True)
+                bench_upload(record, driver, subject, args.image, "upload.first_step",
+                             f"upload -> step 0 on screen ({args.image.name})")
+                if photo is not None:
+                    bench_upload(record, driver, subject, photo, "upload.first_step_12mp",
+                                 "upload -> step 0 on screen (12-megapixel JPEG)")
+                entry = bench_steps(record, driver, subject, args.image)
+                bench_analysis(record, subject, entry)
+                reference = next(r.median for r in record.rows if r.id == "forward.torchvision")
+                for row in record.rows:
+                    if row.unit == "ms" and row.samples and row.id != "load.model":
+                        row.ratio = row.median / reference
+                rows += record.rows
+                driver.close()
+                del session, driver, entry
+                gc.collect()
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                print(f"  done in {time.perf_counter() - phase:.0f} s", flush=True)
+            del subject
+            gc.collect()
+
+        if args.skip_cold_start:
+            report["skipped"].append("Cold start and the memory subprocess were skipped (--skip-cold-start).")
+        else:
+            print(f"- cold start x{args.cold_starts} ...", flush=True)
+            starts = [cold_start(checkpoint_dir, temp) for _ in range(args.cold_starts)]
+            report["cold_starts"] = starts
+            rows.append(Row("startup.http_200", "cold start: python app.py -> HTTP 200", "app", "cpu", "s",
+                            [s["http_200_s"] for s in starts], note=f"checkpoints: {', '.join(models)}"))
+            loaded = [s["model_loaded_s"] for s in starts if "model_loaded_s" in s]
+            if loaded:
+                rows.append(Row("startup.model_loaded", "cold start -> default model loaded (/stats)", "app", "cpu",
+                                "s", loaded))
+            peaks = [s["app_VmHWM_mb"] for s in starts if "app_VmHWM_mb" in s]
+            if peaks:
+                rows.append(Row("memory.app_started", "app process peak RSS: default model loaded, no trace", "app",
+                                "cpu", "MB", peaks))
+            for name in models:
+                for device in device_list:
+                    print(f"- memory: {name} on {device} ...", flush=True)
+                    memory = measure_memory(name, args.checkpoint, device, args.image, temp)
+                    model_name = next(m for m, info in report["models"].items()
+                                      if info["session_model"] == session_model(name, args.checkpoint))
+                    rows.append(Row("memory.peak_rss", "peak RSS: app imported, model loaded, 1 trace cached",
+                                    model_name, device, "MB", [memory["peak_rss_mb"]],
+                                    note=f"trace cache {memory['trace_cache_mb']:.0f} MB; RSS after imports "
+                                         f"{memory['baseline_rss_mb']:.0f} MB"))
+                    report.setdefault("memory", {})[f"{model_name} on {device}"] = memory
+
+    for row in rows:
+        judge(row)
+    machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    report["rows"] = [r.to_dict() for r in rows]
+    report["summary"] = {"pass": sum(r.status == "PASS" for r in rows), "miss": sum(r.status == "MISS" for r in rows),
+                         "error": sum(r.status == "ERROR" for r in rows),
+                         "misses": [f"{r.model} {r.device} {r.id}" for r in rows if r.status in ("MISS", "ERROR")],
+                         "seconds": round(time.perf_counter() - started, 1)}
+    return report, rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(args.models[0], args.checkpoint, args.device, args.image)))
+        return 0
+    report, rows = run(args)
+    print()
+    print(format_table(rows))
+    summary = report["summary"]
+    print(f"\n{summary['pass']} PASS, {summary['miss']} MISS, {summary['error']} ERROR"
+          + (f": {'; '.join(summary['misses'])}" if summary["misses"] else "")
+          + f". Medians of {args.repeats} runs; ratios to torchvision's forward of the same model and device.")
+    print(f"Machine: {machine_line(report['machine'])}; load average {report['machine']['load_average']} at start, "
+          f"{report['machine']['load_average_end']} at the end.")
+    for row in rows:
+        if row.error:
+            print(f"ERROR {row.model} {row.device} {row.id}: {row.error}")
+    for line in report["skipped"] + report["notes"]:
+        print(line)
+    if args.markdown:
+        print()
+        print(format_markdown(rows))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nWrote {args.json} ({summary['seconds']} s).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

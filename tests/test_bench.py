@@ -1,0 +1,116 @@
+"""Smoke test of `python -m explorer.bench` (it is a measurement, not a test: targets met or missed don't fail here).
+
+One run with the tiny preset and --quick in a subprocess (the bench imports app.py and swaps its session, so it must
+not share this process), then: every row the issue asks for is there, with positive numbers and no error; plus the
+bench's own arithmetic and its torchvision twin checked against independent values.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick bench run on ViT-Tiny-Test/8, cold start and memory subprocess included: (report, stdout)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    env = dict(os.environ, EXPLORER_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
+               PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "explorer.bench", "--model", "ViT-Tiny-Test/8", "--quick",
+                           "--repeats", "2", "--markdown", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+@pytest.mark.slow
+def test_every_row_is_reported_with_positive_numbers(quick_run):
+    from explorer import steps
+
+    report, _ = quick_run
+    rows = report["rows"]
+    errors = [f"{r['id']}: {r['error']}" for r in rows if r["error"]]
+    assert not errors, errors
+    ids = {r["id"] for r in rows}
+    expected = {"forward.torchvision", "forward.plain", "forward.traced", "forward.torchvision_classify",
+                "load.model", "upload.first_step", "startup.http_200", "startup.model_loaded", "memory.app_started",
+                "memory.peak_rss"}
+    expected |= {f"step.{n}" for n in steps.OUTPUTS}  # each step's render
+    expected |= {f"figure.{name}" for name in steps.ALL_OUTPUTS}  # each output of each step
+    expected |= {f"analysis.{name}" for name in bench.MEASURED_ANALYSIS}
+    # The controls the issue names: layer, head, clicked patch, feature-map indices.
+    expected |= {"control.set_layer", "control.set_head", "control.set_indices", "control.select_patch.step2"}
+    assert expected <= ids, sorted(expected - ids)
+    for row in rows:
+        assert row["n"] >= 1 and len(row["samples"]) == row["n"], row["id"]
+        assert all(s > 0 for s in row["samples"]), row["id"]
+        assert 0 < row["median"] <= row["p90"] <= max(row["samples"]), row["id"]
+        if row["unit"] == "ms" and row["id"] != "load.model":
+            assert row["ratio"] > 0, row["id"]
+            assert row["ratio"] == pytest.approx(row["median"] / next(
+                r["median"] for r in rows if r["id"] == "forward.torchvision" and r["model"] == row["model"]))
+    # Every target of the issue is judged.
+    judged = {r["id"] for r in rows if r["status"] in ("PASS", "MISS")}
+    assert {"forward.plain", "forward.traced", "upload.first_step", "startup.http_200", "control.set_layer"} <= judged
+    assert report["settings"]["repeats"] == 2
+
+
+@pytest.mark.slow
+def test_report_names_the_machine_and_prints_tables(quick_run):
+    report, stdout = quick_run
+    machine = report["machine"]
+    assert machine["torch"] == torch.__version__
+    assert machine["torch_threads"] == torch.get_num_threads()  # the default, untouched
+    assert machine["cpu_count"] == os.cpu_count() and machine["platform"]
+    assert "No CUDA" in " ".join(report["skipped"]) or machine["cuda"]
+    assert "x tv forward" in stdout and ("PASS" in stdout or "MISS" in stdout)
+    assert "| model | device | measurement |" in stdout  # --markdown
+
+
+def test_percentile_and_judge_against_hand_computed_values():
+    values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    for q in (0, 50, 90, 100):
+        assert bench.percentile(values, q) == pytest.approx(np.percentile(values, q))
+    row = bench.Row("forward.plain", "x", "ViT-B/16", "cpu", "ms", [1.0], ratio=1.05)
+    assert bench.judge(row).status == "PASS"
+    assert bench.judge(bench.Row("forward.plain", "x", "m", "cpu", "ms", [1.0], ratio=1.06)).status == "MISS"
+    assert bench.judge(bench.Row("control.set_layer", "x", "m", "cpu", "ms", [99.0, 101.0, 100.0])).status == "PASS"
+    assert bench.judge(bench.Row("control.select_patch.step2", "x", "m", "cpu", "ms", [101.0])).status == "MISS"
+    assert bench.judge(bench.Row("figure.eq1.grid", "x", "m", "cpu", "ms", [500.0])).status == ""  # no target
+    # The memory target is stated for ViT-B/16 only.
+    assert bench.judge(bench.Row("memory.peak_rss", "x", "ViT-B/16", "cpu", "MB", [1600.0])).status == "MISS"
+    assert bench.judge(bench.Row("memory.peak_rss", "x", "tiny", "cpu", "MB", [1600.0])).status == ""
+    assert bench.judge(bench.Row("control.set_head", "x", "m", "cpu", "ms", error="boom")).status == "ERROR"
+
+
+def test_measure_interleaved_times_each_function_every_round():
+    calls = []
+    times = bench.measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 4, 1)
+    assert [len(times["a"]), len(times["b"])] == [4, 4]
+    assert calls.count("a") == calls.count("b") == 5  # one warm-up each
+    assert calls[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # the order rotates, so neither is always first
+
+
+def test_torchvision_twin_computes_what_our_model_computes(tiny_model):
+    """The reference the ratios divide by runs the same weights: its logits equal ours (and a grayscale model's too)."""
+    from explorer import CONFIGS, ViT
+
+    x = torch.randn(2, 3, 32, 32)
+    twin = bench.torchvision_twin(tiny_model)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), tiny_model(x), atol=1e-5, rtol=1e-5)
+    torch.manual_seed(1)
+    gray = ViT(CONFIGS["ViT-Tiny-Test/8"].replace(channels=1)).eval()
+    with torch.no_grad():
+        gray.head.weight.normal_()
+        x = torch.randn(1, 1, 32, 32)
+        torch.testing.assert_close(bench.torchvision_twin(gray)(x), gray(x), atol=1e-5, rtol=1e-5)
