@@ -130,9 +130,9 @@ def _check_root(root: Path, parts: tuple[str, ...]) -> None:
         raise DataError(f"No folder at {root}; expected {layout}.")
     for part in parts:
         if not (root / part).is_dir():
-            hint = f" (it looks like a {root.name}/ folder itself: pass its parent, {root.parent})" \
-                if root.name in ("train", "test") else ""
-            raise DataError(f"{root} has no {part}/ folder{hint}; expected {layout}.")
+            if root.name in ("train", "test") and (root.parent / part).is_dir():
+                raise DataError(f"{root} is the {root.name}/ folder itself: pass its parent, {root.parent}.")
+            raise DataError(f"{root} has no {part}/ folder; expected {layout}.")
 
 
 def image_folder_classes(root: str | Path) -> list[str]:

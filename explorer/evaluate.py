@@ -67,7 +67,7 @@ class Evaluation:
             "correct": self.correct,
             "test_accuracy": round(self.accuracy, 6),
             "stated_test_accuracy": self.stated_accuracy,
-            "per_class_accuracy": {k: (None if v is None else round(v, 4)) for k, v in self.per_class().items()},
+            "per_class_accuracy": {k: (None if v is None else round(v, 6)) for k, v in self.per_class().items()},
             "confusion_png": confusion_png,
         }
 

@@ -8,6 +8,10 @@ into the checkpoint's JSON side file.
     python -m explorer.train                                   # the shipped Fashion-MNIST model
     python -m explorer.train --data-dir pizza_steak_sushi --config ViT-Tiny-Test/8 --epochs 10
     python -m explorer.train --data-dir pizza_steak_sushi --finetune ViT-B/16   # frozen trunk, new head
+    python -m explorer.evaluate checkpoints/vit_fashion_mnist.safetensors       # accuracy, confusion matrix
+
+With --finetune the trunk is frozen, so its features of every image are computed once and only the new linear head
+is trained on them (no augmentation in that mode: --crop-padding and --flip apply to training from scratch).
 """
 from __future__ import annotations
 
@@ -101,7 +105,7 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor, preprocessing: P
         x = normalise(images[start:start + batch_size], preprocessing).to(device)
         predictions.append(model(x).argmax(-1).cpu())
     predictions = torch.cat(predictions)
-    return float((predictions == labels).float().mean()), predictions
+    return int((predictions == labels).sum()) / len(labels), predictions  # exact: correct / n
 
 
 def load_data(args, config: ViTConfig, preprocessing: Preprocessing | None = None) -> tuple[Dataset, Preprocessing, str]:
@@ -137,6 +141,7 @@ def _check_size(config: ViTConfig, size: int, what_to_do: str) -> None:
 
 def save_curves(history: list[dict], path: Path, train_label: str = "train (augmented)") -> None:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(9, 3.4), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -149,6 +154,7 @@ def save_curves(history: list[dict], path: Path, train_label: str = "train (augm
     ax_acc.legend()
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.savefig(path, dpi=110)
 
 
@@ -193,6 +199,8 @@ def frozen_features(model: ViT, images: torch.Tensor, preprocessing: Preprocessi
 
 def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) -> dict:
     """Train as `args` say; `config` overrides --config (e.g. a tiny custom model). Returns the summary."""
+    if args.data and args.data_dir:
+        raise DataError("Give either --data (Fashion-MNIST IDX files) or --data-dir (an image folder), not both.")
     if args.epochs < 1 or args.batch_size < 1:
         raise DataError(f"--epochs and --batch-size must be at least 1 (got {args.epochs} and {args.batch_size}).")
     if args.threads:
@@ -321,7 +329,7 @@ def accuracy_of_logits(head, features: torch.Tensor, labels: torch.Tensor, devic
     """Top-1 accuracy of a head on precomputed features (n, D)."""
     head.eval()
     predictions = head(features.to(device)).argmax(-1).cpu()  # (n, D) -> (n,)
-    return float((predictions == labels).float().mean())
+    return int((predictions == labels).sum()) / len(labels)
 
 
 def main(argv=None) -> int:

@@ -156,7 +156,7 @@ def _empty(folder):
 @pytest.mark.parametrize("break_it, where, message", [
     (lambda root: None, "../missing", "No folder at .*missing; expected .*train/<class>/\\*.jpg"),
     (lambda root: shutil.rmtree(root / "test"), "", "has no test/ folder"),
-    (lambda root: None, "train", "it looks like a train/ folder itself: pass its parent"),
+    (lambda root: None, "train", "is the train/ folder itself: pass its parent"),
     (lambda root: [shutil.rmtree(root / "train" / name) for name in ("green", "red")], "", "at least two"),
     (lambda root: (root / "test" / "purple").mkdir(), "", "class folders \\['purple'\\]"),
     (lambda root: _empty(root / "test"), "", "holds no images"),
