@@ -40,6 +40,7 @@ _LABEL_FONT = dict(size=11, color="#222")
 _NUMBER_SHADOW = "0px 0px 2px black"
 _MAX_HEATMAP_CELLS = 100_000  # cap on cells sent in one heat map (JSON stays well below 2 MB)
 _MAX_OVERVIEW_CELLS = 80_000  # layers x heads x patches above this are pooled (ViT-L/16 is not, ViT-H/14 is)
+_MAX_MATRIX_COLUMNS = 4096  # token matrices wider than this show one column in s
 _MAX_MATRIX_SIDE = 320  # attention matrices above this many tokens are block-averaged
 _DISPLAY_SIDE = 256  # images are sent at most this many pixels on a side (per panel)
 
@@ -399,7 +400,12 @@ def feature_maps(maps, indices: Sequence[int], untrained=None) -> go.Figure:
 
 
 def token_matrix(matrix, title: str, row_names: Sequence[str] | None = None) -> go.Figure:
-    """A (rows, D) matrix of token vectors (e.g. z_0 of Eq. 1, E_pos) as a heat map, colour symmetric around 0."""
+    """A (rows, D) matrix of token vectors (e.g. z_0 of Eq. 1, E_pos) as a heat map, colour symmetric around 0.
+
+    Large matrices are subsampled, never averaged (the values shown are true entries): one column in s_c when
+    there are more than _MAX_MATRIX_COLUMNS columns (e.g. the H·W pixels of each input channel), then one row in
+    s_r so that at most 2 * _MAX_HEATMAP_CELLS cells are sent.
+    """
     matrix = np.asarray(matrix, dtype=np.float32)  # (rows, D)
     rows, D = matrix.shape
     names = [str(name) for name in row_names] if row_names is not None else [f"row {i}" for i in range(rows)]
@@ -407,18 +413,24 @@ def token_matrix(matrix, title: str, row_names: Sequence[str] | None = None) -> 
         raise ValueError(f"Expected {rows} row names but got {len(names)}.")
     if len(set(names)) != rows:  # category axes merge equal names
         names = [f"{name} [{i}]" for i, name in enumerate(names)]
-    stride = max(1, math.ceil(rows * D / _MAX_HEATMAP_CELLS / 2))  # ~200k cells at most
-    shown = np.arange(0, rows, stride)
-    z = matrix[shown]  # (rows / stride, D)
+    column_stride = math.ceil(D / _MAX_MATRIX_COLUMNS)
+    columns = math.ceil(D / column_stride)
+    row_stride = max(1, math.ceil(rows * columns / (2 * _MAX_HEATMAP_CELLS)))
+    shown = np.arange(0, rows, row_stride)
+    z = matrix[::row_stride, ::column_stride]  # (rows / s_r, D / s_c)
     limit = _robust_max(np.abs(z))
-    if stride > 1:
-        title = f"{title} (every {stride}th row)"
+    notes = ([f"one row in {row_stride}"] if row_stride > 1 else []) + (
+        [f"one column in {column_stride}"] if column_stride > 1 else [])
+    if notes:
+        title = f"{title} ({', '.join(notes)} shown)"
     traces = [go.Heatmap(
-        z=z, y=[names[i] for i in shown], x0=0, dx=1, colorscale=SIMILARITY_COLOURS, zmid=0, zmin=-limit, zmax=limit,
-        colorbar=dict(thickness=10), hovertemplate="%{y} · dim %{x}: %{z:.4g}<extra></extra>",
+        z=z, y=[names[i] for i in shown], x0=0, dx=column_stride, colorscale=SIMILARITY_COLOURS, zmid=0,
+        zmin=-limit, zmax=limit, colorbar=dict(thickness=10),
+        hovertemplate="%{y} · dim %{x}: %{z:.4g}<extra></extra>",
     )]
     height = int(np.clip(120 + 4 * len(shown), 260, 640))
-    return _figure(traces, title, height, meta=dict(kind="token_matrix", row_stride=stride),
+    return _figure(traces, title, height,
+                   meta=dict(kind="token_matrix", row_stride=row_stride, column_stride=column_stride),
                    xaxis=dict(title=dict(text="dimension"), showgrid=False, zeroline=False),
                    yaxis=dict(autorange="reversed", showgrid=False, type="category"))
 

@@ -227,8 +227,16 @@ def test_token_matrix_keeps_duplicate_names_apart_and_caps_large_inputs():
     big = rng().normal(size=(1370, 1280)).astype(np.float32)  # ViT-H/14 at 518
     fig = checked(render.token_matrix(big, "z_0"))
     stride = fig.layout.meta["row_stride"]
-    assert stride > 1
+    assert stride > 1 and fig.layout.meta["column_stride"] == 1
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), big[::stride])
+    assert list(fig.data[0].y) == [f"row {i}" for i in range(0, 1370, stride)]
+    # the normalised input at 518 x 518: three channel rows of H·W values, all rows kept, columns subsampled
+    pixels = rng().normal(size=(3, 518 * 518)).astype(np.float32)
+    fig = checked(render.token_matrix(pixels, "x", ["R", "G", "B"]))
+    s_c = fig.layout.meta["column_stride"]
+    assert fig.layout.meta["row_stride"] == 1 and s_c > 1
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), pixels[:, ::s_c])
+    assert list(fig.data[0].y) == ["R", "G", "B"] and fig.data[0].dx == s_c
 
 
 # --------------------------------------------------------------------------------------------------------------------
