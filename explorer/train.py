@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -35,6 +36,10 @@ from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset, ch
 from .images import Preprocessing
 from .model import ViT
 from .weights import PRETRAINED, WeightsUnavailable, get_weights, load_pretrained, save_checkpoint
+
+
+class TrainingError(ValueError):
+    """A command line that can't be run as given (not about the data); the message says what to change."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -162,8 +167,8 @@ def from_scratch(config: ViTConfig, dataset: Dataset, dropout: float, seed: int)
     """A freshly initialised ViT shaped for the data set: its image size, channels and number of classes."""
     height, width = dataset.train.images.shape[-2:]
     for side in (height, width):
-        _check_size(config, side, f"choose a --config whose patch size divides {side} (for 28x28 Fashion-MNIST: "
-                                  f"ViT-Fashion/4), or use --data-dir with --image-size")
+        _check_size(config, side, f"choose a --config whose patch size divides {side} (ViT-Fashion/4 for "
+                                  f"28x28 Fashion-MNIST)")
     config = config.replace(num_classes=len(dataset.class_names), dropout=dropout,
                             image_size=height if height == width else (height, width),
                             channels=dataset.train.images.shape[1])
@@ -200,9 +205,10 @@ def frozen_features(model: ViT, images: torch.Tensor, preprocessing: Preprocessi
 def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) -> dict:
     """Train as `args` say; `config` overrides --config (e.g. a tiny custom model). Returns the summary."""
     if args.data and args.data_dir:
-        raise DataError("Give either --data (Fashion-MNIST IDX files) or --data-dir (an image folder), not both.")
+        raise TrainingError("Give either --data (Fashion-MNIST IDX files) or --data-dir (an image folder), not both.")
     if args.epochs < 1 or args.batch_size < 1:
-        raise DataError(f"--epochs and --batch-size must be at least 1 (got {args.epochs} and {args.batch_size}).")
+        raise TrainingError(f"--epochs and --batch-size must be at least 1 (got {args.epochs} and {args.batch_size}).")
+    _check_writable(Path(args.out))  # before training, not after an hour of it
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -324,6 +330,16 @@ def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) 
     return summary
 
 
+def _check_writable(out: Path) -> None:
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TrainingError(f"Can't create the output folder {folder} ({error.strerror}); choose another --out.") from None
+    if not os.access(folder, os.W_OK):
+        raise TrainingError(f"Can't write to the output folder {folder}; choose another --out.")
+
+
 @torch.no_grad()
 def accuracy_of_logits(head, features: torch.Tensor, labels: torch.Tensor, device="cpu") -> float:
     """Top-1 accuracy of a head on precomputed features (n, D)."""
@@ -336,9 +352,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         train(args, argv=argv)
-    except (DataError, WeightsUnavailable) as error:
+    except (DataError, TrainingError, WeightsUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted: no checkpoint was written.", file=sys.stderr)
+        return 130
     return 0
 
 

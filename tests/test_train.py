@@ -302,9 +302,11 @@ def test_train_errors_are_one_sentence(tmp_path, fashion_run, monkeypatch):
         (["--data", str(fashion_run["data"]), "--config", "ViT-Tiny-Test/8"], "patch size 8"),  # 28 / 8
         (["--data", str(fashion_run["data"]), "--epochs", "0"], "at least 1"),
         (["--data", str(fashion_run["data"]), "--data-dir", str(tmp_path)], "not both"),
+        (["--data", str(fashion_run["data"]), "--out", str(tmp_path / "file" / "x")], "Can't create the output folder"),
     ]
+    (tmp_path / "file").write_text("a file where --out wants a folder")
     for argv, message in cases:
-        code, _, stderr = run_main(tr.main, argv + ["--out", str(tmp_path / "x")])
+        code, _, stderr = run_main(tr.main, ["--out", str(tmp_path / "x")] + argv)  # a later --out wins
         assert code == 2 and stderr.startswith("error: ") and message in stderr, (argv, stderr)
         assert len(stderr.strip().splitlines()) == 1
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
