@@ -121,9 +121,8 @@ def redraw(step: int, names: list[str]):
     """A control of one step changed: redraw only the outputs that read it."""
     def handler(key, *option_values):
         entry = _entry(key)
-        if entry is None:
-            return [gr.skip()] * len(names)
-        return steps.render_outputs(entry, names, _options(*option_values))
+        values = [gr.skip()] * len(names) if entry is None else steps.render_outputs(entry, names, _options(*option_values))
+        return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
     return handler
 
 

@@ -1,0 +1,171 @@
+"""The Gradio app, in-process on 127.0.0.1 and a free port, driven through gradio_client.
+
+Offline (EXPLORER_OFFLINE=1), with a stand-in Fashion-MNIST checkpoint (random weights) in a tmp folder given by
+EXPLORER_CHECKPOINTS, and an empty TORCH_HOME: the shipped-model path that a machine without internet takes.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import CONFIGS, ViT
+from explorer.data import FASHION_MNIST_CLASSES
+from explorer.images import Preprocessing, open_image
+from explorer.weights import load_checkpoint, save_checkpoint
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "assets"
+LABEL = "ViT-Fashion/4 · vit_fashion_app_test"
+LN = "LN before MSA (Eq. 2)"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    torch.manual_seed(5)
+    model = ViT(CONFIGS["ViT-Fashion/4"]).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.5)
+    pre = Preprocessing(resize_size=28, crop_size=28, channels=1, mean=(0.286,), std=(0.353,), invert="auto")
+    save_checkpoint(root / "checkpoints" / "vit_fashion_app_test", model, FASHION_MNIST_CLASSES, pre,
+                    {"dataset": "Fashion-MNIST (stand-in)"})
+    patch = pytest.MonkeyPatch()
+    patch.setenv("EXPLORER_OFFLINE", "1")
+    patch.setenv("EXPLORER_CHECKPOINTS", str(root / "checkpoints"))
+    patch.setenv("TORCH_HOME", str(root / "torch"))
+    patch.setenv("GRADIO_TEMP_DIR", str(root / "uploads"))
+    patch.delenv("SPACE_ID", raising=False)
+    sys.modules.pop("app", None)
+    app = importlib.import_module("app")
+    app.demo.queue(**app.QUEUE)
+    _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                                quiet=True, **app.LAUNCH)
+    try:
+        yield app, url, root
+    finally:
+        app.demo.close()
+        sys.modules.pop("app", None)
+        patch.undo()
+
+
+@pytest.fixture
+def client(served):
+    return Client(served[1], verbose=False)
+
+
+def _runs(client) -> int:
+    return client.predict(api_name="/stats")["model_runs"]
+
+
+def _direct_top_k(root, image_path, k=5):
+    bundle = load_checkpoint(root / "checkpoints" / "vit_fashion_app_test")
+    with torch.no_grad():
+        probabilities = bundle.model(bundle.preprocessing(open_image(image_path).image)).softmax(-1)[0]
+    top = probabilities.topk(k)
+    return [bundle.class_names[i] for i in top.indices.tolist()], top.values.numpy()
+
+
+def test_serves_on_localhost_with_the_shipped_model_by_default(served):
+    app, url, _ = served
+    assert url.startswith("http://127.0.0.1:")
+    assert app.DEFAULT_MODEL == LABEL
+    config = json.loads(urllib.request.urlopen(url + "config", timeout=10).read())
+    text = json.dumps(config, ensure_ascii=False)
+    assert "model-runs" in text and LABEL in text and "EXPLORER_OFFLINE is set" in text
+
+
+def test_api_lists_the_public_endpoints_only(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/predict", "/analyse", "/stats"} <= set(endpoints)
+    assert not any(name.startswith("/set_") or name.startswith("/step_") for name in endpoints)
+
+
+def test_predict_matches_a_direct_forward(served, client):
+    _, _, root = served
+    image = ASSETS / "fashion_0000_ankle_boot.png"
+    result = client.predict(handle_file(str(image)), LABEL, 5, api_name="/predict")
+    names, probabilities = _direct_top_k(root, image)
+    assert [r["label"] for r in result["top_k"]] == names
+    np.testing.assert_allclose([r["probability"] for r in result["top_k"]], probabilities, atol=1e-5)
+    assert result["model"] == LABEL and result["trained"] is True
+    # The short name works too, and the same image does not run the model again.
+    runs = _runs(client)
+    again = client.predict(handle_file(str(image)), "vit_fashion_app_test", 3, api_name="/predict")
+    assert [r["label"] for r in again["top_k"]] == names[:3]
+    assert _runs(client) == runs
+
+
+def test_upload_then_controls_redraw_without_running_the_model(client):
+    before = _runs(client)
+    outputs = client.predict(handle_file(str(ASSETS / "cat_chelsea.jpg")), LABEL, "0, 1, 2", 1, "mean", "mean", 0.0,
+                             1, LN, api_name="/analyse")
+    assert _runs(client) == before + 1
+    model, card, status, runs = outputs[:4]
+    assert model == LABEL and LABEL in card and status == "" and runs == f"model runs: {before + 1}"
+    assert "photos are mapped to what it expects" in card
+    options = ("0, 1, 2", 3, "2", "max", 0.3, 2, LN)
+    for endpoint in ("/set_layer", "/set_head", "/set_fusion", "/set_discard", "/set_ln_layer", "/step_1",
+                     "/step_2", "/step_3", "/step_4", "/class_token"):
+        result = client.predict(*options, api_name=endpoint)
+        assert result is not None, endpoint
+    layer_outputs = client.predict(*options, api_name="/set_layer")
+    assert "layer ℓ = 3" in layer_outputs[0]
+    assert all(isinstance(value, dict) and value.get("type") == "plotly" for value in layer_outputs[1:])
+    assert _runs(client) == before + 1  # no control ran the model
+
+
+def test_a_text_file_named_png_is_one_sentence_and_the_next_request_works(served, client, tmp_path):
+    fake = tmp_path / "photo.png"
+    fake.write_text("This is a letter, not a picture.\n")
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(fake)), LABEL, 5, api_name="/predict")
+    message = str(error.value)
+    assert "not an image" in message and "\n" not in message.strip() and message.strip().endswith(".")
+    image = ASSETS / "fashion_0002_trouser.png"
+    result = client.predict(handle_file(str(image)), LABEL, 5, api_name="/predict")
+    assert [r["label"] for r in result["top_k"]] == _direct_top_k(served[2], image)[0]
+
+
+def test_a_broken_upload_in_the_page_is_a_status_line(client, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((ASSETS / "coffee.jpg").read_bytes()[:300])  # a truncated JPEG
+    outputs = client.predict(handle_file(str(broken)), LABEL, "0", 1, "mean", "mean", 0.0, 1, LN, api_name="/analyse")
+    status = outputs[2]
+    assert status.startswith("⚠️ ") and status.count("\n") == 0 and status.endswith(".")
+
+
+def test_offline_pretrained_weights_are_told_and_the_shipped_model_stays(client):
+    runs = _runs(client)
+    outputs = client.predict(handle_file(str(ASSETS / "coffee.jpg")), "ViT-B/16 · IMAGENET1K_V1", "0", 1, "mean",
+                             "mean", 0.0, 1, LN, api_name="/analyse")
+    model, status = outputs[0], outputs[2]
+    assert model == LABEL  # the menu goes back to the model in use
+    assert status.startswith("⚠️ ") and "Offline" in status
+    assert _runs(client) == runs
+    result = client.predict(handle_file(str(ASSETS / "coffee.jpg")), LABEL, 5, api_name="/predict")
+    assert len(result["top_k"]) == 5
+
+
+def test_uploads_over_20_mb_are_refused(client, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(21 * 2**20))
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        client.predict(handle_file(str(big)), LABEL, 5, api_name="/predict")
