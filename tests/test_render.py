@@ -157,7 +157,8 @@ def test_patch_grid_numbers_only_for_small_grids_and_no_outline_without_selectio
 def test_patch_sequence_puts_class_slot_first_then_patches_in_order(size):
     s = SIZES[size]
     P, N = s["P"], s["gh"] * s["gw"]
-    patches = rng().random((N, P, P, 3), dtype=np.float32)
+    colours = rng().random((N, 3), dtype=np.float32)  # one flat colour per patch: survives JPEG
+    patches = np.broadcast_to(colours[:, None, None, :], (N, P, P, 3))
     fig = checked(render.patch_sequence(patches, selected=4, grid=(s["gh"], s["gw"])))
     per_row, pitch = fig.layout.meta["per_row"], fig.layout.meta["pitch"]
     hover = traces(fig, "heatmap")[0]
@@ -167,12 +168,12 @@ def test_patch_sequence_puts_class_slot_first_then_patches_in_order(size):
     assert np.isnan(flat[N + 1:]).all()
     assert "x<sub>class</sub>" in hover.text[0][0]
     assert "patch 4" in hover.text[5 // per_row][5 % per_row]
-    # the image: slot k (token k) holds patch k - 1, exactly (PNG is lossless)
-    picture = decode_image(traces(fig, "image")[0])
-    expected = render._to_uint8(patches)
+    # the image: slot k (token k) holds patch k - 1 (JPEG: compare the inner pixels' mean colour)
+    picture = decode_image(traces(fig, "image")[0]).astype(float)
     for token in (1, 2, per_row, N):
         a, b = divmod(token, per_row)
-        np.testing.assert_array_equal(picture[a * pitch: a * pitch + P, b * pitch: b * pitch + P], expected[token - 1])
+        inner = picture[a * pitch + 2: a * pitch + P - 2, b * pitch + 2: b * pitch + P - 2]
+        np.testing.assert_allclose(inner.mean((0, 1)), 255 * colours[token - 1], atol=4)
     # the selected patch 4 is token 5
     (shape,) = fig.layout.shapes
     a, b = divmod(5, per_row)
