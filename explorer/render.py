@@ -315,7 +315,8 @@ def patch_sequence(patches, selected: int | None = None, per_row: int | None = N
     slots[1:] = _to_uint8(patches[:, :, :, :3])
     mosaic = _mosaic(slots, per_row, (gap, gap), fill=np.uint8(255))  # (rows pitch - gap, per_row pitch - gap, 3)
     # JPEG (quality 95, no chroma subsampling): PNG of a ViT-H/14 sequence (1370 slots) takes > 50 ms to encode
-    traces = [_image_trace(mosaic, 0, 0, mosaic.shape[1], mosaic.shape[0], photo=True, fine=True)]
+    # mosaic pixel (x, y) is centred on (x, y), as in plotly's own images
+    traces = [_image_trace(mosaic, -0.5, -0.5, mosaic.shape[1], mosaic.shape[0], photo=True, fine=True)]
 
     position = np.full(rows * per_row, np.nan, dtype=np.float32)
     position[:T] = np.arange(T)
@@ -329,18 +330,18 @@ def patch_sequence(patches, selected: int | None = None, per_row: int | None = N
         x0=(pitch - 1) / 2, dx=pitch, y0=(pitch - 1) / 2, dy=pitch, colorscale=_TRANSPARENT, showscale=False,
         hoverongaps=False, hovertemplate="%{text}<extra></extra>", name="sequence",
     ))
-    traces.append(_labels_trace([P / 2], [P / 2], ["cls"], position="middle center",
+    traces.append(_labels_trace([(P - 1) / 2], [(P - 1) / 2], ["cls"], position="middle center",
                                 font=dict(size=10, color="#222")))
     shapes = []
     if selected is not None:
         slot_row, slot_col = divmod(int(selected) + 1, per_row)  # patch i is token i + 1
         left, top = slot_col * pitch, slot_row * pitch
-        shapes.append(dict(type="rect", x0=left - 0.5, x1=left + P + 0.5, y0=top - 0.5, y1=top + P + 0.5,
+        shapes.append(dict(type="rect", x0=left - 0.5, x1=left + P - 0.5, y0=top - 0.5, y1=top + P - 0.5,
                            line=dict(color=_OUTLINE, width=3)))
     height = int(np.clip(90 + rows * 560 / max(per_row, 1), 200, 620))
-    return _figure(traces, f"The patch sequence [x<sub>class</sub>; x<sub>p</sub><sup>1</sup>; …; x<sub>p</sub><sup>{N}</sup>]: "
-                   f"T = N + 1 = {T} tokens (Eq. 1)",
-                   height, shapes=shapes, meta=dict(kind="patch_sequence", per_row=per_row, pitch=pitch),
+    title = (f"The patch sequence [x<sub>class</sub>; x<sub>p</sub><sup>1</sup>; …; x<sub>p</sub><sup>{N}</sup>]: "
+             f"T = N + 1 = {T} tokens (Eq. 1)")
+    return _figure(traces, title, height, shapes=shapes, meta=dict(kind="patch_sequence", per_row=per_row, pitch=pitch),
                    **_image_axes((-0.5, mosaic.shape[1] - 0.5), (-0.5, mosaic.shape[0] - 0.5)))
 
 
@@ -474,7 +475,8 @@ def position_similarity(similarity, selected: int | None = None) -> go.Figure:
     traces = [go.Heatmap(
         z=z, customdata=customdata, colorscale=SIMILARITY_COLOURS, zmin=-1, zmax=1, hoverongaps=False,
         colorbar=dict(title=dict(text="cosine similarity", side="right"), thickness=10),
-        hovertemplate="E<sub>pos</sub> of patch %{customdata[0]} · patch %{customdata[1]}: cos %{z:.3f}<extra></extra>",
+        hovertemplate="E<sub>pos</sub> of patch %{customdata[0]} · patch %{customdata[1]}: "
+                      "cos %{z:.3f}<extra></extra>",
     )]
     shapes = []
     if selected is not None:
@@ -796,7 +798,7 @@ def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
     z = _mosaic(maps, per_row, (gy, gx))
     layer = np.broadcast_to(np.arange(L1, dtype=np.int16)[:, None, None], maps.shape)
     patch = np.broadcast_to(np.arange(gh * gw, dtype=np.int16).reshape(1, gh, gw), maps.shape)
-    customdata = _mosaic(np.stack([layer, patch], -1), per_row, (gy, gx), fill=np.int16(0))  # gaps: NaN in z, never hovered
+    customdata = _mosaic(np.stack([layer, patch], -1), per_row, (gy, gx), fill=np.int16(0))  # (.., .., 2)
     traces = [go.Heatmap(
         z=z, customdata=customdata, colorscale=SEQUENTIAL_COLOURS, zmin=0, zmax=_robust_max(maps),
         hoverongaps=False, colorbar=dict(title=dict(text="‖z‖", side="right"), thickness=10, len=0.6, y=1,
@@ -807,7 +809,8 @@ def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
     traces.append(_labels_trace(left + (gw - 1) / 2, top - 0.5, [f"z<sub>{l}</sub>" for l in range(L1)]))
     layers = np.arange(L1)
     traces.append(go.Scatter(x=layers, y=norms[:, 0], mode="lines+markers", name="class token", xaxis="x2",
-                             yaxis="y2", hovertemplate="z<sub>%{x}</sub>: class token ‖z‖ = %{y:.2f}<extra></extra>"))
+                             yaxis="y2",
+                             hovertemplate="z<sub>%{x}</sub>: class token ‖z‖ = %{y:.2f}<extra></extra>"))
     traces.append(go.Scatter(x=layers, y=norms[:, 1:].mean(1), mode="lines+markers", name="patch tokens (mean)",
                              xaxis="x2", yaxis="y2", line=dict(dash="dot"),
                              hovertemplate="z<sub>%{x}</sub>: mean patch ‖z‖ = %{y:.2f}<extra></extra>"))
@@ -818,7 +821,8 @@ def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
         meta=dict(kind="token_norms", tile=[gh, gw], gap=[gy, gx], per_row=per_row),
         xaxis=dict(range=[-0.5, z.shape[1] - 0.5], domain=[0, 1], **common),
         yaxis=dict(range=[z.shape[0] - 0.5, -gy - 0.5], scaleanchor="x", scaleratio=1, domain=[0.42, 1], **common),
-        xaxis2=dict(domain=[0, 1], anchor="y2", title=dict(text="layer l (z<sub>0</sub> = embedding output)"), dtick=max(1, L1 // 12)),
+        xaxis2=dict(domain=[0, 1], anchor="y2", title=dict(text="layer l (z<sub>0</sub> = embedding output)"),
+                    dtick=max(1, L1 // 12)),
         yaxis2=dict(domain=[0, 0.3], anchor="x2", title=dict(text="‖z<sub>l</sub>‖"), rangemode="tozero"),
         legend=dict(orientation="h", x=0, y=0.36, yanchor="bottom"),
     )
@@ -846,11 +850,14 @@ def residual_updates(z, z_mid) -> go.Figure:
     stream = _norms(z).mean(-1)  # (L + 1, T) -> (L + 1,)
     layers = np.arange(1, L + 1)
     traces = [
-        go.Scatter(x=layers, y=attention_update, mode="lines+markers", name="‖z′<sub>l</sub> − z<sub>l−1</sub>‖ (MSA, Eq. 2)",
+        go.Scatter(x=layers, y=attention_update, mode="lines+markers",
+                   name="‖z′<sub>l</sub> − z<sub>l−1</sub>‖ (MSA, Eq. 2)",
                    hovertemplate="layer %{x}: attention update %{y:.3f}<extra></extra>"),
-        go.Scatter(x=layers, y=mlp_update, mode="lines+markers", name="‖z<sub>l</sub> − z′<sub>l</sub>‖ (MLP, Eq. 3)",
+        go.Scatter(x=layers, y=mlp_update, mode="lines+markers",
+                   name="‖z<sub>l</sub> − z′<sub>l</sub>‖ (MLP, Eq. 3)",
                    hovertemplate="layer %{x}: MLP update %{y:.3f}<extra></extra>"),
-        go.Scatter(x=np.arange(L + 1), y=stream, mode="lines+markers", name="‖z<sub>l</sub>‖", line=dict(dash="dot"),
+        go.Scatter(x=np.arange(L + 1), y=stream, mode="lines+markers", name="‖z<sub>l</sub>‖",
+                   line=dict(dash="dot"),
                    hovertemplate="z<sub>%{x}</sub>: ‖z‖ %{y:.3f}<extra></extra>"),
     ]
     return _figure(traces, "What each block adds to the residual stream (mean over tokens)", 380,
@@ -861,7 +868,7 @@ def residual_updates(z, z_mid) -> go.Figure:
 
 
 def layernorm_effect(before, after, token: int) -> go.Figure:
-    """LN in Eq. 2-3: one token's D values before and after LayerNorm (normalise, then scale by gamma, shift by beta)."""
+    """LN in Eq. 2-3: one token's D values before and after LayerNorm (normalise, then scale by γ, shift by β)."""
     before = np.asarray(before, dtype=np.float32)  # (T, D)
     after = np.asarray(after, dtype=np.float32)  # (T, D)
     x, y = before[int(token)], after[int(token)]  # (D,)
@@ -920,7 +927,8 @@ def logit_lens(probabilities, class_names: Sequence[str], top_indices: Sequence[
         for i in np.asarray(top_indices).reshape(-1)
     ]
     return _figure(traces, "How the prediction forms: class token after each layer → LN → head", 380,
-                   xaxis=dict(title=dict(text="layer l (0 = z<sub>0</sub>)"), range=[-0.3, L1 - 0.7], dtick=max(1, L1 // 12)),
+                   xaxis=dict(title=dict(text="layer l (0 = z<sub>0</sub>)"), range=[-0.3, L1 - 0.7],
+                              dtick=max(1, L1 // 12)),
                    yaxis=dict(title=dict(text="probability"), range=[0, 1.02], tickformat=".0%"),
                    legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
                    margin=dict(l=50, r=20, t=80, b=40))

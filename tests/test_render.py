@@ -177,7 +177,10 @@ def test_patch_sequence_puts_class_slot_first_then_patches_in_order(size):
     # the selected patch 4 is token 5
     (shape,) = fig.layout.shapes
     a, b = divmod(5, per_row)
-    assert shape.x0 == pytest.approx(b * pitch - 0.5) and shape.y0 == pytest.approx(a * pitch - 0.5)
+    assert (shape.x0, shape.x1) == (b * pitch - 0.5, b * pitch + P - 0.5)
+    assert (shape.y0, shape.y1) == (a * pitch - 0.5, a * pitch + P - 0.5)
+    picture_trace = traces(fig, "image")[0]
+    assert picture_trace.x0 == 0 and picture_trace.dx == 1  # mosaic pixel (x, y) centred on (x, y)
 
 
 def test_patch_sequence_wraps_at_per_row_and_takes_grey_patches():
