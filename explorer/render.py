@@ -6,13 +6,18 @@ Letters as in the paper: H, W image size; P patch size; (gh, gw) patch grid; N =
 Patch indices i are 0-based and row-major (patch i sits at row i // gw, column i % gw); layers are 1-based as in
 Eq. 2-3 (z_0 is the embedding output); heads are shown 1-based.
 
-Speed: mosaics (many small maps) are composed with numpy into ONE array and sent as one Heatmap or Image trace,
-images travel as PNG data URIs, hover texts come from `customdata` + `hovertemplate`. Numbers are sent as base64
-typed arrays (plotly >= 6), which Gradio's plotly.js decodes.
+Queries: `query` / `selected` arguments are patch indices i (token i + 1); None means the class token (or nothing
+selected). `layernorm_effect(token=)` takes a token index (0 = class token).
 
-Coordinates: in image figures pixel (x, y) covers [x, x + 1) x [y, y + 1) (x right, y down), so patch (r, c) covers
-[c P, (c + 1) P) x [r P, (r + 1) P). In heat-map mosaics cell (i, j) is centred on (j, i); each figure's
-`layout.meta` records the mosaic geometry (tile size, gap, tiles per row) so callers can map a cell back to a tile.
+Speed: mosaics (many small maps) are composed with numpy into ONE array and sent as one Heatmap or Image trace,
+pictures travel as JPEG (PNG for the tiny filter tiles) data URIs, hover texts come from `customdata` +
+`hovertemplate`, and numeric arrays are sent as base64 typed arrays (plotly >= 6; Gradio's plotly.js decodes them).
+Very large inputs (ViT-H/14 at 518) are subsampled or pooled, and the title says so.
+
+Coordinates: in `patch_grid` and `rollout` pixel (x, y) covers [x, x + 1) x [y, y + 1) (x right, y down), so patch
+(r, c) covers [c P, (c + 1) P) x [r P, (r + 1) P). In mosaics, cell or pixel (i, j) is centred on (j, i); each
+mosaic figure's `layout.meta` records its geometry (tile size, gap, tiles per row) so that a caller can map a cell
+back to its tile.
 """
 from __future__ import annotations
 
