@@ -391,6 +391,7 @@ class AppDriver:
 
     def __init__(self, app, session):
         import gradio as gr
+        from gradio.state_holder import SessionState
 
         self.app = app
         self.original_session = app.SESSION
@@ -401,6 +402,7 @@ class AppDriver:
         self.names = {id(obj): name for name, obj in vars(app).items() if isinstance(obj, gr.components.Component)}
         self.loop = asyncio.new_event_loop()
         self.state = {}  # component name -> value, as a browser session would hold them
+        self.session_state = SessionState(app.demo)  # the server makes one per browser session, not per event
 
     def close(self) -> None:
         self.app.SESSION = self.original_session
@@ -418,7 +420,7 @@ class AppDriver:
             raise RuntimeError(f"explorer.bench does not know the input {error} of the app's {api_name!r} event; "
                                f"update AppDriver.state.") from None
         predictions = event.fn(*inputs, **kwargs)
-        payload = self.loop.run_until_complete(self.app.demo.postprocess_data(event, predictions, None))
+        payload = self.loop.run_until_complete(self.app.demo.postprocess_data(event, predictions, self.session_state))
         # What goes over the wire: JSON of the postprocessed values (figures are already JSON strings).
         json.dumps([p.model_dump() if hasattr(p, "model_dump") else p for p in payload], default=str)
         return predictions
@@ -848,7 +850,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the shipped model's checkpoint stem (.safetensors + .json) (default: %(default)s)")
     p.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the uploaded image (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per row (default 20; --quick: 3)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed runs before each row (default 2; --quick: 1)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs before each row (default 2; --quick: 0)")
     p.add_argument("--cold-starts", type=int, default=None, help="app starts to time (default 3; --quick: 1)")
     p.add_argument("--quick", action="store_true", help="few repeats, no 12-megapixel upload (for the smoke test)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -860,7 +862,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.models = args.model or list(DEFAULT_MODELS)
     args.repeats = args.repeats or (3 if args.quick else 20)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
     args.cold_starts = args.cold_starts or (1 if args.quick else 3)
     return args
 
