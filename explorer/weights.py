@@ -349,6 +349,13 @@ def _stem(path) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(<stem>.safetensors, <stem>.json) for a checkpoint given as either file or its stem; a dotted stem such as
+    "run.v2" is kept whole (Path.with_suffix would cut it to "run"). Refuses pickle suffixes like load_checkpoint."""
+    stem = _stem(path)
+    return _with(stem, ".safetensors"), _with(stem, ".json")
+
+
 def _with(stem: Path, suffix: str) -> Path:
     """stem + suffix, appended: "run.v2" -> "run.v2.json" (Path.with_suffix would give "run.json")."""
     return stem.with_name(stem.name + suffix)

@@ -27,6 +27,7 @@ from explorer.weights import (
     PRETRAINED,
     WeightsUnavailable,
     cache_path,
+    checkpoint_paths,
     get_weights,
     is_cached,
     load_checkpoint,
@@ -371,6 +372,8 @@ def test_checkpoint_roundtrip(tmp_path, tiny_model, no_unpickling):
     stem = tmp_path / "runs" / "tiny.v2"  # a dot in the name must survive: tiny.v2.safetensors, tiny.v2.json
     weights_path, json_path = save_checkpoint(stem, tiny_model, class_names, preprocessing, provenance)
     assert (weights_path.name, json_path.name) == ("tiny.v2.safetensors", "tiny.v2.json")
+    for given in (stem, weights_path, json_path):
+        assert checkpoint_paths(given) == (weights_path, json_path)
     assert sorted(p.name for p in stem.parent.iterdir()) == ["tiny.v2.json", "tiny.v2.safetensors"]
 
     info = json.loads(json_path.read_text())
