@@ -125,7 +125,7 @@ def trace(
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"trace takes a batch of one image (1, C, H, W) but got shape {tuple(x.shape)}.")
     parameter = next(model.parameters())
-    # A private copy: input.pixels and embed.patches are views of it, so they never alias the caller's tensor.
+    # A private copy: input.pixels is a view of it, so a trace never aliases the caller's tensor.
     x = x.detach().to(device=parameter.device, dtype=parameter.dtype, copy=True)
     record: dict[str, torch.Tensor] = {}
     with torch.no_grad():
