@@ -105,6 +105,7 @@ def analyse(image, model, step, model_in_use, *option_values, progress=gr.Progre
                               head=header["head"]["value"])
     visible = steps.OUTPUTS[int(step or 0)]
     drawn = dict(zip(visible, steps.render_outputs(entry, visible, options)))
+    SESSION.prefetch_untrained(entry)
     return [header[name] for name in HEADER_OUTPUTS] + [drawn.get(name, None) for name in steps.ALL_OUTPUTS]
 
 
@@ -130,11 +131,13 @@ def redraw(step: int, names: list[str]):
 SELECTED_OUTPUTS = [name for step in steps.OUTPUTS for name in steps.affected(step, "selected")]
 
 
-def select_patch(key, step, *option_values, evt: gr.SelectData):
+def select_patch(key, step, selected, indices, layer, head, fusion, discard, ln_layer, ln_which, evt: gr.SelectData):
+    """A click on the picker: evt.index is [x, y] in the picker image's pixels."""
     entry = _entry(key)
     if entry is None:
         return [gr.skip()] * (3 + len(SELECTED_OUTPUTS))
     x, y = evt.index[0], evt.index[1]
+    option_values = (selected, indices, layer, head, fusion, discard, ln_layer, ln_which)
     return _selected(entry, steps.patch_at(entry.config, x, y), step, option_values)
 
 
@@ -205,7 +208,7 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
                               format="png", elem_id="picker", height=360, buttons=[])
             selection = gr.Markdown("Query: **the class token** (token 0).", elem_id="selection")
             class_token_button = gr.Button("Query the class token", size="sm")
-            runs = gr.Markdown(_runs_text(), elem_id="model-runs")
+            runs = gr.Markdown(_runs_text, elem_id="model-runs")  # a callable: fresh on every page load
         with gr.Column(scale=3):
             card = gr.Markdown(steps.model_card(spec=SESSION.registry.resolve(DEFAULT_MODEL), availability=AVAILABILITY),
                                elem_id="model-card")
@@ -228,7 +231,8 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
                         indices = gr.Textbox(value=steps.Options().indices, label="Feature maps to show (indices, "
                                              "ranges like 10-12; Enter to apply)", scale=4, elem_id="indices")
                         random_button = gr.Button("Random", scale=1, elem_id="random-indices")
-                    out["eq1.maps"] = gr.Plot(label="Conv feature maps: trained (top) vs untrained (bottom)")
+                    out["eq1.maps"] = gr.Plot(label="Conv feature maps, one per chosen dimension of D; for a trained "
+                                                      "model, the same maps of an untrained twin (same config, seed 0) below")
                     out["eq1.values"] = gr.Markdown(latex_delimiters=LATEX)
                     out["eq1.embeddings"] = gr.Plot(label="Patch embeddings x_p E (N × D)")
                     out["eq1.tokens"] = gr.Plot(label="Class token prepended (T × D)")
@@ -286,7 +290,7 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
     option_inputs = [selected, indices, layer, head, fusion, discard, ln_layer, ln_which]
     gr.on([image.change, model.input], analyse, inputs=[image, model, step, model_in_use] + option_inputs,
           outputs=[components[n] for n in HEADER_OUTPUTS] + [out[n] for n in steps.ALL_OUTPUTS],
-          api_name="analyse", trigger_mode="always_last")
+          api_name="analyse", trigger_mode="always_last", show_progress_on=[card, picker])
     for number, tab in enumerate([tab_0, tab_1, tab_2, tab_3, tab_4]):
         tab.select(show_step(number), inputs=[key] + option_inputs, outputs=[step] + [out[n] for n in steps.OUTPUTS[number]],
                    api_name=f"step_{number}", api_visibility="undocumented")

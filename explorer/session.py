@@ -53,6 +53,11 @@ JFT_NOTE = ("torchvision's weights are its own ImageNet-1k trainings and SWAG we
             "not the paper's JFT-300M / ImageNet-21k checkpoints.")
 
 
+# Seeded construction (random_bundle, ViT(config) after manual_seed) uses torch's global RNG: one at a time, so that
+# "seed 0" gives the same weights whichever other model is being built in another thread.
+_SEEDED = threading.Lock()
+
+
 def _no_progress(*args, **kwargs) -> None:
     return None
 
@@ -250,7 +255,8 @@ class ModelRegistry:
             return load_pretrained(spec.preset, spec.variant, progress=True)
         if spec.kind == "checkpoint":
             return load_checkpoint(spec.path)
-        return random_bundle(spec.preset)
+        with _SEEDED:
+            return random_bundle(spec.preset)
 
     def model_memo(self, label: str) -> dict:
         """A small dict shared by all entries of one model, for views that depend on its weights only."""
@@ -268,14 +274,24 @@ class ModelRegistry:
         with self._lock:
             if key in self._untrained:
                 return self._untrained[key]
+            build_lock = self._loading.setdefault(f"untrained:{label}", threading.Lock())
+        with build_lock:  # built by one thread
+            return self._build_untrained(key, config)
+
+    def _build_untrained(self, key, config: ViTConfig) -> torch.nn.Module:
+        with self._lock:
+            if key in self._untrained:
+                return self._untrained[key]
             twin = self._loaded.get(f"{config.name} · {RANDOM_INIT}")
         if twin is not None and twin.model.config == config:
             embedding = twin.model.patch_embedding
         elif config.name in CONFIGS and CONFIGS[config.name] == config:
-            embedding = random_bundle(config.name).model.patch_embedding
+            with _SEEDED:
+                embedding = random_bundle(config.name).model.patch_embedding
         else:
-            torch.manual_seed(0)
-            embedding = ViT(config).patch_embedding
+            with _SEEDED:
+                torch.manual_seed(0)
+                embedding = ViT(config).patch_embedding
         embedding = embedding.to(self.device).eval()
         with self._lock:
             self._untrained[key] = embedding
@@ -308,7 +324,8 @@ class Entry:
     untrained: Callable[[], np.ndarray] | None = None  # Eq. 1's feature maps under an untrained twin, on demand
     memo: dict = field(default_factory=dict)  # derived views, computed once (see Entry.cached)
     model_memo: dict = field(default_factory=dict)  # views of the weights alone, shared by the model's entries
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # guards memo
+    compute_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # views may nest
 
     @property
     def config(self) -> ViTConfig:
@@ -338,7 +355,11 @@ class Entry:
         with self.lock:
             if name in self.memo:
                 return self.memo[name]
-        value = compute()
+        with self.compute_lock:  # one computation per entry at a time: a second asker waits, then finds it
+            with self.lock:
+                if name in self.memo:
+                    return self.memo[name]
+            value = compute()
         with self.lock:
             self.memo.setdefault(name, value)
             if len(self.memo) > 64:  # options come from sliders: keep the memo small
@@ -522,6 +543,14 @@ class Session:
                 self.untrained_runs += 1
             return maps
         return entry.cached("untrained.feature_maps", compute)
+
+    def prefetch_untrained(self, entry: Entry) -> threading.Thread | None:
+        """Make Eq. 1's untrained comparison in the background (building an untrained twin of ViT-B/16 takes seconds)."""
+        if entry.untrained is None or "untrained.feature_maps" in entry.memo:
+            return None
+        thread = threading.Thread(target=entry.untrained, name="explorer-untrained", daemon=True)
+        thread.start()
+        return thread
 
     # -- the API ----------------------------------------------------------------------------------------------
     def predict(self, image, model: str, k: int = 5, progress: Progress = _no_progress) -> dict:

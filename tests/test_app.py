@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib
 import json
 import socket
+import struct
 import sys
+import zlib
 import urllib.request
 from pathlib import Path
 
@@ -162,6 +164,24 @@ def test_offline_pretrained_weights_are_told_and_the_shipped_model_stays(client)
     assert _runs(client) == runs
     result = client.predict(handle_file(str(ASSETS / "coffee.jpg")), LABEL, 5, api_name="/predict")
     assert len(result["top_k"]) == 5
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height 1-bit pixels and holds almost no data (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_one_sentence(client, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(30000, 30000))
+    with pytest.raises(AppError, match="(?i)megapixels") as error:
+        client.predict(handle_file(str(bomb)), LABEL, 5, api_name="/predict")
+    assert "\n" not in str(error.value).strip()
+    outputs = client.predict(handle_file(str(bomb)), LABEL, "0", 1, "mean", "mean", 0.0, 1, LN, api_name="/analyse")
+    assert outputs[2].startswith("⚠️ ") and "megapixels" in outputs[2]
 
 
 def test_uploads_over_20_mb_are_refused(client, tmp_path):

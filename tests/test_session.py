@@ -371,3 +371,12 @@ def test_configure_threads():
         assert configure_threads(1) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_untrained_twin_is_made_once_when_prefetched_and_asked_for_at_once(session):
+    entry = session.entry(session.analyse(_photo(13), FASHION))
+    thread = session.prefetch_untrained(entry)
+    maps = entry.untrained()  # while the prefetch may still be running
+    thread.join()
+    assert session.untrained_runs == 1 and entry.untrained() is maps
+    assert session.prefetch_untrained(entry) is None  # nothing left to do
