@@ -189,3 +189,22 @@ def test_uploads_over_20_mb_are_refused(client, tmp_path):
     big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(21 * 2**20))
     with pytest.raises(Exception, match="(?i)size|large|413"):
         client.predict(handle_file(str(big)), LABEL, 5, api_name="/predict")
+
+
+def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(served):
+    app = served[0]
+    key = app.SESSION.analyse(ASSETS / "fashion_0009_sneaker.png", LABEL)
+    runs = app.SESSION.runs
+
+    class Click:  # what gr.SelectData carries: [x, y] in the picker image's pixels
+        index = [2.5 * 64, 4.5 * 64]  # ViT-Fashion/4's picker: 28 px x 16 = 448 px, 64 px per 4-pixel patch
+
+    outputs = app.select_patch(key, 2, None, "0", 3, "mean", "mean", 0.0, 1, LN, evt=Click)
+    selected, picker, selection = outputs[:3]
+    assert selected == 4 * 7 + 2 and "patch 30" in selection and picker.shape == (448, 448, 3)
+    drawn = dict(zip(app.SELECTED_OUTPUTS, outputs[3:]))
+    skip = {"__type__": "update"}  # gr.skip(): the hidden steps keep what they show until their tab is opened
+    for name, value in drawn.items():
+        assert (value != skip) == name.startswith("eq2."), name
+    assert "query patch 30" in drawn["eq2.text"]
+    assert app.SESSION.runs == runs
