@@ -30,7 +30,7 @@ import torch
 from .data import FASHION_MNIST_CLASSES, DataError, load_fashion_mnist, load_image_split, prepare_images
 from .images import Preprocessing
 from .train import normalise
-from .weights import WeightsUnavailable, load_checkpoint
+from .weights import WeightsUnavailable, checkpoint_paths, load_checkpoint
 
 
 @dataclass
@@ -128,10 +128,9 @@ def evaluate(checkpoint: str | Path, data: str | Path | None = None, data_dir: s
 
 def _existing_checkpoint(checkpoint: str | Path) -> Path:
     path = Path(checkpoint)
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    if path.suffix in (".safetensors", ".json", "") and not (stem.with_suffix(".json").exists()
-                                                               or stem.with_suffix(".safetensors").exists()):
-        raise WeightsUnavailable(f"No checkpoint at {checkpoint}: expected {stem}.safetensors and {stem}.json, "
+    weights_path, json_path = checkpoint_paths(path)  # refuses pickle suffixes; keeps dotted stems whole
+    if not (json_path.exists() or weights_path.exists()):
+        raise WeightsUnavailable(f"No checkpoint at {checkpoint}: expected {weights_path} and {json_path}, "
                                  f"as written by python -m explorer.train.")
     return path  # load_checkpoint names any other problem (a pickle file, a missing half, a foreign JSON)
 
@@ -184,8 +183,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     path = Path(args.checkpoint)
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-    out = Path(args.out) if args.out else stem.with_name(stem.name + "_confusion.png")
+    weights_path, _ = checkpoint_paths(path)
+    out = Path(args.out) if args.out else weights_path.with_name(weights_path.name[: -len(".safetensors")] + "_confusion.png")
     stated = result.stated_accuracy
     print(f"Checkpoint: {path}" + (f" (its JSON states test accuracy {stated:.4f})" if stated is not None else ""))
     print(f"Data: {result.dataset}: {len(result.labels):,} images")
