@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     for k, (name, acc) in enumerate(result.per_class().items()):
         print(f"  {name:<{width}}  " + (f"{acc:.4f}  ({result.confusion[k, k]:,} / {totals[k]:,})" if acc is not None
                                        else "no test images"))
-    title = f"{stem.name}: top-1 {result.accuracy:.2%} on {len(result.labels):,} test images"
+    title = f"{weights_path.name[: -len('.safetensors')]}: top-1 {result.accuracy:.2%} on {len(result.labels):,} test images"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         confusion_figure(result.confusion, result.class_names, title).savefig(out, dpi=110)
