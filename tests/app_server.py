@@ -8,10 +8,14 @@ checkpoint folder (a stand-in Fashion-MNIST checkpoint written by `make_standin_
     server = AppServer(tmp_path).start()   # waits until the page answers 200
     server.url, server.pid, server.rss_kb(), server.temp_files()
     server.stop()
+
+    with open_browser(server.url) as session:   # headless Debian Chromium through Playwright, loopback only
+        session.page ...; session.assert_clean()
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import os
@@ -24,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 STANDIN_STEM = "vit_fashion_standin"  # "fashion" in the name: the app picks it as its default model
@@ -275,3 +280,75 @@ class AppServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A real browser
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; never `playwright install` (it downloads a browser)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class BrowserSession:
+    """One page plus everything it did that a test should fail on: console errors, uncaught exceptions, dialogs
+    (an SVG's alert()), and any request that tried to leave 127.0.0.1 (those are aborted, so nothing leaks)."""
+
+    def __init__(self, page):
+        self.page = page
+        self.console_errors: list[str] = []
+        self.allowed_errors: list[str] = []  # errors a test announced in `expected_errors` before causing them
+        self.page_errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.requests: list[str] = []
+        self.blocked: list[str] = []
+        self.expected_errors: tuple[str, ...] = ()
+
+    def on_console(self, message) -> None:
+        if message.type != "error":
+            return
+        where = (message.location or {}).get("url", "")
+        text = f"{message.text} @ {where}" if where else message.text
+        if any(expected in text for expected in self.expected_errors):
+            self.allowed_errors.append(text)
+        else:
+            self.console_errors.append(text)
+
+    def on_route(self, route) -> None:
+        url = route.request.url
+        if url.startswith(("data:", "blob:")) or urlsplit(url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def assert_clean(self) -> None:
+        assert not self.page_errors, f"uncaught exceptions in the page: {self.page_errors}"
+        assert not self.console_errors, f"console errors: {self.console_errors}"
+        assert not self.dialogs, f"dialogs opened: {self.dialogs}"
+        outside = [u for u in self.requests if not u.startswith(("data:", "blob:")) and urlsplit(u).hostname != "127.0.0.1"]
+        assert not outside and not self.blocked, f"requests off 127.0.0.1: {sorted(set(outside + self.blocked))}"
+
+
+@contextlib.contextmanager
+def open_browser(url: str, width: int = 1400, height: int = 1000):
+    """Open `url` in headless Chromium and wait for the upload box; yields a BrowserSession."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": width, "height": height}, service_workers="block")
+            page = context.new_page()
+            session = BrowserSession(page)
+            context.route("**/*", session.on_route)
+            page.on("console", session.on_console)
+            page.on("pageerror", lambda error: session.page_errors.append(str(error)))
+            page.on("request", lambda request: session.requests.append(request.url))
+            page.on("dialog", lambda dialog: (session.dialogs.append(dialog.message), dialog.dismiss()))
+            page.set_default_timeout(60_000)
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#upload")
+            yield session
+        finally:
+            browser.close()

@@ -20,6 +20,10 @@ from PIL import Image
 
 # Over app.py's launch(max_file_size="20mb").
 OVER_LIMIT_BYTES = 21 * 1024 * 1024
+# Every file make_all writes, in order (tests parametrise over these names at collection time).
+NAMES = ("text_renamed.png", "truncated.jpg", "empty.png", "bomb_40000x40000.png", "bomb_10000x10000.png",
+         "strip_20000x10.png", "one_pixel.png", "gray16.png", "cmyk.jpg", "palette_transparent.png", "animated.gif",
+         "exif_rotated.jpg", "vector.svg", "over_limit.png")
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ def make_all(folder: str | os.PathLike) -> dict[str, HostileFile]:
     add("vector.svg", svg, False, ("svg",), "an SVG (with a script element)")
     add("over_limit.png", png_with_padding(Image.fromarray(_gradient(64, 64)), OVER_LIMIT_BYTES), False,
         ("size", "large", "limit", "exceed"), "a valid 64 x 64 PNG padded to 21 MB (limit 20 MB)", at_upload=True)
+    assert tuple(files) == NAMES
     return files
 
 
