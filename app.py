@@ -288,7 +288,7 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
                   "status": status, "runs": runs, "picker": picker, "selection": selection, "layer": layer,
                   "head": head, "ln_layer": ln_layer}
     option_inputs = [selected, indices, layer, head, fusion, discard, ln_layer, ln_which]
-    gr.on([image.change, model.input], analyse, inputs=[image, model, step, model_in_use] + option_inputs,
+    gr.on([image.change, model.select], analyse, inputs=[image, model, step, model_in_use] + option_inputs,
           outputs=[components[n] for n in HEADER_OUTPUTS] + [out[n] for n in steps.ALL_OUTPUTS],
           api_name="analyse", trigger_mode="always_last", show_progress_on=[card, picker])
     for number, tab in enumerate([tab_0, tab_1, tab_2, tab_3, tab_4]):
@@ -299,7 +299,7 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
                   api_visibility="private", show_progress="hidden")
     class_token_button.click(select_class_token, inputs=[key, step] + option_inputs, outputs=selected_outputs,
                              api_name="class_token", api_visibility="undocumented", show_progress="hidden")
-    controls = [(1, "indices", [indices.submit, indices.blur]), (2, "layer", [layer.input]), (2, "head", [head.input]),
+    controls = [(1, "indices", [indices.submit, indices.blur]), (2, "layer", [layer.input]), (2, "head", [head.select]),
                 (2, "fusion", [fusion.input]), (2, "discard", [discard.input]), (3, "ln_layer", [ln_layer.input]),
                 (3, "ln_which", [ln_which.input])]
     for number, option, triggers in controls:
