@@ -213,12 +213,13 @@ class ModelRegistry:
         b16 = self.specs["ViT-B/16 · IMAGENET1K_V1"]
         if is_cached(b16.preset, b16.variant) or on_space():
             return ""
-        fallback = "the shipped Fashion-MNIST model" if self.checkpoints() else "an untrained ViT-B/16"
+        works = ("the shipped checkpoint and the untrained Table 1 models work without them" if self.checkpoints()
+                 else "the untrained Table 1 models work without them")
         if offline():
-            return (f"torchvision's pretrained weights can't be downloaded here (EXPLORER_OFFLINE is set) and none is "
-                    f"cached, so {fallback} is used; the untrained Table 1 models still show their real shapes.")
-        return (f"torchvision's pretrained weights are not cached yet, so {fallback} is used first; choosing a "
-                f"torchvision model downloads its weights once (ViT-B/16: 330 MB).")
+            return (f"torchvision's pretrained weights can't be had here (EXPLORER_OFFLINE is set and none is "
+                    f"cached): {works}.")
+        return (f"torchvision's pretrained weights are not cached yet: choosing one downloads its file once "
+                f"(ViT-B/16: 330 MB), and {works}.")
 
     # -- loading -----------------------------------------------------------------------------------------------
     def loaded(self, label: str) -> bool:
@@ -340,8 +341,9 @@ class Entry:
         return list(self.trace.class_names or [])
 
     def nbytes(self) -> int:
+        """The trace, E, and the arrays among the derived views (figures are not counted)."""
         with self.lock:
-            extra = sum(v.nbytes for v in self.memo.values() if isinstance(v, np.ndarray))
+            extra = sum(_array_bytes(v) for v in self.memo.values())
         return self.trace.nbytes() + self.projection_weight.numel() * 4 + extra
 
     def cached(self, name, compute: Callable[[], object], per_model: bool = False):
@@ -365,6 +367,18 @@ class Entry:
             if len(self.memo) > 64:  # options come from sliders: keep the memo small
                 self.memo.pop(next(iter(self.memo)))
             return self.memo[name]
+
+
+def _array_bytes(value) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_array_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_array_bytes(v) for v in value.values())
+    return 0
 
 
 class _Pending:

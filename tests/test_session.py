@@ -380,3 +380,11 @@ def test_the_untrained_twin_is_made_once_when_prefetched_and_asked_for_at_once(s
     thread.join()
     assert session.untrained_runs == 1 and entry.untrained() is maps
     assert session.prefetch_untrained(entry) is None  # nothing left to do
+
+
+def test_derived_arrays_count_towards_the_bytes(session):
+    entry = session.entry(session.analyse(_photo(14), FASHION))
+    before = entry.nbytes()
+    entry.cached("pair", lambda: (np.zeros(1000, np.float32), torch.zeros(500)))
+    entry.cached("dict", lambda: {"a": np.zeros(250, np.float64)})
+    assert entry.nbytes() == before + 4000 + 2000 + 2000
