@@ -269,10 +269,20 @@ def patch_picker(entry, selected: int | None = None) -> np.ndarray:
     return np.asarray(image)
 
 
-def _picker_base(image: np.ndarray, config: ViTConfig, scale: int) -> np.ndarray:
+def seen_image(entry) -> np.ndarray:
+    """What the model sees (resized, cropped, before normalisation), enlarged like the picker but without the grid."""
+    return entry.cached("seen", lambda: np.asarray(_enlarged(display_image(entry), entry.config)))
+
+
+def _enlarged(image: np.ndarray, config: ViTConfig) -> Image.Image:
+    scale = picker_scale(config)
     pil = Image.fromarray((image * 255).round().astype(np.uint8))
     resample = Image.Resampling.NEAREST if config.image_hw[0] < 100 else Image.Resampling.BILINEAR
-    pil = pil.resize((pil.width * scale, pil.height * scale), resample)
+    return pil.resize((pil.width * scale, pil.height * scale), resample)
+
+
+def _picker_base(image: np.ndarray, config: ViTConfig, scale: int) -> np.ndarray:
+    pil = _enlarged(image, config)
     draw = ImageDraw.Draw(pil)
     side = config.patch_size * scale
     rows, cols = config.grid
@@ -315,13 +325,6 @@ def _normalisation_text(entry) -> str:
             f"Uploaded {width}×{height}; the model reads {entry.config.image_hw[0]}×{entry.config.image_hw[1]}. "
             f"After normalisation with μ = {_fmt(pre.mean)} and σ = {_fmt(pre.std)} the values run {ranges} "
             f"(a pixel equal to the mean becomes 0).\n\n**Notes:**{notes}")
-
-
-def _normalised_figure(entry):
-    pixels = entry.trace["input.pixels"].numpy()  # (C, H, W)
-    names = ["R", "G", "B"] if pixels.shape[0] == 3 else ["gray"]
-    matrix = pixels.reshape(pixels.shape[0], -1)  # (C, H·W)
-    return render.token_matrix(matrix, "normalised input x̂: one row per channel, H·W pixel values each", row_names=names)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -434,7 +437,7 @@ def _draw(entry, name: str, options: Options):
     if name == "input.original":
         return entry.original
     if name == "input.seen":
-        return _picker_base(display_image(entry), config, picker_scale(config))
+        return seen_image(entry)
     if name == "input.normalised":
         return _normalisation_text(entry)
 

@@ -267,3 +267,16 @@ def test_views_that_read_no_option_are_drawn_once(entry):
     a = steps.render_outputs(entry, ["eq2.heads"], steps.Options(selected=None))[0]
     b = steps.render_outputs(entry, ["eq2.heads"], steps.Options(selected=4))[0]
     assert a is not b
+
+
+def test_what_the_model_sees_is_the_crop_enlarged_without_the_grid(entry):
+    seen = steps.seen_image(entry)
+    scale = steps.picker_scale(entry.config)
+    assert seen.shape == steps.patch_picker(entry).shape
+    # Bilinear enlargement of the 32x32 crop: shrinking it back by the same factor gives the crop again (nearly).
+    small = np.asarray(Image.fromarray(seen).resize((32, 32), Image.Resampling.BOX), dtype=np.float32) / 255
+    assert np.abs(small - steps.display_image(entry)).mean() < 0.02
+    assert scale * 32 >= steps.PICKER_SIDE
+    side = entry.config.patch_size * scale
+    picker = steps.patch_picker(entry)
+    assert (picker[side] == 255).all() and not (seen[side] == 255).all()  # the picker's grid line, not in `seen`
