@@ -1,7 +1,7 @@
 """The page's five steps (Input, Eq. 1-4): their text with the live sizes of the model in use, and their views.
 
 Every view is drawn from a cached `session.Entry` (one traced image) and a few options, never by running the model:
-`render(entry, names, options)` returns the values of the named outputs, in order. `OUTPUTS[step]` lists the
+`render_outputs(entry, names, options)` returns the values of the named outputs, in order. `OUTPUTS[step]` lists the
 outputs of each step and `DEPENDS` says which options each output reads, so a control change redraws only what
 it affects. Figures come from explorer.render, numbers from explorer.analysis.
 """
