@@ -94,12 +94,17 @@ def reference_probabilities(image_path, seed: int = 0):
 # Checks shared by the tests
 
 def is_one_sentence(message) -> bool:
-    """One plain sentence: a non-empty single line that ends with . ! or ? and has no full stop followed by a new
-    capitalised sentence inside ("bomb.png" and "(a decompression bomb?);" are fine, "Failed. Try again." is not)."""
+    """One plain sentence: a non-empty single line that starts with a capital (or a quoted name or a path), ends
+    with . ! or ? and has no full stop followed by a new capitalised sentence inside ("bomb.png" and
+    "(a decompression bomb?);" are fine, "Failed. Try again." is not)."""
     if not isinstance(message, str):
         return False
     text = message.strip().removeprefix("⚠️").strip()
-    return (bool(text) and "\n" not in text and text[-1] in ".!?" and text[0].isupper()
+    if not text:
+        return False
+    first = text.split()[0]
+    starts = text[0].isupper() or text[0] in "'\"" or "/" in first or "." in first  # a capital, or a file's name
+    return (starts and "\n" not in text and text[-1] in ".!?"
             and not re.search(r"[.!?]\s+[A-Z]", text[:-1]))
 
 
@@ -332,7 +337,13 @@ class BrowserSession:
 
 @contextlib.contextmanager
 def open_browser(url: str, width: int = 1400, height: int = 1000):
-    """Open `url` in headless Chromium and wait for the upload box; yields a BrowserSession."""
+    """Open `url` in headless Chromium and wait for the upload box; yields a BrowserSession. Skips the test when
+    Playwright or Debian's chromium is not installed (apt-get install chromium; pip install playwright)."""
+    import pytest
+
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (never `playwright install`)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no browser at {CHROMIUM}: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
