@@ -72,7 +72,7 @@ def _entry(key):
 # ---------------------------------------------------------------------------------------------------------------
 # Handlers (thin: each calls explorer.session / explorer.steps)
 
-def analyse(image, model, step, model_in_use, *option_values, progress=gr.Progress(track_tqdm=True)):
+def analyse(image, model, step, model_in_use, *option_values, progress=gr.Progress(track_tqdm=True), status=""):
     """Upload or model change: run the model once (unless cached) and draw the visible step."""
     options = _options(None, *option_values[1:])
     skip_all = [gr.skip()] * (len(HEADER_OUTPUTS) + len(steps.ALL_OUTPUTS))
@@ -81,20 +81,25 @@ def analyse(image, model, step, model_in_use, *option_values, progress=gr.Progre
         if image is None:
             SESSION.registry.get(spec.label, progress)  # load now, so a missing weight file is told at once
             card = steps.model_card(spec=spec, availability=AVAILABILITY)
-            return [None, None, spec.label, spec.label, card, "", _runs_text()] + [gr.skip()] * (len(skip_all) - 7)
+            return [None, None, spec.label, spec.label, card, status, _runs_text()] + [gr.skip()] * (len(skip_all) - 7)
         key = SESSION.analyse(image, spec.label, progress)
     except (ImageError, WeightsUnavailable, ValueError) as error:
         message = str(error)
         gr.Warning(message)
+        # Back to the model in use; if that is the one that failed (the default, at start), to one needing no download.
+        working = model_in_use if model_in_use and model_in_use != spec.label else SESSION.registry.fallback_label()
+        if isinstance(error, WeightsUnavailable) and working != spec.label:
+            return analyse(image, working, step, working, *option_values, progress=progress,
+                           status=f"⚠️ {message} Showing {working} instead." if model_in_use == spec.label else f"⚠️ {message}")
         values = list(skip_all)
-        values[HEADER_OUTPUTS.index("model")] = model_in_use or DEFAULT_MODEL  # back to the model that works
+        values[HEADER_OUTPUTS.index("model")] = working
         values[HEADER_OUTPUTS.index("status")] = f"⚠️ {message}"
         return values
     entry = SESSION.entry(key)
     config = entry.config
     header = {
         "key": key, "selected": None, "model_in_use": spec.label, "model": spec.label,
-        "card": steps.model_card(entry, availability=AVAILABILITY), "status": "", "runs": _runs_text(),
+        "card": steps.model_card(entry, availability=AVAILABILITY), "status": status, "runs": _runs_text(),
         "picker": steps.patch_picker(entry, None), "selection": steps.selection_text(entry, None),
         "layer": gr.update(maximum=config.depth, value=min(options.layer, config.depth)),
         "head": gr.update(choices=["mean"] + [str(i) for i in range(1, config.heads + 1)],

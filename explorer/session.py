@@ -202,6 +202,10 @@ class ModelRegistry:
         b16 = self.specs["ViT-B/16 · IMAGENET1K_V1"]
         if is_cached(b16.preset, b16.variant) or on_space():
             return b16.label
+        return self.fallback_label()
+
+    def fallback_label(self) -> str:
+        """A model that needs no download: the shipped checkpoint (a Fashion-MNIST one first), else untrained B/16."""
         checkpoints = self.checkpoints()
         if checkpoints:
             fashion = [s for s in checkpoints if "fashion" in s.label.lower()]

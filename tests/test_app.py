@@ -155,15 +155,27 @@ def test_a_broken_upload_in_the_page_is_a_status_line(client, tmp_path):
 
 
 def test_offline_pretrained_weights_are_told_and_the_shipped_model_stays(client):
+    coffee = handle_file(str(ASSETS / "coffee.jpg"))
+    client.predict(coffee, LABEL, "0", 1, "mean", "mean", 0.0, 1, LN, api_name="/analyse")
     runs = _runs(client)
-    outputs = client.predict(handle_file(str(ASSETS / "coffee.jpg")), "ViT-B/16 · IMAGENET1K_V1", "0", 1, "mean",
-                             "mean", 0.0, 1, LN, api_name="/analyse")
-    model, status = outputs[0], outputs[2]
-    assert model == LABEL  # the menu goes back to the model in use
-    assert status.startswith("⚠️ ") and "Offline" in status
-    assert _runs(client) == runs
-    result = client.predict(handle_file(str(ASSETS / "coffee.jpg")), LABEL, 5, api_name="/predict")
+    outputs = client.predict(coffee, "ViT-B/16 · IMAGENET1K_V1", "0", 1, "mean", "mean", 0.0, 1, LN, api_name="/analyse")
+    model, card, status = outputs[:3]
+    assert model == LABEL and LABEL in card  # the menu goes back to the model in use, which keeps showing
+    assert status.startswith("⚠️ ") and "Offline" in status and status.count("\n") == 0
+    assert _runs(client) == runs  # that image was already traced with the shipped model
+    result = client.predict(coffee, LABEL, 5, api_name="/predict")
     assert len(result["top_k"]) == 5
+
+
+def test_a_default_model_that_cannot_load_falls_back_to_the_shipped_one(served):
+    app = served[0]
+    b16 = "ViT-B/16 · IMAGENET1K_V1"  # as on a Space that turns out to have no network
+    with pytest.warns(UserWarning, match="Offline"):  # gr.Warning, outside a request: a Python warning
+        outputs = app.analyse(str(ASSETS / "rocket.jpg"), b16, 0, b16, None, "0", 1, "mean", "mean", 0.0, 1, LN)
+    header = dict(zip(app.HEADER_OUTPUTS, outputs))
+    assert header["model"] == header["model_in_use"] == LABEL
+    assert header["status"].startswith("⚠️ Offline") and header["status"].endswith(f"Showing {LABEL} instead.")
+    assert header["key"][1] == LABEL and app.SESSION.entry(header["key"]).trace.probabilities.shape == (10,)
 
 
 def _png_header_only(width: int, height: int) -> bytes:
