@@ -102,7 +102,7 @@ class Row:
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "samples"}
-        out.update(median=self.median, p90=self.p90, n=len(self.samples), samples=[round(s, 6) for s in self.samples])
+        out.update(median=self.median, p90=self.p90, n=len(self.samples), samples=list(self.samples))
         return out
 
 
@@ -411,8 +411,9 @@ class AppDriver:
     def event_names(self) -> list[str]:
         return list(self.events)
 
-    def call(self, api_name: str, **kwargs):
-        """Run one event: handler(inputs from self.state) then Gradio's postprocessing; returns the handler's values."""
+    def call(self, api_name: str, postprocess: bool = True, **kwargs):
+        """Run one event: handler(inputs from self.state) then Gradio's postprocessing; returns the handler's values.
+        With postprocess=False only the app's handler runs (to tell its time from Gradio's)."""
         event = self.events[api_name]
         try:
             inputs = [self.state[self.names[id(c)]] for c in event.inputs]
@@ -420,6 +421,8 @@ class AppDriver:
             raise RuntimeError(f"explorer.bench does not know the input {error} of the app's {api_name!r} event; "
                                f"update AppDriver.state.") from None
         predictions = event.fn(*inputs, **kwargs)
+        if not postprocess:
+            return predictions
         payload = self.loop.run_until_complete(self.app.demo.postprocess_data(event, predictions, self.session_state))
         # What goes over the wire: JSON of the postprocessed values (figures are already JSON strings).
         json.dumps([p.model_dump() if hasattr(p, "model_dump") else p for p in payload], default=str)
@@ -542,10 +545,20 @@ def default_state(driver: AppDriver, session_model: str, image) -> dict:
             "discard": options.discard, "ln_layer": options.ln_layer, "ln_which": options.ln_which}
 
 
-def bench_upload(record: Recorder, driver: AppDriver, subject: Subject, image: Path, row_id: str, label: str) -> None:
-    """Image file -> first step on screen: the app's `analyse` handler, with an empty trace cache each time."""
+def bench_upload(record: Recorder, driver: AppDriver, subject: Subject, image: Path, row_id: str, label: str,
+                 breakdown: bool = False) -> None:
+    """Image file -> first step on screen: the app's `analyse` handler, with an empty trace cache each time.
+    With `breakdown`, also its parts: the session alone (open, preprocess, trace, logit lens), the handler alone
+    (that plus drawing step 0 and the picker); the rest of the full time is Gradio's postprocessing."""
+    session = driver.session
     driver.state = default_state(driver, subject.session_model, str(image))
-    record.time(row_id, label, lambda: driver.call("analyse"), before=driver.session.cache.clear)
+    record.time(row_id, label, lambda: driver.call("analyse"), before=session.cache.clear)
+    if breakdown:
+        model = driver.state["model"]
+        record.time("breakdown.session_analyse", "  of which session.analyse: open, preprocess, trace, logit lens",
+                    lambda: session.analyse(str(image), model), before=session.cache.clear)
+        record.time("breakdown.analyse_handler", "  of which the app's handler: that + drawing step 0 and picker",
+                    lambda: driver.call("analyse", postprocess=False), before=session.cache.clear)
 
 
 def _control_value(option: str, config, i: int):
@@ -933,7 +946,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
                                        device, "ms", [1000 * (time.perf_counter() - load_start)]))
                 print(f"  upload, steps, controls, figures, analysis ...", flush=True)
                 bench_upload(record, driver, subject, args.image, "upload.first_step",
-                             f"upload -> step 0 on screen ({args.image.name})")
+                             f"upload -> step 0 on screen ({args.image.name})", breakdown=True)
                 if photo is not None:
                     bench_upload(record, driver, subject, photo, "upload.first_step_12mp",
                                  "upload -> step 0 on screen (12-megapixel JPEG)")
@@ -1021,4 +1034,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is written; skip the interpreter's teardown, where a native library thread left by torch / Gradio
+    # sometimes aborts the process ("terminate called without an active exception") and turns a finished run into
+    # exit status -6.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

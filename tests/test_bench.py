@@ -42,7 +42,8 @@ def test_every_row_is_reported_with_positive_numbers(quick_run):
     assert not errors, errors
     ids = {r["id"] for r in rows}
     expected = {"forward.torchvision", "forward.plain", "forward.traced", "forward.torchvision_classify",
-                "load.model", "upload.first_step", "startup.http_200", "startup.model_loaded", "memory.app_started",
+                "load.model", "upload.first_step", "breakdown.session_analyse", "breakdown.analyse_handler",
+                "startup.http_200", "startup.model_loaded", "memory.app_started",
                 "memory.peak_rss"}
     expected |= {f"step.{n}" for n in steps.OUTPUTS}  # each step's render
     expected |= {f"figure.{name}" for name in steps.ALL_OUTPUTS}  # each output of each step
