@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -244,9 +245,10 @@ def test_each_rerender_shows_that_users_attention(load_run):
                        f"evicted from the {load_run['stats_after']['cache_entries']}-entry cache): users {stale}")
 
 
-def test_model_runs_once_per_image_and_never_for_a_rerender(load_run):
+def test_model_runs_at_most_once_per_request_and_the_counter_is_honest(load_run):
     runs = load_run["stats_after"]["model_runs"] - load_run["stats_before"]["model_runs"]
-    # One run per user's image; /predict and /set_layer reuse it (a /predict after an eviction may trace again).
+    # One run per user's image for /analyse; /predict reuses it unless it was evicted meanwhile (then it traces
+    # again); /set_layer never runs the model. So 32 .. 64 runs, each a cache miss.
     assert USERS <= runs <= 2 * USERS, runs
     misses = load_run["stats_after"]["cache_misses"] - load_run["stats_before"]["cache_misses"]
     assert runs == misses
@@ -268,6 +270,47 @@ def test_latency_is_recorded(load_run):
         assert entry["n"] == USERS and 0 < entry["p50"] <= entry["p95"] <= entry["max"], entry
     # A re-render reads the cache; it must not cost what a forward pass and full draw costs.
     assert report["latency_s"]["set_layer"]["p50"] < 30, report["latency_s"]
+
+
+def test_overflowing_the_queue_gets_the_busy_message_and_the_server_survives(server, tmp_path):
+    """80 /predict events joined in a burst over raw HTTP (as 80 browsers would), each for its own image: the queue
+    (max_size 32) turns the excess away with 503 and its "queue is full" message, and then serves normally."""
+    config = httpx.get(server.url + "config", timeout=30).json()
+    predict = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "predict")
+    paths = []
+    for user in range(80):
+        image = user_image(tmp_path, 200 + user)
+        with open(image, "rb") as file:
+            response = httpx.post(server.url + "gradio_api/upload", files={"files": (image.name, file)}, timeout=60)
+        paths.append(response.json()[0])
+    barrier = threading.Barrier(len(paths))
+
+    def join(i):
+        body = {"data": [{"path": paths[i], "meta": {"_type": "gradio.FileData"}}, STANDIN_LABEL, 3],
+                "fn_index": predict, "session_hash": f"burst{i:03d}", "event_data": None, "trigger_id": None}
+        barrier.wait()
+        response = httpx.post(server.url + "gradio_api/queue/join", json=body, timeout=60)
+        return response.status_code, response.text
+
+    with ThreadPoolExecutor(max_workers=len(paths)) as pool:
+        answers = list(pool.map(join, range(len(paths))))
+    accepted = [a for a in answers if a[0] == 200]
+    busy = [a for a in answers if a[0] == 503]
+    assert len(accepted) + len(busy) == len(answers), [a for a in answers if a[0] not in (200, 503)][:3]
+    assert busy, "80 events at once never filled a 32-place queue"
+    assert all("queue is full" in text.lower() for _, text in busy), busy[0]
+    assert 1 <= len(accepted) < len(answers)
+    # The server drains the accepted events and answers the next user normally.
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, verbose=False, download_files=str(tmp_path / "after"))
+    image = user_image(tmp_path, 999)
+    result = client.predict(handle_file(str(image)), STANDIN_LABEL, 10, api_name="/predict")
+    client.close()
+    got = {item["label"]: item["probability"] for item in result["top_k"]}
+    from explorer.data import FASHION_MNIST_CLASSES
+    np.testing.assert_allclose([got[name] for name in FASHION_MNIST_CLASSES], reference_probabilities(image), atol=2e-6)
+    assert server.alive()
 
 
 def test_delete_cache_is_configured():
