@@ -204,7 +204,7 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
         with gr.Column(scale=1, min_width=320):
             image = ImageUpload(label="Image: drop, paste or click to upload", type="filepath", image_mode=None,
                                 sources=["upload", "clipboard"], elem_id="upload", height=280)
-            gr.Examples(examples=[[str(p)] for p in EXAMPLES], inputs=[image], label="Examples (photos: public "
+            examples = gr.Examples(examples=[[str(p)] for p in EXAMPLES], inputs=[image], label="Examples (photos: public "
                         "domain / CC0; Fashion-MNIST: MIT — see assets/README.md)", examples_per_page=12)
             model = gr.Dropdown(choices=SESSION.registry.choices(), value=DEFAULT_MODEL, label="Model",
                                 info=JFT_NOTE, elem_id="model")
@@ -293,9 +293,13 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
                   "status": status, "runs": runs, "picker": picker, "selection": selection, "layer": layer,
                   "head": head, "ln_layer": ln_layer}
     option_inputs = [selected, indices, layer, head, fusion, discard, ln_layer, ln_which]
-    gr.on([image.change, model.select], analyse, inputs=[image, model, step, model_in_use] + option_inputs,
-          outputs=[components[n] for n in HEADER_OUTPUTS] + [out[n] for n in steps.ALL_OUTPUTS],
-          api_name="analyse", trigger_mode="always_last", show_progress_on=[card, picker])
+    # An upload (file or paste), a model chosen, an example clicked. Not image.change: it fires twice when one image
+    # replaces another.
+    analyse_wiring = dict(inputs=[image, model, step, model_in_use] + option_inputs,
+                          outputs=[components[n] for n in HEADER_OUTPUTS] + [out[n] for n in steps.ALL_OUTPUTS],
+                          trigger_mode="always_last", show_progress_on=[card, picker])
+    gr.on([image.upload, model.select], analyse, api_name="analyse", **analyse_wiring)
+    examples.load_input_event.then(analyse, api_visibility="private", **analyse_wiring)
     for number, tab in enumerate([tab_0, tab_1, tab_2, tab_3, tab_4]):
         tab.select(show_step(number), inputs=[key] + option_inputs, outputs=[step] + [out[n] for n in steps.OUTPUTS[number]],
                    api_name=f"step_{number}", api_visibility="undocumented")
