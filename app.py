@@ -59,14 +59,22 @@ def _options(selected, indices, layer, head, fusion, discard, ln_layer, ln_which
                          discard=float(discard or 0.0), ln_layer=int(ln_layer or 1), ln_which=ln_which or steps.LN_CHOICES[0])
 
 
-def _entry(key):
+def _entry(key, source=None):
+    """The cached analysis for `key`; when the trace cache has dropped it (many users at once), the upload in `source`
+    ((path, model label), set by analyse) is traced again, transparently: that counts as a model run."""
     if not key:  # nothing uploaded yet
         return None
     try:
         return SESSION.entry(key)
     except KeyError as error:
-        gr.Warning(str(error).strip("'\""))
-        return None
+        message = str(error).strip("'\"")
+    if source and source[0] and Path(source[0]).is_file():
+        try:
+            return SESSION.entry(SESSION.analyse(source[0], source[1]))
+        except (ImageError, WeightsUnavailable, ValueError, KeyError, OSError) as error:
+            message = str(error).strip("'\"")
+    gr.Warning(message)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,7 +89,9 @@ def analyse(image, model, step, model_in_use, *option_values, progress=gr.Progre
         if image is None:
             SESSION.registry.get(spec.label, progress)  # load now, so a missing weight file is told at once
             card = steps.model_card(spec=spec, availability=AVAILABILITY)
-            return [None, None, spec.label, spec.label, card, status, _runs_text()] + [gr.skip()] * (len(skip_all) - 7)
+            header = {"key": None, "source": None, "selected": None, "model_in_use": spec.label, "model": spec.label,
+                      "card": card, "status": status, "runs": _runs_text()}
+            return [header.get(name, gr.skip()) for name in HEADER_OUTPUTS] + [gr.skip()] * len(steps.ALL_OUTPUTS)
         key = SESSION.analyse(image, spec.label, progress)
     except (ImageError, WeightsUnavailable, ValueError) as error:
         message = str(error)
@@ -98,7 +108,7 @@ def analyse(image, model, step, model_in_use, *option_values, progress=gr.Progre
     entry = SESSION.entry(key)
     config = entry.config
     header = {
-        "key": key, "selected": None, "model_in_use": spec.label, "model": spec.label,
+        "key": key, "source": (image, spec.label) if isinstance(image, str) else None, "selected": None, "model_in_use": spec.label, "model": spec.label,
         "card": steps.model_card(entry, availability=AVAILABILITY), "status": status, "runs": _runs_text(),
         "picker": steps.patch_picker(entry, None), "selection": steps.selection_text(entry, None),
         "layer": gr.update(maximum=config.depth, value=min(options.layer, config.depth)),
@@ -115,8 +125,8 @@ def analyse(image, model, step, model_in_use, *option_values, progress=gr.Progre
 
 
 def show_step(step: int):
-    def handler(key, *option_values):
-        entry = _entry(key)
+    def handler(key, source, *option_values):
+        entry = _entry(key, source)
         if entry is None:
             return [step] + [gr.skip()] * len(steps.OUTPUTS[step])
         return [step] + steps.render_outputs(entry, steps.OUTPUTS[step], _options(*option_values))
@@ -125,8 +135,8 @@ def show_step(step: int):
 
 def redraw(step: int, names: list[str]):
     """A control of one step changed: redraw only the outputs that read it."""
-    def handler(key, *option_values):
-        entry = _entry(key)
+    def handler(key, source, *option_values):
+        entry = _entry(key, source)
         values = [gr.skip()] * len(names) if entry is None else steps.render_outputs(entry, names, _options(*option_values))
         return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
     return handler
@@ -136,9 +146,9 @@ def redraw(step: int, names: list[str]):
 SELECTED_OUTPUTS = [name for step in steps.OUTPUTS for name in steps.affected(step, "selected")]
 
 
-def select_patch(key, step, selected, indices, layer, head, fusion, discard, ln_layer, ln_which, evt: gr.SelectData):
+def select_patch(key, source, step, selected, indices, layer, head, fusion, discard, ln_layer, ln_which, evt: gr.SelectData):
     """A click on the picker: evt.index is [x, y] in the picker image's pixels."""
-    entry = _entry(key)
+    entry = _entry(key, source)
     if entry is None:
         return [gr.skip()] * (3 + len(SELECTED_OUTPUTS))
     x, y = evt.index[0], evt.index[1]
@@ -146,8 +156,8 @@ def select_patch(key, step, selected, indices, layer, head, fusion, discard, ln_
     return _selected(entry, steps.patch_at(entry.config, x, y), step, option_values)
 
 
-def select_class_token(key, step, *option_values):
-    entry = _entry(key)
+def select_class_token(key, source, step, *option_values):
+    entry = _entry(key, source)
     if entry is None:
         return [gr.skip()] * (3 + len(SELECTED_OUTPUTS))
     return _selected(entry, None, step, option_values)
@@ -161,8 +171,8 @@ def _selected(entry, selected, step, option_values):
             + [drawn[name] if name in visible else gr.skip() for name in SELECTED_OUTPUTS])
 
 
-def new_random_indices(key, *option_values):
-    entry = _entry(key)
+def new_random_indices(key, source, *option_values):
+    entry = _entry(key, source)
     D = entry.config.hidden_dim if entry is not None else 768
     options = _options(*option_values).replace(indices=steps.random_indices(D))
     names = steps.affected(1, "indices")
@@ -188,11 +198,12 @@ def stats() -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # Layout
 
-HEADER_OUTPUTS = ["key", "selected", "model_in_use", "model", "card", "status", "runs", "picker", "selection",
+HEADER_OUTPUTS = ["key", "source", "selected", "model_in_use", "model", "card", "status", "runs", "picker", "selection",
                   "layer", "head", "ln_layer"]
 
 with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
     key = gr.State(None)  # (image sha256, model label, device): the trace itself stays in explorer.session
+    source = gr.State(None)  # (upload path, model label): to trace again if the cache has dropped this trace
     selected = gr.State(None)  # the selected patch index, None for the class token
     step = gr.State(0)  # the visible step
     model_in_use = gr.State(DEFAULT_MODEL)
@@ -289,7 +300,7 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
         api_button = gr.Button("predict")
 
     # -- wiring ------------------------------------------------------------------------------------------------
-    components = {"key": key, "selected": selected, "model_in_use": model_in_use, "model": model, "card": card,
+    components = {"key": key, "source": source, "selected": selected, "model_in_use": model_in_use, "model": model, "card": card,
                   "status": status, "runs": runs, "picker": picker, "selection": selection, "layer": layer,
                   "head": head, "ln_layer": ln_layer}
     option_inputs = [selected, indices, layer, head, fusion, discard, ln_layer, ln_which]
@@ -301,21 +312,21 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
     gr.on([image.upload, model.select], analyse, api_name="analyse", **analyse_wiring)
     examples.load_input_event.then(analyse, api_visibility="private", **analyse_wiring)
     for number, tab in enumerate([tab_0, tab_1, tab_2, tab_3, tab_4]):
-        tab.select(show_step(number), inputs=[key] + option_inputs, outputs=[step] + [out[n] for n in steps.OUTPUTS[number]],
+        tab.select(show_step(number), inputs=[key, source] + option_inputs, outputs=[step] + [out[n] for n in steps.OUTPUTS[number]],
                    api_name=f"step_{number}", api_visibility="undocumented")
     selected_outputs = [selected, picker, selection] + [out[n] for n in SELECTED_OUTPUTS]
-    picker.select(select_patch, inputs=[key, step] + option_inputs, outputs=selected_outputs,
+    picker.select(select_patch, inputs=[key, source, step] + option_inputs, outputs=selected_outputs,
                   api_visibility="private", show_progress="hidden")
-    class_token_button.click(select_class_token, inputs=[key, step] + option_inputs, outputs=selected_outputs,
+    class_token_button.click(select_class_token, inputs=[key, source, step] + option_inputs, outputs=selected_outputs,
                              api_name="class_token", api_visibility="undocumented", show_progress="hidden")
     controls = [(1, "indices", [indices.submit, indices.blur]), (2, "layer", [layer.input]), (2, "head", [head.select]),
                 (2, "fusion", [fusion.input]), (2, "discard", [discard.input]), (3, "ln_layer", [ln_layer.input]),
                 (3, "ln_which", [ln_which.input])]
     for number, option, triggers in controls:
         names = steps.affected(number, option)
-        gr.on(triggers, redraw(number, names), inputs=[key] + option_inputs, outputs=[out[n] for n in names],
+        gr.on(triggers, redraw(number, names), inputs=[key, source] + option_inputs, outputs=[out[n] for n in names],
               api_name=f"set_{option}", api_visibility="undocumented", trigger_mode="always_last", show_progress="hidden")
-    random_button.click(new_random_indices, inputs=[key] + option_inputs,
+    random_button.click(new_random_indices, inputs=[key, source] + option_inputs,
                         outputs=[indices] + [out[n] for n in steps.affected(1, "indices")],
                         api_name="random_indices", api_visibility="undocumented", show_progress="hidden")
     api_button.click(predict, inputs=[api_image, api_model, api_k], outputs=[api_result], api_name="predict")

@@ -53,6 +53,12 @@ JFT_NOTE = ("torchvision's weights are its own ImageNet-1k trainings and SWAG we
             "not the paper's JFT-300M / ImageNet-21k checkpoints.")
 
 
+# Trace-cache size: at least the app's queue (max_size 32) plus the requests running (2), so that every waiting user's
+# trace survives until their next control change; the byte bound (512 MiB) is what limits big models (a ViT-B/16
+# trace is ~100 MB, so about five of them), and an evicted trace is traced again from the upload.
+DEFAULT_TRACE_ENTRIES = 40
+DEFAULT_TRACE_MB = 512
+
 # Seeded construction (random_bundle, ViT(config) after manual_seed) uses torch's global RNG: one at a time, so that
 # "seed 0" gives the same weights whichever other model is being built in another thread.
 _SEEDED = threading.Lock()
@@ -345,10 +351,11 @@ class Entry:
         return list(self.trace.class_names or [])
 
     def nbytes(self) -> int:
-        """The trace, E, and the arrays among the derived views (figures are not counted)."""
+        """The trace, E, the display images and the arrays among the derived views (figures are not counted)."""
         with self.lock:
             extra = sum(_array_bytes(v) for v in self.memo.values())
-        return self.trace.nbytes() + self.projection_weight.numel() * 4 + extra
+        pictures = sum(p.width * p.height * len(p.getbands()) for p in (self.original, self.seen))
+        return self.trace.nbytes() + self.projection_weight.numel() * 4 + pictures + extra
 
     def cached(self, name, compute: Callable[[], object], per_model: bool = False):
         """memo[name], computing it once (derived views such as the rollout for given options). With `per_model`,
@@ -499,8 +506,8 @@ class Session:
                  max_entries: int | None = None, max_bytes: int | None = None, max_models: int | None = None):
         self.registry = ModelRegistry(checkpoint_dir, device, max_models)
         self.device = self.registry.device
-        max_entries = max_entries or int(os.environ.get("EXPLORER_TRACE_CACHE_ENTRIES", "6"))
-        max_bytes = max_bytes or int(os.environ.get("EXPLORER_TRACE_CACHE_MB", "512")) * 2**20
+        max_entries = max_entries or int(os.environ.get("EXPLORER_TRACE_CACHE_ENTRIES", str(DEFAULT_TRACE_ENTRIES)))
+        max_bytes = max_bytes or int(os.environ.get("EXPLORER_TRACE_CACHE_MB", str(DEFAULT_TRACE_MB))) * 2**20
         self.cache = TraceCache(max_entries, max_bytes)
         self._lock = threading.Lock()
         self.runs = 0  # forward passes of a model in the menu (one per traced (image, model, device))

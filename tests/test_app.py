@@ -211,7 +211,7 @@ def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(serv
     class Click:  # what gr.SelectData carries: [x, y] in the picker image's pixels
         index = [2.5 * 64, 4.5 * 64]  # ViT-Fashion/4's picker: 28 px x 16 = 448 px, 64 px per 4-pixel patch
 
-    outputs = app.select_patch(key, 2, None, "0", 3, "mean", "mean", 0.0, 1, LN, evt=Click)
+    outputs = app.select_patch(key, None, 2, None, "0", 3, "mean", "mean", 0.0, 1, LN, evt=Click)
     selected, picker, selection = outputs[:3]
     assert selected == 4 * 7 + 2 and "patch 30" in selection and picker.shape == (448, 448, 3)
     drawn = dict(zip(app.SELECTED_OUTPUTS, outputs[3:]))
@@ -220,3 +220,36 @@ def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(serv
         assert (value != skip) == name.startswith("eq2."), name
     assert "query patch 30" in drawn["eq2.text"]
     assert app.SESSION.runs == runs
+
+
+def test_a_dropped_trace_is_traced_again_from_the_upload_without_a_warning(served, tmp_path, recwarn):
+    """Many users at once can push a trace out of the cache: a control change then traces the upload again (one
+    model run) and draws the same figures, instead of a skipped redraw and 'upload it again'."""
+    app = served[0]
+    upload = tmp_path / "sneaker.png"
+    upload.write_bytes((ASSETS / "fashion_0009_sneaker.png").read_bytes())
+    header = dict(zip(app.HEADER_OUTPUTS, app.analyse(str(upload), LABEL, 2, LABEL, None, "0", 3, "mean", "mean",
+                                                      0.0, 1, LN)))
+    key, source = header["key"], header["source"]
+    assert source == (str(upload), LABEL)
+    names = app.steps.affected(2, "layer")
+    options = (None, "0", 3, "mean", "mean", 0.0, 1, LN)
+    cached = app.redraw(2, names)(key, source, *options)
+    app.SESSION.cache.clear()
+    runs = app.SESSION.runs
+    again = app.redraw(2, names)(key, source, *options)
+    assert app.SESSION.runs == runs + 1 and key in app.SESSION.cache
+    assert again[0] == cached[0] and "layer ℓ = 3" in again[0]
+    assert again[1].to_json() == cached[1].to_json()  # the same attention, drawn from the new trace
+    for handler, args in ((app.show_step(4), (key, source) + options), (app.select_class_token, (key, source, 2) + options),
+                          (app.new_random_indices, (key, source) + options)):
+        app.SESSION.cache.clear()
+        values = handler(*args)
+        assert not any(isinstance(value, dict) and value == {"__type__": "update"} for value in values[1:3]), handler
+    assert not [w for w in recwarn if "upload it again" in str(w.message)]
+    # Without the upload (its file deleted by Gradio's clean-up) the user is told, once, and nothing is drawn.
+    app.SESSION.cache.clear()
+    upload.unlink()
+    with pytest.warns(UserWarning, match="upload it again"):
+        values = app.redraw(2, names)(key, source, *options)
+    assert all(isinstance(value, dict) and value == {"__type__": "update"} for value in values)
