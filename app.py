@@ -3,7 +3,8 @@
 Layout and event wiring only: the models and the trace cache live in explorer.session, every text and figure
 in explorer.steps. The model runs once per (image, model, device); every control redraws from the cached trace.
 
-    python app.py [--host 127.0.0.1] [--port 7860]        (env EXPLORER_HOST, EXPLORER_PORT)
+    python app.py [--host 127.0.0.1] [--port 7860]   (env EXPLORER_HOST / GRADIO_SERVER_NAME, EXPLORER_PORT /
+                                                      GRADIO_SERVER_PORT; a Hugging Face Space binds 0.0.0.0:7860)
 """
 from __future__ import annotations
 
@@ -338,11 +339,24 @@ LAUNCH = dict(share=False, max_file_size="20mb", allowed_paths=[str(ASSETS)], ss
 QUEUE = dict(default_concurrency_limit=2, max_size=32)
 
 
+def default_address(env=None) -> tuple[str, int]:
+    """(host, port) to bind when none is given on the command line. Host: EXPLORER_HOST, else GRADIO_SERVER_NAME, else
+    0.0.0.0 on a Hugging Face Space (SPACE_ID set: it runs `python app.py` and expects 0.0.0.0:7860), else 127.0.0.1.
+    Port: EXPLORER_PORT, else GRADIO_SERVER_PORT, else 7860."""
+    env = os.environ if env is None else env
+    host = (env.get("EXPLORER_HOST", "").strip() or env.get("GRADIO_SERVER_NAME", "").strip()
+            or ("0.0.0.0" if env.get("SPACE_ID", "").strip() else "127.0.0.1"))
+    port = env.get("EXPLORER_PORT", "").strip() or env.get("GRADIO_SERVER_PORT", "").strip() or "7860"
+    return host, int(port)
+
+
 def main(argv=None) -> None:
+    host, port = default_address()
     parser = argparse.ArgumentParser(description="ViT Explorer (Gradio app).")
-    parser.add_argument("--host", default=os.environ.get("EXPLORER_HOST", "127.0.0.1"),
-                        help="address to bind (default 127.0.0.1; 0.0.0.0 to serve the network)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("EXPLORER_PORT", "7860")))
+    parser.add_argument("--host", default=host, help=f"address to bind (default here: {host}; env EXPLORER_HOST, "
+                        "GRADIO_SERVER_NAME; 0.0.0.0 on a Hugging Face Space, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=port,
+                        help=f"port (default here: {port}; env EXPLORER_PORT, GRADIO_SERVER_PORT, else 7860)")
     args = parser.parse_args(argv)
     SESSION.warm_up(DEFAULT_MODEL)  # the page is up at once; the model loads meanwhile
     demo.queue(**QUEUE)

@@ -253,3 +253,16 @@ def test_a_dropped_trace_is_traced_again_from_the_upload_without_a_warning(serve
     with pytest.warns(UserWarning, match="upload it again"):
         values = app.redraw(2, names)(key, source, *options)
     assert all(isinstance(value, dict) and value == {"__type__": "update"} for value in values)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, ("127.0.0.1", 7860)),
+    ({"SPACE_ID": "someone/vit-explorer"}, ("0.0.0.0", 7860)),  # a Space runs `python app.py` and expects 0.0.0.0:7860
+    ({"SPACE_ID": "someone/vit-explorer", "GRADIO_SERVER_NAME": "127.0.0.1"}, ("127.0.0.1", 7860)),
+    ({"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "8080"}, ("0.0.0.0", 8080)),
+    ({"EXPLORER_HOST": "127.0.0.2", "GRADIO_SERVER_NAME": "0.0.0.0", "SPACE_ID": "x/y"}, ("127.0.0.2", 7860)),
+    ({"EXPLORER_PORT": "9000", "GRADIO_SERVER_PORT": "8080"}, ("127.0.0.1", 9000)),
+    ({"SPACE_ID": "", "EXPLORER_HOST": " "}, ("127.0.0.1", 7860)),  # empty values count as unset
+])
+def test_default_address_binds_all_interfaces_on_a_space_only(served, env, expected):
+    assert served[0].default_address(env) == expected
