@@ -902,11 +902,25 @@ def layernorm_effect(before, after, token: int) -> go.Figure:
 # Eq. 4: the prediction
 
 
-def top_k(probabilities, class_names: Sequence[str], k: int = 5) -> go.Figure:
-    """Eq. 4's head: the k most probable classes, top first."""
+def ranking(probabilities, k: int) -> np.ndarray:
+    """Indices of the k most probable classes, most probable first; ties keep class order (a random-init head gives
+    every class the same probability), so the chart and the table list the same classes in the same order."""
     probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1)  # (K,)
     k = max(1, min(int(k), probabilities.size))
-    top = np.argsort(-probabilities, kind="stable")[:k]  # (k,) descending
+    return np.argsort(-probabilities, kind="stable")[:k]  # (k,)
+
+
+def equally_likely(probabilities) -> bool:
+    """All K classes have the same probability 1/K (up to float32 rounding): the head says nothing."""
+    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)  # (K,)
+    return probabilities.size > 1 and float(np.ptp(probabilities)) <= 1e-6 / probabilities.size
+
+
+def top_k(probabilities, class_names: Sequence[str], k: int = 5) -> go.Figure:
+    """Eq. 4's head: the k most probable classes, top first (ties in class order)."""
+    probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1)  # (K,)
+    top = ranking(probabilities, k)  # (k,) descending
+    k = top.size
     p = probabilities[top]
     names = [str(class_names[i]) for i in top]
     traces = [go.Bar(
@@ -914,7 +928,8 @@ def top_k(probabilities, class_names: Sequence[str], k: int = 5) -> go.Figure:
         customdata=np.asarray(names, dtype=object), marker_color="#4c78a8", cliponaxis=False,
         hovertemplate="%{customdata}: %{x:.2%}<extra></extra>",
     )]
-    return _figure(traces, f"Top-{k} prediction", int(np.clip(70 + 36 * k, 160, 600)),
+    title = f"Top-{k} prediction" + (": all classes equally likely" if equally_likely(probabilities) else "")
+    return _figure(traces, title, int(np.clip(70 + 36 * k, 160, 600)),
                    margin=dict(l=10, r=20, t=40, b=30),
                    xaxis=dict(range=[0, 1.12], tickformat=".0%", showgrid=True),
                    yaxis=dict(tickvals=list(range(k)), ticktext=names, autorange=False, range=[k - 0.5, -0.5],

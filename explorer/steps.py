@@ -422,9 +422,18 @@ def _stream(entry) -> tuple[np.ndarray, np.ndarray]:
 # Step 4: Eq. 4
 
 def _top_table(entry, k: int = 5) -> str:
-    rows = "\n".join(f"| {i} | {name} | {p:.2%} |" for i, (name, p) in enumerate(entry.trace.top_k(k), start=1))
-    warning = "\n\n⚠️ Random init — these predictions are meaningless; the shapes are real." if not entry.trained else ""
-    return f"| rank | class | probability |\n|---|---|---|\n{rows}{warning}"
+    """The chart's classes in the chart's order (render.ranking: ties in class order)."""
+    probabilities = entry.trace.probabilities.numpy()  # (K,)
+    names = entry.class_names or [str(i) for i in range(probabilities.size)]
+    rows = "\n".join(f"| {rank} | {names[i]} | {probabilities[i]:.2%} |"
+                     for rank, i in enumerate(render.ranking(probabilities, k).tolist(), start=1))
+    notes = []
+    if render.equally_likely(probabilities):
+        notes.append(f"All {probabilities.size} classes are equally likely (1/{probabilities.size} each): the head "
+                     f"does not prefer any class, so the ranking above is just class order.")
+    if not entry.trained:
+        notes.append("⚠️ Random init — these predictions are meaningless; the shapes are real.")
+    return f"| rank | class | probability |\n|---|---|---|\n{rows}" + "".join(f"\n\n{n}" for n in notes)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -538,6 +538,18 @@ def test_top_k_bars_are_the_k_largest_in_descending_order(size):
     assert fig.layout.xaxis.range[0] == 0
 
 
+def test_top_k_orders_ties_by_class_and_says_when_all_are_equal():
+    names = [f"class {i}" for i in range(7)]
+    equal = np.full(7, 1 / 7, dtype=np.float32)
+    fig = render.top_k(equal, names, k=5)
+    assert list(fig.layout.yaxis.ticktext) == names[:5] and "all classes equally likely" in fig.layout.title.text
+    assert render.ranking(equal, 5).tolist() == [0, 1, 2, 3, 4] and render.equally_likely(equal)
+    some_ties = np.array([0.1, 0.3, 0.1, 0.3, 0.2], dtype=np.float32)
+    assert render.ranking(some_ties, 5).tolist() == [1, 3, 4, 0, 2]
+    fig = render.top_k(some_ties, names[:5], k=5)
+    assert "equally" not in fig.layout.title.text and not render.equally_likely(some_ties)
+
+
 def test_top_k_keeps_duplicate_class_names_and_small_k():
     probabilities = np.array([0.1, 0.5, 0.4], dtype=np.float32)
     fig = render.top_k(probabilities, ["crane", "crane", "maillot"], k=10)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from explorer import CONFIGS, ViT, analysis, steps
+from explorer import CONFIGS, ViT, analysis, render, steps
 from explorer.data import FASHION_MNIST_CLASSES
 from explorer.images import Preprocessing
 from explorer.session import RANDOM_INIT, RANDOM_WARNING, ModelSpec, Session
@@ -231,6 +231,25 @@ def test_top_table_is_the_traces_top_5(entry):
     table = steps._draw(entry, "eq4.table", steps.Options())
     names = re.findall(r"^\| \d \| (.+?) \|", table, flags=re.M)
     assert names == [name for name, _ in entry.trace.top_k(5)]
+    chart = steps._draw(entry, "eq4.top_k", steps.Options())
+    assert names == list(chart.layout.yaxis.ticktext) and "equally likely" not in table + chart.layout.title.text
+
+
+def test_a_head_with_all_classes_equal_lists_the_same_ties_in_chart_and_table():
+    """A random-init head can give every class exactly 1/K: the chart and the table must show the same classes in
+    the same (class) order, and say that all are equally likely."""
+    from types import SimpleNamespace
+
+    names = [f"class {i}" for i in range(10)]
+    tied = SimpleNamespace(trace=SimpleNamespace(probabilities=torch.full((10,), 0.1)), class_names=names,
+                           trained=False)
+    table = steps._top_table(tied)
+    rows = re.findall(r"^\| \d \| (.+?) \| (.+?) \|", table, flags=re.M)
+    chart = render.top_k(tied.trace.probabilities.numpy(), names, k=5)
+    assert [name for name, _ in rows] == list(chart.layout.yaxis.ticktext) == names[:5]
+    assert all(p == "10.00%" for _, p in rows)
+    assert "All 10 classes are equally likely" in table and "equally likely" in chart.layout.title.text
+    assert "Random init" in table
 
 
 def test_normalisation_text_gives_the_real_value_range(entry):
