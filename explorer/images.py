@@ -42,17 +42,18 @@ def open_image(source) -> OpenedImage:
     if isinstance(source, np.ndarray):
         source = _from_array(source)
     if isinstance(source, Image.Image):
-        image = source
+        image, subject = source, "The image"
     else:
         image = _open_file(source)
+        subject = f"The file {Path(source).name}" if isinstance(source, (str, os.PathLike)) else "The uploaded file"
     try:
-        return _upright_rgb(image, notes)
+        return _upright_rgb(image, notes, subject)
     finally:
         if image is not source:
             image.close()  # release the file (kept open by PIL for animations); the result is a separate image
 
 
-def _upright_rgb(image: Image.Image, notes: list[str]) -> OpenedImage:
+def _upright_rgb(image: Image.Image, notes: list[str], subject: str = "The image") -> OpenedImage:
     original_size, original_mode = image.size, image.mode
     width, height = image.size
     if width * height > MAX_PIXELS:
@@ -75,7 +76,7 @@ def _upright_rgb(image: Image.Image, notes: list[str]) -> OpenedImage:
     except ImageError:
         raise
     except Exception as error:  # decoding a user's file: PIL raises OSError, SyntaxError, struct.error, ...
-        raise ImageError(f"The image file is damaged or incomplete ({_reason(error)}); upload a complete file.") from None
+        raise ImageError(f"{subject} is damaged or incomplete ({_reason(error)}); upload a complete file.") from None
     if orientation not in (None, 1):
         notes.append("The photo's EXIF orientation was applied, so it is shown upright.")
     image = rgb

@@ -268,7 +268,9 @@ def test_truncated_file(tmp_path, format):
     Image.fromarray(noise).save(buffer, format)
     path = tmp_path / f"cut.{format.lower()}"
     path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-    expect_image_error(path, "damaged or incomplete", "upload a complete file")
+    message = expect_image_error(path, f"cut.{format.lower()}", "damaged or incomplete", "upload a complete file")
+    assert message.startswith(f"The file cut.{format.lower()} is damaged"), message  # named like the other messages
+    expect_image_error(path.read_bytes(), "the uploaded file is damaged or incomplete")
 
 
 def test_svg_file(tmp_path):

@@ -93,6 +93,9 @@ def test_default_model_follows_cache_and_space(session, monkeypatch, tmp_path):
     registry = session.registry
     assert registry.default_label() == FASHION  # offline, nothing cached: the shipped model
     assert "EXPLORER_OFFLINE" in registry.availability_note()
+    # The note is about the weights only: it is shown whichever model is in use, so it names none as the one used.
+    note = registry.availability_note()
+    assert " is used" not in note and "in use" not in note and "Fashion-MNIST" not in note
     monkeypatch.setenv("SPACE_ID", "someone/vit-explorer")
     assert registry.default_label() == FASHION  # a Space that is offline still can't download
     monkeypatch.delenv("EXPLORER_OFFLINE")
