@@ -30,6 +30,7 @@ THREADS = configure_threads()
 SESSION = Session(os.environ.get("EXPLORER_CHECKPOINTS") or ROOT / "checkpoints")
 DEFAULT_MODEL = SESSION.registry.default_label()
 AVAILABILITY = SESSION.registry.availability_note()
+MAX_UPLOAD_MB = 20  # launch(max_file_size=...): Gradio answers 413 above it; the upload box says so
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 EXAMPLES = sorted(p for p in ASSETS.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 # Photos first, then the Fashion-MNIST images that suit the shipped model.
@@ -90,9 +91,11 @@ def analyse(image, model, step, model_in_use, *option_values, progress=gr.Progre
         if image is None:
             SESSION.registry.get(spec.label, progress)  # load now, so a missing weight file is told at once
             card = steps.model_card(spec=spec, availability=AVAILABILITY)
+            # No image (none yet, removed, or refused before it reached us): no views of an earlier image stay
+            # under a card that asks for one.
             header = {"key": None, "source": None, "selected": None, "model_in_use": spec.label, "model": spec.label,
-                      "card": card, "status": status, "runs": _runs_text()}
-            return [header.get(name, gr.skip()) for name in HEADER_OUTPUTS] + [gr.skip()] * len(steps.ALL_OUTPUTS)
+                      "card": card, "status": status, "runs": _runs_text(), "picker": None, "selection": NO_SELECTION}
+            return [header.get(name, gr.skip()) for name in HEADER_OUTPUTS] + [None] * len(steps.ALL_OUTPUTS)
         key = SESSION.analyse(image, spec.label, progress)
     except (ImageError, WeightsUnavailable, ValueError) as error:
         message = str(error)
@@ -199,6 +202,7 @@ def stats() -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # Layout
 
+NO_SELECTION = "Query: **the class token** (token 0)."
 HEADER_OUTPUTS = ["key", "source", "selected", "model_in_use", "model", "card", "status", "runs", "picker", "selection",
                   "layer", "head", "ln_layer"]
 
@@ -214,7 +218,7 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
                 "per image; every control below redraws from that one run.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            image = ImageUpload(label="Image: drop, paste or click to upload", type="filepath", image_mode=None,
+            image = ImageUpload(label=f"Image (up to {MAX_UPLOAD_MB} MB): drop, paste or click to upload", type="filepath", image_mode=None,
                                 sources=["upload", "clipboard"], elem_id="upload", height=280)
             examples = gr.Examples(examples=[[str(p)] for p in EXAMPLES], inputs=[image], label="Examples (photos: public "
                         "domain / CC0; Fashion-MNIST: MIT — see assets/README.md)", examples_per_page=12)
@@ -223,7 +227,7 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
             status = gr.Markdown("", elem_id="status")
             picker = gr.Image(label="What the model sees, with its patch grid: click a patch", interactive=False,
                               format="png", elem_id="picker", height=360, buttons=[])
-            selection = gr.Markdown("Query: **the class token** (token 0).", elem_id="selection")
+            selection = gr.Markdown(NO_SELECTION, elem_id="selection")
             class_token_button = gr.Button("Query the class token", size="sm")
             runs = gr.Markdown(_runs_text, elem_id="model-runs")  # a callable: fresh on every page load
         with gr.Column(scale=3):
@@ -335,7 +339,7 @@ with gr.Blocks(title="ViT Explorer", delete_cache=(1800, 3600)) as demo:
 
 
 # Launch settings, shared with the tests: never a share link, uploads up to 20 MB, only assets/ served from disk.
-LAUNCH = dict(share=False, max_file_size="20mb", allowed_paths=[str(ASSETS)], ssr_mode=False, footer_links=["api"])
+LAUNCH = dict(share=False, max_file_size=f"{MAX_UPLOAD_MB}mb", allowed_paths=[str(ASSETS)], ssr_mode=False, footer_links=["api"])
 QUEUE = dict(default_concurrency_limit=2, max_size=32)
 
 

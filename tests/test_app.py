@@ -266,3 +266,22 @@ def test_a_dropped_trace_is_traced_again_from_the_upload_without_a_warning(serve
 ])
 def test_default_address_binds_all_interfaces_on_a_space_only(served, env, expected):
     assert served[0].default_address(env) == expected
+
+
+def test_without_an_image_the_card_asks_for_one_and_no_earlier_views_stay(served):
+    """A model chosen while the upload box is empty (nothing yet, removed, or an upload refused with 413): the card
+    asks for an image, so the picker and every step's views of an earlier image are cleared, not left on screen."""
+    app = served[0]
+    outputs = app.analyse(None, LABEL, 2, LABEL, None, "0", 3, "mean", "mean", 0.0, 1, LN)
+    header = dict(zip(app.HEADER_OUTPUTS, outputs))
+    assert "upload an image" in header["card"]
+    assert header["key"] is None and header["source"] is None and header["picker"] is None
+    assert outputs[len(app.HEADER_OUTPUTS):] == [None] * len(app.steps.ALL_OUTPUTS)
+
+
+def test_the_upload_box_states_the_size_limit_the_server_enforces(served):
+    app = served[0]
+    config = app.demo.get_config_file()
+    upload = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "upload")
+    assert f"up to {app.MAX_UPLOAD_MB} MB" in upload["props"]["label"]
+    assert app.LAUNCH["max_file_size"] == f"{app.MAX_UPLOAD_MB}mb" and app.MAX_UPLOAD_MB == 20
