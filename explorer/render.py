@@ -39,6 +39,7 @@ SIMILARITY_COLOURS = "RdBu_r"  # symmetric around 0: -1 blue, 0 white, +1 red
 
 _TEMPLATE = pio.templates["plotly_white"]  # validated once, here
 _MARGIN = dict(l=40, r=20, t=48, b=30)
+_MARGIN_TWO_LINES = dict(l=40, r=20, t=72, b=30)  # a title wrapped with <br>
 _TRANSPARENT = [[0.0, "rgba(0,0,0,0)"], [1.0, "rgba(0,0,0,0)"]]  # hover-only heat maps
 _OUTLINE = "#00e5ff"  # selected / query patch
 _LABEL_FONT = dict(size=11, color="#222")
@@ -292,8 +293,9 @@ def patch_grid(image, patch_size: int, selected: int | None = None, show_numbers
         r, c = divmod(int(selected), gw)
         shapes.append(dict(type="rect", x0=c * P, x1=(c + 1) * P, y0=r * P, y1=(r + 1) * P,
                            line=dict(color=_OUTLINE, width=3)))
-    title = f"{H}×{W} image cut into N = {gh}·{gw} = {N} patches x<sub>p</sub><sup>i</sup> of {P}×{P} pixels (Eq. 1)"
-    return _figure(traces, title, 480, shapes=shapes, showlegend=False,
+    # Two short lines: a one-line title was cut off at the half-page width this plot gets.
+    title = f"N = {gh}·{gw} = {N} patches x<sub>p</sub><sup>i</sup> (Eq. 1)<br>{P}×{P} px each, from the {H}×{W} image"
+    return _figure(traces, title, 480, shapes=shapes, showlegend=False, margin=_MARGIN_TWO_LINES,
                    meta=dict(kind="patch_grid", patch_size=P, grid=[gh, gw]),
                    **_image_axes((0, W), (0, H), visible=True))
 
@@ -344,9 +346,9 @@ def patch_sequence(patches, selected: int | None = None, per_row: int | None = N
         shapes.append(dict(type="rect", x0=left - 0.5, x1=left + P - 0.5, y0=top - 0.5, y1=top + P - 0.5,
                            line=dict(color=_OUTLINE, width=3)))
     height = int(np.clip(90 + rows * 560 / max(per_row, 1), 200, 620))
-    title = (f"The patch sequence [x<sub>class</sub>; x<sub>p</sub><sup>1</sup>; …; x<sub>p</sub><sup>{N}</sup>]: "
-             f"T = N + 1 = {T} tokens (Eq. 1)")
-    return _figure(traces, title, height, shapes=shapes, meta=dict(kind="patch_sequence", per_row=per_row, pitch=pitch),
+    title = (f"[x<sub>class</sub>; x<sub>p</sub><sup>1</sup>; …; x<sub>p</sub><sup>{N}</sup>] (Eq. 1)<br>"
+             f"T = N + 1 = {T} tokens")
+    return _figure(traces, title, height, shapes=shapes, margin=_MARGIN_TWO_LINES, meta=dict(kind="patch_sequence", per_row=per_row, pitch=pitch),
                    **_image_axes((-0.5, mosaic.shape[1] - 0.5), (-0.5, mosaic.shape[0] - 0.5)))
 
 
@@ -392,12 +394,14 @@ def feature_maps(maps, indices: Sequence[int], untrained=None) -> go.Figure:
     )]
     count = len(tiles)
     top, left = _tile_origins(count, per_row, (gh + gy, gw + gx))
+    # "d = k" above each map of the first group; the groups are named once, as row labels on the left ("trained",
+    # "untrained"). When a group wraps over several rows, a column holds several d: then every map is labelled.
     labels, keep = [], []
     for k in range(count):
         g, j = divmod(k, group_rows * per_row)
-        if j < n:
+        if j < n and (g == 0 or group_rows > 1):
             keep.append(k)
-            labels.append(f"d = {indices[j]}" + (" · untrained" if g == 1 and len(groups) == 2 else ""))
+            labels.append(f"d = {indices[j]}")
     keep = np.asarray(keep)
     traces.append(_labels_trace(left[keep] + (gw - 1) / 2, top[keep] - 0.5, labels))
     total_rows = len(groups) * group_rows

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import math
+import re
 import time
 
 import numpy as np
@@ -206,10 +207,35 @@ def test_feature_maps_tiles_hold_each_dimension_and_untrained_row(size):
         np.testing.assert_allclose(tile(z, meta, j), maps[d] / np.abs(maps[d]).max(), rtol=1e-6)
         assert (tile(custom[..., 2], meta, j) == d).all()
         np.testing.assert_array_equal(tile(custom[..., 1], meta, j), np.arange(gh * gw).reshape(gh, gw))
+    # "d = k" once per column (over the trained maps); "trained" / "untrained" once each, as row labels: no long
+    # "d = k · untrained" labels that overlap their neighbours.
     labels = traces(fig, "scatter")[0].text
-    assert len(labels) == 2 * len(indices) and labels[0] == "d = 0" and labels[1] == f"d = {D - 1}"
+    assert list(labels) == [f"d = {d}" for d in indices]
+    assert list(fig.layout.yaxis.ticktext) == ["trained", "untrained"] and fig.layout.yaxis.showticklabels
     assert (heat.zmin, heat.zmax) == (-1, 1)
     assert len(traces(render.feature_maps(maps, indices), "scatter")[0].text) == len(indices)
+    # More maps than fit in one row: each group wraps, a column holds several d, so every map is labelled.
+    many = [i % D for i in range(10)]
+    wrapped = render.feature_maps(maps, many, untrained=untrained)
+    assert list(traces(wrapped, "scatter")[0].text) == [f"d = {d}" for d in many] * 2
+
+
+def _title_lines(fig) -> list[str]:
+    """The title's lines as shown: split at <br>, tags dropped."""
+    return [re.sub(r"<[^>]+>", "", line) for line in fig.layout.title.text.split("<br>")]
+
+
+def test_long_titles_are_wrapped_to_fit_a_half_width_plot():
+    """patch_grid and patch_sequence sit side by side (about 450 px each): no title line longer than ~48
+    characters at 14 px, and the top margin leaves room for the second line."""
+    grid = render.patch_grid(rng().random((224, 224, 3), dtype=np.float32), 16)
+    sequence = render.patch_sequence(rng().random((196, 16, 16, 3), dtype=np.float32), grid=(14, 14))
+    for fig in (grid, sequence):
+        lines = _title_lines(fig)
+        assert len(lines) == 2 and max(len(line) for line in lines) <= 48, lines
+        assert fig.layout.margin.t >= 64
+    assert "N = 14·14 = 196" in _title_lines(grid)[0] and "16×16" in _title_lines(grid)[1]
+    assert "T = N + 1 = 197" in _title_lines(sequence)[1]
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -617,7 +643,10 @@ def b16_cases():
 def test_every_renderer_is_covered_by_the_speed_test():
     public = {name for name in dir(render) if not name.startswith("_") and callable(getattr(render, name))
               and getattr(getattr(render, name), "__module__", "") == render.__name__}
-    assert public == set(b16_cases())
+    # Renderers return a figure; the few other public functions (ranking, equally_likely) are plain helpers.
+    figures = {name for name in public if getattr(render, name).__annotations__.get("return") in ("go.Figure", go.Figure)}
+    assert public - figures == {"ranking", "equally_likely"}
+    assert figures == set(b16_cases())
 
 
 def test_b16_figures_build_fast_and_stay_small():
