@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import gc
 import importlib
@@ -412,21 +413,37 @@ class AppDriver:
         return list(self.events)
 
     def call(self, api_name: str, postprocess: bool = True, **kwargs):
-        """Run one event: handler(inputs from self.state) then Gradio's postprocessing; returns the handler's values.
-        With postprocess=False only the app's handler runs (to tell its time from Gradio's)."""
+        """Run one event as the server would: the handler on the inputs this browser session holds, then Gradio's
+        postprocessing and JSON. Outputs are kept as the browser keeps them (gr.State values, updated values), so
+        `key`, `source`, `selected` and `step` follow the app's own handlers. With postprocess=False only the
+        handler runs (to tell its time from Gradio's)."""
         event = self.events[api_name]
-        try:
-            inputs = [self.state[self.names[id(c)]] for c in event.inputs]
-        except KeyError as error:
-            raise RuntimeError(f"explorer.bench does not know the input {error} of the app's {api_name!r} event; "
-                               f"update AppDriver.state.") from None
+        inputs = [self._value(c) for c in event.inputs]
         predictions = event.fn(*inputs, **kwargs)
         if not postprocess:
             return predictions
         payload = self.loop.run_until_complete(self.app.demo.postprocess_data(event, predictions, self.session_state))
         # What goes over the wire: JSON of the postprocessed values (figures are already JSON strings).
         json.dumps([p.model_dump() if hasattr(p, "model_dump") else p for p in payload], default=str)
+        values = [predictions] if len(event.outputs) == 1 else list(predictions)
+        for component, value in zip(event.outputs, values):
+            name = self.names.get(id(component))
+            if name is None:
+                continue
+            if isinstance(value, dict) and value.get("__type__") == "update":
+                if "value" in value:
+                    self.state[name] = value["value"]
+            else:
+                self.state[name] = value
         return predictions
+
+    def _value(self, component):
+        """What this browser session sends for an input: what it holds, else the component's initial value."""
+        name = self.names.get(id(component))
+        if name in self.state:
+            return self.state[name]
+        value = getattr(component, "value", None)
+        return None if callable(value) else copy.deepcopy(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -535,14 +552,10 @@ def analysis_not_measured() -> list[str]:
 
 
 def default_state(driver: AppDriver, session_model: str, image) -> dict:
-    """The inputs of a fresh browser session that has chosen `session_model` and `image`."""
-    from . import steps
-
-    options = steps.Options()
+    """A fresh browser session that has chosen `session_model` and `image`; every other input keeps the value the
+    app gives its component (the page as it loads)."""
     label = driver.session.registry.resolve(session_model).label
-    return {"image": image, "model": label, "step": 0, "model_in_use": label, "key": None, "selected": None,
-            "indices": options.indices, "layer": options.layer, "head": options.head, "fusion": options.fusion,
-            "discard": options.discard, "ln_layer": options.ln_layer, "ln_which": options.ln_which}
+    return {"image": image, "model": label, "model_in_use": label, "step": 0}
 
 
 def bench_upload(record: Recorder, driver: AppDriver, subject: Subject, image: Path, row_id: str, label: str,
@@ -603,30 +616,28 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
     driver.state = default_state(driver, subject.session_model, str(image))
     session.cache.clear()
     driver.call("analyse")
-    key = session.cache.keys()[-1]
-    entry = session.entry(key)
+    entry = session.entry(session.cache.keys()[-1])
     config = entry.config
     after_upload = dict(entry.memo)  # what the upload left memoised (step 0 is on screen)
+    uploaded = dict(driver.state)  # the browser's state after the upload (key, source, ...)
 
-    def restore(snapshot):
-        def restore_memo():
+    def before(memo: dict, **state):
+        """Before each timed run: the memo and the browser state as they were (so every run is the same case)."""
+        def restore():
             with entry.lock:
                 entry.memo.clear()
-                entry.memo.update(snapshot)
-        return restore_memo
-
-    def reset(number: int) -> None:
-        driver.state = default_state(driver, subject.session_model, str(image))
-        driver.state.update(key=key, step=number)
+                entry.memo.update(memo)
+            driver.state.update(state)
+        return restore
 
     for number in sorted(steps.OUTPUTS):
-        reset(number)
+        driver.state = dict(uploaded)
         event = f"step_{number}"
         record.time(f"step.{number}", f"tab click: step '{steps.STEPS[number]}' drawn the first time",
-                    lambda: driver.call(event), before=restore(after_upload))
-        restore(after_upload)()
+                    lambda: driver.call(event), before=before(after_upload))
+        before(after_upload)()
         driver.call(event)
-        shown = dict(entry.memo)  # this step on screen with the default options
+        shown, on_step = dict(entry.memo), dict(driver.state)  # this step on screen with the default options
 
         for api_name in driver.event_names():  # every control whose outputs are on this step
             option = api_name[len("set_"):]
@@ -639,12 +650,12 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
                 driver.call(api_name)
 
             record.time(f"control.{api_name}", f"{option} changed -> redraw (step {number})", change,
-                        before=restore(shown))
-            reset(number)
+                        before=before(shown))
+            driver.state = dict(on_step)
         if "random_indices" in driver.events and steps.affected(number, "indices"):
             record.time("control.random_indices", f"'Random' feature maps -> redraw (step {number})",
-                        lambda: driver.call("random_indices"), before=restore(shown))
-            reset(number)
+                        lambda: driver.call("random_indices"), before=before(shown, **on_step))
+            driver.state = dict(on_step)
         if "select_patch" in driver.events and steps.affected(number, "selected"):
             counter = iter(range(10**9))
 
@@ -653,12 +664,12 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
                 driver.call("select_patch", evt=gr.SelectData(None, {"index": [x, y], "value": None}))
 
             record.time(f"control.select_patch.step{number}", f"patch clicked -> redraw (step {number})", click,
-                        before=restore(shown))
+                        before=before(shown, **on_step))
             if "class_token" in driver.events:  # back to the class token after a patch was clicked
-                driver.state["selected"] = _patch_click(config, 0)[2]
                 record.time(f"control.class_token.step{number}", f"class token chosen -> redraw (step {number})",
-                            lambda: driver.call("class_token"), before=restore(shown))
-            reset(number)
+                            lambda: driver.call("class_token"),
+                            before=before(shown, **dict(on_step, selected=_patch_click(config, 0)[2])))
+            driver.state = dict(on_step)
 
     # The outputs of each step on their own: steps' drawing plus Gradio's postprocessing for that component.
     for number in sorted(steps.OUTPUTS):
@@ -671,7 +682,7 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
                 json.dumps(payload.model_dump() if hasattr(payload, "model_dump") else payload, default=str)
 
             record.time(f"figure.{name}", f"step {number} output {name} (drawn + postprocessed)", draw,
-                        before=restore(after_upload))
+                        before=before(after_upload))
     return entry
 
 
@@ -950,8 +961,14 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
                 if photo is not None:
                     bench_upload(record, driver, subject, photo, "upload.first_step_12mp",
                                  "upload -> step 0 on screen (12-megapixel JPEG)")
-                entry = bench_steps(record, driver, subject, args.image)
-                bench_analysis(record, subject, entry)
+                try:
+                    entry = bench_steps(record, driver, subject, args.image)
+                except Exception as error:  # the app changed under the bench: say so in the table, go on
+                    record.rows.append(Row("steps", "steps and controls (stopped early)", subject.name, device, "ms",
+                                           error=f"{type(error).__name__}: {str(error)[:200]}"))
+                    entry = session.entry(session.cache.keys()[-1]) if len(session.cache) else None
+                if entry is not None:
+                    bench_analysis(record, subject, entry)
                 reference = next(r.median for r in record.rows if r.id == "forward.torchvision")
                 for row in record.rows:
                     if row.unit == "ms" and row.samples and row.id != "load.model":
