@@ -16,7 +16,9 @@ not depend on them) and for the shipped model (checkpoints/vit_fashion_mnist):
                  step's time is made of
     control      a control change (layer, head, clicked patch, class token, feature-map indices, rollout options,
                  LayerNorm layer): the app's handler for it, redrawn from the cached trace, with a value not seen
-                 before (derived views memoised for other values are kept, as in a real session)
+                 before (derived views memoised for other values are kept, as in a real session). Views of the
+                 weights alone (Fig. 7 left and centre) are memoised once per model, so they are measured warm here;
+                 their cold cost is in the analysis rows
     startup      `python app.py` (EXPLORER_OFFLINE=1, a free port on 127.0.0.1) -> first HTTP 200 on "/";
                  -> the default model loaded (the /stats API); the app process's peak RSS by then
     memory       peak RSS of a fresh process that imports the app, loads the model and caches one trace (ViT-B/16:
@@ -228,6 +230,8 @@ def machine_info() -> dict:
         "torch_interop_threads": torch.get_num_interop_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
+                       if k in os.environ},
     }
     for package in ("gradio", "plotly", "numpy", "PIL"):
         with contextlib.suppress(Exception):
@@ -927,6 +931,11 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     print(f"explorer.bench on {machine_line(machine)}")
     print(f"load average at start {machine['load_average']}; {args.repeats} repeats after {args.warmup} warm-up runs",
           flush=True)
+    if machine["load_average"] and machine["load_average"][0] > 0.5:
+        busy = (f"The machine was busy at the start (1-minute load average {machine['load_average'][0]}): other "
+                f"processes compete for the CPUs, so times are slower and noisier than on a quiet machine.")
+        report["notes"].append(busy)
+        print(busy, flush=True)
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="explorer-bench-") as folder:
