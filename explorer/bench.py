@@ -205,6 +205,22 @@ def memory_status(pid: int | str = "self") -> dict[str, float]:
     return out
 
 
+def cpu_busy(seconds: float = 2.0) -> float | None:
+    """The fraction of all CPUs busy over `seconds` (from /proc/stat; None elsewhere): is the machine quiet?"""
+    def sample():
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total_0, idle_0 = sample()
+        time.sleep(seconds)
+        total_1, idle_1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle_1 - idle_0) / max(1, total_1 - total_0)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size in MB: VmHWM, else getrusage (kB on Linux, bytes on macOS)."""
     status = memory_status()
@@ -931,11 +947,13 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     print(f"explorer.bench on {machine_line(machine)}")
     print(f"load average at start {machine['load_average']}; {args.repeats} repeats after {args.warmup} warm-up runs",
           flush=True)
-    if machine["load_average"] and machine["load_average"][0] > 0.5:
-        busy = (f"The machine was busy at the start (1-minute load average {machine['load_average'][0]}): other "
-                f"processes compete for the CPUs, so times are slower and noisier than on a quiet machine.")
-        report["notes"].append(busy)
-        print(busy, flush=True)
+    busy = cpu_busy()
+    machine["cpu_busy_before_start"] = busy
+    if busy is not None and busy > 0.15:
+        note = (f"Other processes kept {busy:.0%} of the CPUs busy just before the start: times are slower and "
+                f"noisier than on a quiet machine.")
+        report["notes"].append(note)
+        print(note, flush=True)
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="explorer-bench-") as folder:

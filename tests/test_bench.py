@@ -115,3 +115,20 @@ def test_torchvision_twin_computes_what_our_model_computes(tiny_model):
         gray.head.weight.normal_()
         x = torch.randn(1, 1, 32, 32)
         torch.testing.assert_close(bench.torchvision_twin(gray)(x), gray(x), atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_busy_is_a_fraction_and_sees_a_busy_cpu():
+    """A spinning thread in this process keeps at least a share of one CPU busy; the fraction is of all CPUs."""
+    import threading
+    import time
+
+    quiet = bench.cpu_busy(0.2)
+    if quiet is None:
+        pytest.skip("no /proc/stat here")
+    assert 0.0 <= quiet <= 1.0
+    stop = time.perf_counter() + 0.6
+    spinner = threading.Thread(target=lambda: [None for _ in iter(lambda: time.perf_counter() < stop, False)])
+    spinner.start()
+    busy = bench.cpu_busy(0.4)
+    spinner.join()
+    assert busy >= 0.5 / os.cpu_count()
