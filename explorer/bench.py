@@ -30,6 +30,7 @@ depend on the machine; the ratios are what to compare. torch's default thread co
 
     python -m explorer.bench                          # ViT-B/16 and the shipped model, CPU (and CUDA if present)
     python -m explorer.bench --markdown               # also a Markdown table for the README
+    python -m explorer.bench --from-json bench-results/bench.json --markdown   # print a past run's tables again
     python -m explorer.bench --checkpoint /tmp/x/vit_fashion_mnist --repeats 30 --json bench-results/run.json
     python -m explorer.bench --model ViT-Tiny-Test/8 --quick   # seconds: the smoke test's settings
 
@@ -865,12 +866,27 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def format_markdown(rows: list[Row]) -> str:
+SUMMARY_GROUPS = ("forward.", "load.", "upload.", "breakdown.", "step.", "control.", "startup.", "memory.")
+
+
+def format_markdown(rows: list[Row], machine: dict | None = None) -> str:
+    """The README's table: every row with a target and what explains them (figure and analysis rows are left to the
+    JSON file), then the machine in one line."""
+    rows = [r for r in rows if r.id.startswith(SUMMARY_GROUPS)]
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---:" if i in (3, 4, 6, 7) else "---"
                                                               for i in range(len(COLUMNS))) + "|"]
     for b in table_rows(rows):
+        b[2] = b[2].strip()  # Markdown drops leading spaces: the breakdown rows say "of which" instead
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in b) + " |")
+    if machine:
+        lines += ["", f"Measured on {machine_line(machine)}."]
     return "\n".join(lines)
+
+
+def rows_from_json(report: dict) -> list[Row]:
+    """The rows of a report written by --json (to print its tables again without measuring)."""
+    fields = {f.name for f in dataclasses.fields(Row)}
+    return [Row(**{k: v for k, v in row.items() if k in fields}) for row in report["rows"]]
 
 
 def machine_line(machine: dict) -> str:
@@ -901,7 +917,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="auto: CPU, and CUDA too when torch.cuda.is_available() (default)")
     p.add_argument("--skip-cold-start", action="store_true", help="skip the app start and the memory subprocess")
     p.add_argument("--json", type=Path, default=ROOT / "bench-results" / "bench.json", help="(default: %(default)s)")
-    p.add_argument("--markdown", action="store_true", help="also print the table as Markdown (for the README)")
+    p.add_argument("--markdown", action="store_true",
+                   help="also print the rows with targets (and what explains them) as a Markdown table, for the README")
+    p.add_argument("--from-json", type=Path, default=None, metavar="PATH",
+                   help="measure nothing: print the tables of a report written earlier by --json")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.models = args.model or list(DEFAULT_MODELS)
@@ -1016,16 +1035,17 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
             print(f"- cold start x{args.cold_starts} ...", flush=True)
             starts = [cold_start(checkpoint_dir, temp) for _ in range(args.cold_starts)]
             report["cold_starts"] = starts
-            rows.append(Row("startup.http_200", "cold start: python app.py -> HTTP 200", "app", "cpu", "s",
+            app_device = "cuda" if torch.cuda.is_available() else "cpu"  # the app's own choice (session.default_device)
+            rows.append(Row("startup.http_200", "cold start: python app.py -> HTTP 200", "app", app_device, "s",
                             [s["http_200_s"] for s in starts], note=f"checkpoints: {', '.join(models)}"))
             loaded = [s["model_loaded_s"] for s in starts if "model_loaded_s" in s]
             if loaded:
-                rows.append(Row("startup.model_loaded", "cold start -> default model loaded (/stats)", "app", "cpu",
+                rows.append(Row("startup.model_loaded", "cold start -> default model loaded (/stats)", "app", app_device,
                                 "s", loaded))
             peaks = [s["app_VmHWM_mb"] for s in starts if "app_VmHWM_mb" in s]
             if peaks:
                 rows.append(Row("memory.app_started", "app process peak RSS: default model loaded, no trace", "app",
-                                "cpu", "MB", peaks))
+                                app_device, "MB", peaks))
             for name in models:
                 for device in device_list:
                     print(f"- memory: {name} on {device} ...", flush=True)
@@ -1054,6 +1074,14 @@ def main(argv=None) -> int:
     if args.memory_child:
         print(json.dumps(memory_child(args.models[0], args.checkpoint, args.device, args.image)))
         return 0
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        rows = rows_from_json(report)
+        print(format_table(rows))
+        if args.markdown:
+            print()
+            print(format_markdown(rows, report["machine"]))
+        return 0
     report, rows = run(args)
     print()
     print(format_table(rows))
@@ -1070,7 +1098,7 @@ def main(argv=None) -> int:
         print(line)
     if args.markdown:
         print()
-        print(format_markdown(rows))
+        print(format_markdown(rows, report["machine"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nWrote {args.json} ({summary['seconds']} s).")

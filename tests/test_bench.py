@@ -132,3 +132,34 @@ def test_cpu_busy_is_a_fraction_and_sees_a_busy_cpu():
     busy = bench.cpu_busy(0.4)
     spinner.join()
     assert busy >= 0.5 / os.cpu_count()
+
+
+def test_cuda_is_skipped_cleanly_without_a_gpu(tmp_path):
+    """--device cuda on a machine without CUDA measures nothing, says so, and still exits 0 with a JSON report."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the CUDA rows are checked by the quick run")
+    out = tmp_path / "cuda.json"
+    env = dict(os.environ, EXPLORER_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "explorer.bench", "--model", "ViT-Tiny-Test/8", "--quick",
+                           "--device", "cuda", "--skip-cold-start", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["rows"] == []
+    assert any("CUDA is not available" in line for line in report["skipped"])
+    assert "CUDA is not available" in done.stdout
+
+
+def test_tables_print_again_from_a_report(tmp_path, capsys):
+    rows = [bench.judge(bench.Row("forward.torchvision", "tv", "m", "cpu", "ms", [2.0, 4.0], ratio=1.0)),
+            bench.judge(bench.Row("forward.traced", "traced", "m", "cpu", "ms", [3.0], ratio=1.5)),
+            bench.judge(bench.Row("figure.eq1.grid", "grid", "m", "cpu", "ms", [1.0], ratio=0.5))]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"rows": [r.to_dict() for r in rows], "machine": bench.machine_info()}))
+    again = bench.rows_from_json(json.loads(path.read_text()))
+    assert [(r.id, r.median, r.status) for r in again] == [("forward.torchvision", 3.0, ""),
+                                                           ("forward.traced", 3.0, "MISS"),
+                                                           ("figure.eq1.grid", 1.0, "")]
+    assert bench.main(["--from-json", str(path), "--markdown"]) == 0
+    markdown = capsys.readouterr().out.split("| model |", 1)[1]
+    assert "| MISS |" in markdown and "grid" not in markdown  # figure rows stay in the JSON
