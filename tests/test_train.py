@@ -153,7 +153,7 @@ def test_fashion_run_writes_weights_json_and_curves(fashion_run):
     recipe = provenance["recipe"]  # every recipe choice, with its default
     assert recipe["betas"] == [0.9, 0.999] and recipe["weight_decay"] == 0.05 and recipe["warmup_epochs"] == 1.0
     assert recipe["clip_norm"] == 1.0 and recipe["label_smoothing"] == 0.1
-    assert recipe["crop_padding"] == 2 and recipe["flip"] == 0.5 and recipe["seed"] == 0
+    assert recipe["crop_padding"] == 2 and recipe["flip"] == 0.0 and recipe["seed"] == 0  # no flips for Fashion-MNIST
     assert recipe["lr"] == 3e-3 and recipe["epochs"] == 2 and recipe["batch_size"] == 16
     assert [h["epoch"] for h in provenance["history"]] == [1, 2]
     assert provenance["test_accuracy"] == provenance["history"][-1]["test_accuracy"] == fashion_run["summary"]["test_accuracy"]
@@ -260,6 +260,7 @@ def test_image_folder_run_records_classes_and_preprocessing(folder_run):
     assert info["preprocessing"]["mean"] == pytest.approx(mean) and info["preprocessing"]["std"] == pytest.approx(std)
     assert info["preprocessing"]["mean"][0] > 0.3 and info["preprocessing"]["invert"] == "never"  # a third is red
     assert info["provenance"]["dataset"] == str(folder_run["root"])
+    assert info["provenance"]["recipe"]["flip"] == 0.5  # the default for an image folder (photos can be mirrored)
     assert info["provenance"]["train_images"] == 24 and info["provenance"]["test_images"] == 12
 
 
