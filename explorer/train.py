@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune", default=None, metavar="PRESET", choices=sorted(PRETRAINED),
                    help="instead: freeze this torchvision-pretrained ViT (e.g. ViT-B/16) and train a new head")
     p.add_argument("--weights", default="DEFAULT", help="torchvision weight variant for --finetune")
-    p.add_argument("--epochs", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=33)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -61,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clip-norm", type=float, default=1.0, help="gradient clipping at this global norm")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--crop-padding", type=int, default=2, help="random crop after zero-padding by this many pixels")
+    p.add_argument("--crop-padding", type=int, default=1, help="random crop after zero-padding by this many pixels")
     p.add_argument("--flip", type=float, default=None,
                    help="probability of a horizontal flip (default: 0 for Fashion-MNIST, whose shoes all point the same "
                         "way, so flips only add pictures its test set never shows; 0.5 for an image folder)")
