@@ -538,6 +538,7 @@ def filter_components(components, explained) -> go.Figure:
     if components.ndim == 3:
         components = components[..., None]
     n, P = components.shape[:2]
+    what = "RGB embedding filters" if components.shape[3] == 3 else "Embedding filters (grayscale)"  # the paper's are RGB
     if components.shape[3] == 1:
         components = np.repeat(components, 3, axis=3)  # (n, P, P, 1) -> (n, P, P, 3)
     per_row = min(n, 7)
@@ -561,7 +562,7 @@ def filter_components(components, explained) -> go.Figure:
     labels = [f"PC{k + 1} · {100 * explained[k]:.1f}%" for k in range(n)]
     traces.append(_labels_trace(left + (S - 1) / 2, top - 0.5, labels, font=dict(size=9, color="#222")))
     height = int(np.clip(70 + rows * 95, 180, 700))
-    return _figure(traces, f"RGB embedding filters: the first {n} principal components (Fig. 7 left)", height,
+    return _figure(traces, f"{what}: the first {n} principal components (Fig. 7 left)", height,
                    meta=dict(kind="filter_components", tile=[S, S], gap=[gy, gx], per_row=per_row, scale=scale),
                    **_image_axes((-0.5, mosaic.shape[1] - 0.5), (-gy - 0.5, mosaic.shape[0] - 0.5)))
 

@@ -344,6 +344,16 @@ def test_filter_components_mosaic_shows_each_component_and_its_variance(P):
     np.testing.assert_allclose(percent[:n], 100 * explained, rtol=1e-5)
     labels = traces(fig, "scatter")[0].text
     assert len(labels) == n and labels[0] == f"PC1 · {100 * explained[0]:.1f}%"
+    assert fig.layout.title.text.startswith("RGB embedding filters")  # the paper's Fig. 7 left, 3 channels
+
+
+def test_filter_components_of_a_grayscale_model_are_grey_and_not_called_rgb():
+    n, P = 16, 4
+    components = rng().random((n, P, P, 1), dtype=np.float32)  # ViT-Fashion/4: C = 1
+    fig = checked(render.filter_components(components, np.full(n, 0.05)))
+    assert fig.layout.title.text.startswith("Embedding filters (grayscale)")
+    picture = decode_image(traces(fig, "image")[0])
+    assert (picture[..., 0] == picture[..., 1]).all() and (picture[..., 1] == picture[..., 2]).all()
 
 
 @pytest.mark.parametrize("size", SIZES)
