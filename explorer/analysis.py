@@ -7,6 +7,7 @@
 - principal components of the patch-embedding filters (Fig. 7 left)
 - the "logit lens": the class token after each layer through the final LN and head
 - token norms of the residual stream
+- the ranking of the classes (one tie order for every list of top classes)
 """
 from __future__ import annotations
 
@@ -75,9 +76,19 @@ def attention_rollout(attentions: torch.Tensor, head_fusion: str = "mean", disca
     return rollout
 
 
-def rollout_map(trace: Trace, head_fusion: str = "mean", discard_ratio: float = 0.0) -> np.ndarray:
-    """Fig. 6: the class token's row of the rollout over the patches, as (rows, cols), scaled to a maximum of 1."""
-    rollout = attention_rollout(trace.attentions(), head_fusion, discard_ratio)
+def fused_attentions(trace: Trace, head_fusion: str = "mean") -> torch.Tensor:
+    """fuse(A_l) for every layer l = 1..L: (L, h, T, T) -> (L, T, T). Rollout's first step, worth keeping when the
+    discard ratio changes (fusing one head by any rule leaves it unchanged)."""
+    return fuse_heads(trace.attentions(), head_fusion)  # (L, T, T)
+
+
+def rollout_map(trace: Trace, head_fusion: str = "mean", discard_ratio: float = 0.0,
+                fused: torch.Tensor | None = None) -> np.ndarray:
+    """Fig. 6: the class token's row of the rollout over the patches, as (rows, cols), scaled to a maximum of 1.
+    `fused` (L, T, T), from fused_attentions(trace, head_fusion), saves fusing the heads again."""
+    if fused is None:
+        fused = fused_attentions(trace, head_fusion)  # (L, T, T)
+    rollout = attention_rollout(fused.unsqueeze(1), "mean", discard_ratio)  # (L, 1, T, T) -> (T, T)
     row = rollout[0, 1:]  # class token -> patches: (N,)
     row = row / row.max().clamp_min(1e-12)
     return row.reshape(trace.grid).numpy()
@@ -90,6 +101,21 @@ def query_attention(trace: Trace, layer: int, query: int = 0) -> np.ndarray:
     if not 0 <= query < T:
         raise ValueError(f"Query token {query} is outside 0..{T - 1}.")
     return attention[:, query, 1:].reshape(-1, *trace.grid).numpy()  # (h, N) -> (h, rows, cols)
+
+
+def query_attention_layers(trace: Trace, query: int = 0) -> np.ndarray:
+    """query_attention for every layer l = 1..L: (L, h, rows, cols)."""
+    return np.stack([query_attention(trace, l, query) for l in range(1, trace.depth + 1)])  # (L, h, rows, cols)
+
+
+def attention_matrix(trace: Trace, layer: int, head: int | None = None) -> np.ndarray:
+    """A of layer l (1-based) for head `head` (1-based), or the mean over heads when None: (T, T)."""
+    attention = trace.attention(layer)  # (h, T, T)
+    if head is None:
+        return attention.mean(dim=0).numpy()  # (T, T)
+    if not 1 <= head <= attention.shape[0]:
+        raise ValueError(f"Head {head} is outside 1..{attention.shape[0]}.")
+    return attention[head - 1].numpy()  # (T, T)
 
 
 def patch_distances(grid: tuple[int, int], patch_size: int) -> torch.Tensor:
@@ -152,9 +178,9 @@ def logit_lens(trace: Trace, model, k: int = 5) -> LogitLens:
     parameter = next(model.parameters())
     with torch.no_grad():
         logits = model.head_of(class_tokens.to(parameter.device, parameter.dtype)).float().cpu()  # (L + 1, K)
-    probabilities = logits.softmax(dim=-1)
-    top = probabilities.topk(min(k, probabilities.shape[-1]), dim=-1)
-    return LogitLens(probabilities.numpy(), top.indices.numpy(), top.values.numpy())
+    probabilities = logits.softmax(dim=-1).numpy()  # (L + 1, K)
+    top = np.stack([ranking(row, k) for row in probabilities])  # (L + 1, k)
+    return LogitLens(probabilities, top, np.take_along_axis(probabilities, top, axis=-1))
 
 
 def token_norms(trace: Trace) -> dict[str, np.ndarray]:
@@ -163,3 +189,17 @@ def token_norms(trace: Trace) -> dict[str, np.ndarray]:
         "z": trace.residual_stream().norm(dim=-1).numpy(),
         "z_mid": trace.residual_mid().norm(dim=-1).numpy(),
     }
+
+
+def ranking(probabilities, k: int) -> np.ndarray:
+    """Indices of the k most probable classes, most probable first. Ties keep class order (a random-init head gives
+    every class the same probability): /predict, the chart and the table list the same classes in the same order."""
+    probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1)  # (K,)
+    k = max(1, min(int(k), probabilities.size))
+    return np.argsort(-probabilities, kind="stable")[:k]  # (k,)
+
+
+def equally_likely(probabilities) -> bool:
+    """All K classes have the same probability 1/K (up to float32 rounding): the head says nothing."""
+    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)  # (K,)
+    return probabilities.size > 1 and float(np.ptp(probabilities)) <= 1e-6 / probabilities.size

@@ -31,6 +31,8 @@ import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
 import plotly.io as pio
+
+from .analysis import equally_likely, ranking
 from PIL import Image
 
 ATTENTION_COLOURS = "Inferno"
@@ -905,20 +907,6 @@ def layernorm_effect(before, after, token: int) -> go.Figure:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Eq. 4: the prediction
-
-
-def ranking(probabilities, k: int) -> np.ndarray:
-    """Indices of the k most probable classes, most probable first; ties keep class order (a random-init head gives
-    every class the same probability), so the chart and the table list the same classes in the same order."""
-    probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1)  # (K,)
-    k = max(1, min(int(k), probabilities.size))
-    return np.argsort(-probabilities, kind="stable")[:k]  # (k,)
-
-
-def equally_likely(probabilities) -> bool:
-    """All K classes have the same probability 1/K (up to float32 rounding): the head says nothing."""
-    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)  # (K,)
-    return probabilities.size > 1 and float(np.ptp(probabilities)) <= 1e-6 / probabilities.size
 
 
 def top_k(probabilities, class_names: Sequence[str], k: int = 5) -> go.Figure:

@@ -98,10 +98,12 @@ class Trace:
         return torch.stack([self[f"blocks.{l}.z_mid"] for l in range(1, self.depth + 1)])
 
     def top_k(self, k: int = 5) -> list[tuple[str, float]]:
-        """The k most probable classes as (name, probability)."""
-        probabilities, indices = self.probabilities.topk(min(k, self.probabilities.numel()))
-        names = self.class_names or [str(i) for i in range(self.probabilities.numel())]
-        return [(names[i], float(p)) for p, i in zip(probabilities.tolist(), indices.tolist())]
+        """The k most probable classes as (name, probability), by analysis.ranking (ties in class order)."""
+        from .analysis import ranking  # analysis imports this module
+
+        probabilities = self.probabilities.numpy()  # (K,)
+        names = self.class_names or [str(i) for i in range(probabilities.size)]
+        return [(names[i], float(probabilities[i])) for i in ranking(probabilities, k).tolist()]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.stages.values())

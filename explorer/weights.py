@@ -26,6 +26,9 @@ from .images import Preprocessing
 from .model import ViT
 
 CHECKPOINT_FORMAT = "vit-explorer/1"
+# An untrained model, in one wording everywhere: its weights' name, and the sentence shown wherever it predicts.
+UNTRAINED = "random init"
+UNTRAINED_NOTE = "Random init: predictions are meaningless; shapes are real."
 
 
 class WeightsUnavailable(RuntimeError):
@@ -40,13 +43,13 @@ class ModelBundle:
     preprocessing: Preprocessing
     class_names: list[str]
     name: str  # e.g. "ViT-B/16"
-    weights: str  # e.g. "IMAGENET1K_V1", "random init", or a checkpoint's name
+    weights: str  # e.g. "IMAGENET1K_V1", UNTRAINED, or a checkpoint's name
     source: str  # where the weights came from, in words
     meta: dict = field(default_factory=dict)
 
     @property
     def trained(self) -> bool:
-        return self.weights != "random init"
+        return self.weights != UNTRAINED
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,8 +301,7 @@ def random_bundle(name: str, seed: int = 0) -> ModelBundle:
         class_names = [f"class {i}" for i in range(config.num_classes)]
     if config.num_classes != len(class_names):
         class_names = [f"class {i}" for i in range(config.num_classes)]
-    return ModelBundle(model, preprocessing, class_names, name, "random init",
-                       f"random initialisation (seed {seed}): predictions are meaningless; shapes are real")
+    return ModelBundle(model, preprocessing, class_names, name, UNTRAINED, f"{UNTRAINED}, seed {seed}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -133,24 +133,11 @@ def plot_traces(plot_output) -> tuple[list[dict], dict]:
 
 
 def analyse_outputs() -> list[str]:
-    """The names of /analyse's outputs in the order gradio_client returns them: app.py's HEADER_OUTPUTS without
-    its gr.State components (a client is never sent those), then explorer.steps.ALL_OUTPUTS. Read from the
-    source, so the tests follow the app as it changes without importing it (which would build its models)."""
-    import ast
+    """The names of /analyse's outputs in the order gradio_client returns them: the app's HEADER_OUTPUTS without
+    its gr.State components (a client is never sent those), then every view in page order (the view registry)."""
+    from explorer.app import ui, views
 
-    from explorer import steps
-
-    tree = ast.parse((REPO / "app.py").read_text())
-    header, states = None, set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            name, value = node.targets[0].id, node.value
-            if name == "HEADER_OUTPUTS":
-                header = ast.literal_eval(value)
-            if isinstance(value, ast.Call) and getattr(value.func, "attr", "") == "State":
-                states.add(name)
-    assert header is not None, "app.py has no HEADER_OUTPUTS list"
-    return [name for name in header if name not in states] + list(steps.ALL_OUTPUTS)
+    return [name for name in ui.HEADER_OUTPUTS if name not in ui.STATES] + views.all_views()
 
 
 def heads_from_figure(plot_output):
@@ -176,8 +163,8 @@ class AppServer:
 
     def __init__(self, root: Path, extra_env: dict | None = None, checkpoint_dir: Path | None = None,
                  delete_cache: tuple[int, int] | None = None):
-        """delete_cache: replace app.py's gr.Blocks(delete_cache=...) by (frequency_s, age_s) before launch, to see
-        Gradio's clean-up at work within a test (app.py itself is not changed)."""
+        """delete_cache: replace the page's gr.Blocks(delete_cache=...) (explorer.app.ui.DELETE_CACHE) by
+        (frequency_s, age_s) before launch, to see Gradio's clean-up at work within a test."""
         self.root = Path(root)
         self.delete_cache = delete_cache
         self.port = free_port()
@@ -220,8 +207,8 @@ class AppServer:
         if self.delete_cache is None:
             command = [sys.executable, str(REPO / "app.py")] + arguments
         else:
-            command = [sys.executable, "-c", f"import app; app.demo.delete_cache = {tuple(self.delete_cache)!r}; "
-                                             f"app.main({arguments!r})"]
+            command = [sys.executable, "-c", "import explorer.app, explorer.app.ui as ui; "
+                       f"ui.DELETE_CACHE = {tuple(self.delete_cache)!r}; explorer.app.main({arguments!r})"]
         self.process = subprocess.Popen(
             command,
             cwd=str(REPO), env=self.env(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

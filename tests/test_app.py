@@ -5,11 +5,8 @@ EXPLORER_CHECKPOINTS, and an empty TORCH_HOME: the shipped-model path that a mac
 """
 from __future__ import annotations
 
-import importlib
 import json
-import socket
 import struct
-import sys
 import zlib
 import urllib.request
 from pathlib import Path
@@ -23,7 +20,11 @@ from explorer.data import FASHION_MNIST_CLASSES
 from explorer.images import Preprocessing, open_image
 from explorer.weights import load_checkpoint, save_checkpoint
 
+from app_server import free_port
+
 gradio_client = pytest.importorskip("gradio_client")
+from explorer.app import ui, views  # noqa: E402
+from explorer.app.settings import MAX_UPLOAD_MB, Settings, default_address  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -31,12 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 LABEL = "ViT-Fashion/4 · vit_fashion_app_test"
 LN = "LN before MSA (Eq. 2)"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +50,18 @@ def served(tmp_path_factory):
     patch.setenv("TORCH_HOME", str(root / "torch"))
     patch.setenv("GRADIO_TEMP_DIR", str(root / "uploads"))
     patch.delenv("SPACE_ID", raising=False)
-    sys.modules.pop("app", None)
-    app = importlib.import_module("app")
-    app.demo.queue(**app.QUEUE)
-    _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
-                                quiet=True, **app.LAUNCH)
+    from explorer.app import ui
+    from explorer.app.server import Server
+    from explorer.app.settings import Settings
+
+    app = ui.build_app(Server(Settings.from_env()))  # the factory app.py uses, on the settings of this environment
+    app.demo.queue(**ui.QUEUE)
+    _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                quiet=True, **ui.launch_options(app.server))
     try:
         yield app, url, root
     finally:
         app.demo.close()
-        sys.modules.pop("app", None)
         patch.undo()
 
 
@@ -88,7 +85,7 @@ def _direct_top_k(root, image_path, k=5):
 def test_serves_on_localhost_with_the_shipped_model_by_default(served):
     app, url, _ = served
     assert url.startswith("http://127.0.0.1:")
-    assert app.DEFAULT_MODEL == LABEL
+    assert app.handlers.default_model == LABEL
     config = json.loads(urllib.request.urlopen(url + "config", timeout=10).read())
     text = json.dumps(config, ensure_ascii=False)
     assert "model-runs" in text and LABEL in text and "EXPLORER_OFFLINE is set" in text
@@ -171,11 +168,11 @@ def test_a_default_model_that_cannot_load_falls_back_to_the_shipped_one(served):
     app = served[0]
     b16 = "ViT-B/16 · IMAGENET1K_V1"  # as on a Space that turns out to have no network
     with pytest.warns(UserWarning, match="Offline"):  # gr.Warning, outside a request: a Python warning
-        outputs = app.analyse(str(ASSETS / "rocket.jpg"), b16, 0, b16, None, "0", 1, "mean", "mean", 0.0, 1, LN)
-    header = dict(zip(app.HEADER_OUTPUTS, outputs))
+        outputs = app.handlers.analyse(str(ASSETS / "rocket.jpg"), b16, 0, b16, None, "0", 1, "mean", "mean", 0.0, 1, LN)
+    header = dict(zip(ui.HEADER_OUTPUTS, outputs))
     assert header["model"] == header["model_in_use"] == LABEL
     assert header["status"].startswith("⚠️ Offline") and header["status"].endswith(f"Showing {LABEL} instead.")
-    assert header["key"][1] == LABEL and app.SESSION.entry(header["key"]).trace.probabilities.shape == (10,)
+    assert header["key"][1] == LABEL and app.server.entry(header["key"]).trace.probabilities.shape == (10,)
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -205,21 +202,21 @@ def test_uploads_over_20_mb_are_refused(client, tmp_path):
 
 def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(served):
     app = served[0]
-    key = app.SESSION.analyse(ASSETS / "fashion_0009_sneaker.png", LABEL)
-    runs = app.SESSION.runs
+    key = app.server.analyse(ASSETS / "fashion_0009_sneaker.png", LABEL).key
+    runs = app.server.runs
 
     class Click:  # what gr.SelectData carries: [x, y] in the picker image's pixels
         index = [2.5 * 64, 4.5 * 64]  # ViT-Fashion/4's picker: 28 px x 16 = 448 px, 64 px per 4-pixel patch
 
-    outputs = app.select_patch(key, None, 2, None, "0", 3, "mean", "mean", 0.0, 1, LN, evt=Click)
+    outputs = app.handlers.select_patch(key, None, 2, None, "0", 3, "mean", "mean", 0.0, 1, LN, evt=Click)
     selected, picker, selection = outputs[:3]
     assert selected == 4 * 7 + 2 and "patch 30" in selection and picker.shape == (448, 448, 3)
-    drawn = dict(zip(app.SELECTED_OUTPUTS, outputs[3:]))
+    drawn = dict(zip(ui.SELECTED_VIEWS, outputs[3:]))
     skip = {"__type__": "update"}  # gr.skip(): the hidden steps keep what they show until their tab is opened
     for name, value in drawn.items():
         assert (value != skip) == name.startswith("eq2."), name
     assert "query patch 30" in drawn["eq2.text"]
-    assert app.SESSION.runs == runs
+    assert app.server.runs == runs
 
 
 def test_a_dropped_trace_is_traced_again_from_the_upload_without_a_warning(served, tmp_path, recwarn):
@@ -228,30 +225,32 @@ def test_a_dropped_trace_is_traced_again_from_the_upload_without_a_warning(serve
     app = served[0]
     upload = tmp_path / "sneaker.png"
     upload.write_bytes((ASSETS / "fashion_0009_sneaker.png").read_bytes())
-    header = dict(zip(app.HEADER_OUTPUTS, app.analyse(str(upload), LABEL, 2, LABEL, None, "0", 3, "mean", "mean",
-                                                      0.0, 1, LN)))
+    header = dict(zip(ui.HEADER_OUTPUTS, app.handlers.analyse(str(upload), LABEL, 2, LABEL, None, "0", 3, "mean",
+                                                              "mean", 0.0, 1, LN)))
     key, source = header["key"], header["source"]
     assert source == (str(upload), LABEL)
-    names = app.steps.affected(2, "layer")
+    names = views.affected(2, "layer")
     options = (None, "0", 3, "mean", "mean", 0.0, 1, LN)
-    cached = app.redraw(2, names)(key, source, *options)
-    app.SESSION.cache.clear()
-    runs = app.SESSION.runs
-    again = app.redraw(2, names)(key, source, *options)
-    assert app.SESSION.runs == runs + 1 and key in app.SESSION.cache
+    handlers, server = app.handlers, app.server
+    cached = handlers.redraw(names)(key, source, *options)
+    server.cache.clear()
+    runs = server.runs
+    again = handlers.redraw(names)(key, source, *options)
+    assert server.runs == runs + 1 and key in server.cache
     assert again[0] == cached[0] and "layer ℓ = 3" in again[0]
     assert again[1].to_json() == cached[1].to_json()  # the same attention, drawn from the new trace
-    for handler, args in ((app.show_step(4), (key, source) + options), (app.select_class_token, (key, source, 2) + options),
-                          (app.new_random_indices, (key, source) + options)):
-        app.SESSION.cache.clear()
+    for handler, args in ((handlers.show_step(4), (key, source) + options),
+                          (handlers.select_class_token, (key, source, 2) + options),
+                          (handlers.new_random_indices, (key, source) + options)):
+        server.cache.clear()
         values = handler(*args)
         assert not any(isinstance(value, dict) and value == {"__type__": "update"} for value in values[1:3]), handler
     assert not [w for w in recwarn if "upload it again" in str(w.message)]
     # Without the upload (its file deleted by Gradio's clean-up) the user is told, once, and nothing is drawn.
-    app.SESSION.cache.clear()
+    server.cache.clear()
     upload.unlink()
     with pytest.warns(UserWarning, match="upload it again"):
-        values = app.redraw(2, names)(key, source, *options)
+        values = handlers.redraw(names)(key, source, *options)
     assert all(isinstance(value, dict) and value == {"__type__": "update"} for value in values)
 
 
@@ -264,24 +263,50 @@ def test_a_dropped_trace_is_traced_again_from_the_upload_without_a_warning(serve
     ({"EXPLORER_PORT": "9000", "GRADIO_SERVER_PORT": "8080"}, ("127.0.0.1", 9000)),
     ({"SPACE_ID": "", "EXPLORER_HOST": " "}, ("127.0.0.1", 7860)),  # empty values count as unset
 ])
-def test_default_address_binds_all_interfaces_on_a_space_only(served, env, expected):
-    assert served[0].default_address(env) == expected
+def test_default_address_binds_all_interfaces_on_a_space_only(env, expected):
+    assert default_address(env) == expected
+    assert (Settings.from_env(env).host, Settings.from_env(env).port) == expected
 
 
 def test_without_an_image_the_card_asks_for_one_and_no_earlier_views_stay(served):
     """A model chosen while the upload box is empty (nothing yet, removed, or an upload refused with 413): the card
     asks for an image, so the picker and every step's views of an earlier image are cleared, not left on screen."""
     app = served[0]
-    outputs = app.analyse(None, LABEL, 2, LABEL, None, "0", 3, "mean", "mean", 0.0, 1, LN)
-    header = dict(zip(app.HEADER_OUTPUTS, outputs))
+    outputs = app.handlers.analyse(None, LABEL, 2, LABEL, None, "0", 3, "mean", "mean", 0.0, 1, LN)
+    header = dict(zip(ui.HEADER_OUTPUTS, outputs))
     assert "upload an image" in header["card"]
     assert header["key"] is None and header["source"] is None and header["picker"] is None
-    assert outputs[len(app.HEADER_OUTPUTS):] == [None] * len(app.steps.ALL_OUTPUTS)
+    assert outputs[len(ui.HEADER_OUTPUTS):] == [None] * len(views.all_views())
 
 
 def test_the_upload_box_states_the_size_limit_the_server_enforces(served):
     app = served[0]
     config = app.demo.get_config_file()
     upload = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "upload")
-    assert f"up to {app.MAX_UPLOAD_MB} MB" in upload["props"]["label"]
-    assert app.LAUNCH["max_file_size"] == f"{app.MAX_UPLOAD_MB}mb" and app.MAX_UPLOAD_MB == 20
+    assert f"up to {MAX_UPLOAD_MB} MB" in upload["props"]["label"]
+    assert ui.launch_options(app.server)["max_file_size"] == f"{MAX_UPLOAD_MB}mb" and MAX_UPLOAD_MB == 20
+
+
+def test_every_event_is_wired_from_the_view_registry(served):
+    """The page's events, read back from the Blocks the factory built: a control's event has as outputs exactly the
+    views of its step that read it; a tab, exactly its step's views; a patch click, the views that read `selected`;
+    and every view input is the same list of options, in Options' order."""
+    app = served[0]
+    names = {id(component): name for name, component in app.components.items()}
+    events = {fn.api_name: fn for fn in app.demo.fns.values() if fn.api_name}
+    option_inputs = list(views.OPTION_NAMES)
+    for option, control in views.CONTROLS.items():
+        event = events[f"set_{option}"]
+        assert [names[id(c)] for c in event.outputs] == views.affected(control.step, option), option
+        assert [names[id(c)] for c in event.inputs] == ["key", "source"] + option_inputs
+    for step in range(len(views.STEPS)):
+        event = events[f"step_{step}"]
+        assert [names[id(c)] for c in event.outputs] == ["step"] + views.step_views(step)
+    for api_name in ("select_patch", "class_token"):
+        outputs = [names[id(c)] for c in events[api_name].outputs]
+        assert outputs == ["selected", "picker", "selection"] + ui.SELECTED_VIEWS
+        assert set(ui.SELECTED_VIEWS) == {v for v, spec in views.VIEWS.items() if "selected" in spec.reads}
+    analyse = [names[id(c)] for c in events["analyse"].outputs]
+    assert analyse == list(ui.HEADER_OUTPUTS) + views.all_views()
+    # Every view is on the page once, in its step's tab, in registry order.
+    assert all(name in app.components for name in views.VIEWS)

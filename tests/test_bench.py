@@ -1,7 +1,7 @@
-"""Smoke test of `python -m explorer.bench` (it is a measurement, not a test: targets met or missed don't fail here).
+"""Smoke test of `python -m explorer.app.bench` (a measurement, not a test: targets met or missed don't fail here).
 
-One run with the tiny preset and --quick in a subprocess (the bench imports app.py and swaps its session, so it must
-not share this process), then: every row the issue asks for is there, with positive numbers and no error; plus the
+One run with the tiny preset and --quick in a subprocess (it builds the page through the app's own factory and
+measures memory and cold start, so it must not share this process), then: every row the issue asks for is there, with positive numbers and no error; plus the
 bench's own arithmetic and its torchvision twin checked against independent values.
 """
 import json
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import bench
+from explorer.app import bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     env = dict(os.environ, EXPLORER_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
                PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "explorer.bench", "--model", "ViT-Tiny-Test/8", "--quick",
+    done = subprocess.run([sys.executable, "-m", "explorer.app.bench", "--model", "ViT-Tiny-Test/8", "--quick",
                            "--repeats", "2", "--markdown", "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -34,7 +34,8 @@ def quick_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_row_is_reported_with_positive_numbers(quick_run):
-    from explorer import steps
+    from explorer.app import views
+    from explorer.app.text import STEPS
 
     report, _ = quick_run
     rows = report["rows"]
@@ -45,8 +46,8 @@ def test_every_row_is_reported_with_positive_numbers(quick_run):
                 "load.model", "upload.first_step", "breakdown.session_analyse", "breakdown.analyse_handler",
                 "startup.http_200", "startup.model_loaded", "memory.app_started",
                 "memory.peak_rss"}
-    expected |= {f"step.{n}" for n in steps.OUTPUTS}  # each step's render
-    expected |= {f"figure.{name}" for name in steps.ALL_OUTPUTS}  # each output of each step
+    expected |= {f"step.{n}" for n in range(len(STEPS))}  # each step's render
+    expected |= {f"figure.{name}" for name in views.all_views()}  # each view of each step
     expected |= {f"analysis.{name}" for name in bench.MEASURED_ANALYSIS}
     # The controls the issue names: layer, head, clicked patch, feature-map indices.
     expected |= {"control.set_layer", "control.set_head", "control.set_indices", "control.select_patch.step2"}
@@ -144,7 +145,7 @@ def test_cuda_is_skipped_cleanly_without_a_gpu(tmp_path):
         pytest.skip("this machine has CUDA; the CUDA rows are checked by the quick run")
     out = tmp_path / "cuda.json"
     env = dict(os.environ, EXPLORER_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "explorer.bench", "--model", "ViT-Tiny-Test/8", "--quick",
+    done = subprocess.run([sys.executable, "-m", "explorer.app.bench", "--model", "ViT-Tiny-Test/8", "--quick",
                            "--device", "cuda", "--skip-cold-start", "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

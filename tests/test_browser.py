@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from app_server import REPO, STANDIN_LABEL, AppServer, open_browser, reference_probabilities
-from explorer import steps
+from explorer.app import views
 from explorer.data import FASHION_MNIST_CLASSES
 
 pytestmark = pytest.mark.browser
@@ -32,7 +32,7 @@ IMAGE_OUTPUTS = ("input.original", "input.seen")
 
 def plots_in(step: int) -> int:
     """How many figures step `step` shows (its outputs that are neither text nor images)."""
-    return sum(1 for name in steps.OUTPUTS[step] if not name.endswith(TEXT_OUTPUTS) and name not in IMAGE_OUTPUTS)
+    return sum(1 for name in views.step_views(step) if not name.endswith(TEXT_OUTPUTS) and name not in IMAGE_OUTPUTS)
 
 
 @pytest.fixture(scope="module")

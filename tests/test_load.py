@@ -12,7 +12,6 @@ p50/p95 latencies are printed and written to test-artifacts/load.json.
 """
 from __future__ import annotations
 
-import ast
 import json
 import threading
 import time
@@ -26,8 +25,8 @@ import torch
 from PIL import Image
 
 from app_server import (REPO, STANDIN_LABEL, AppServer, analyse_outputs, heads_from_figure, reference_probabilities,
-                        standin_model, standin_preprocessing)
-from explorer import steps
+                        make_standin_checkpoint, standin_model, standin_preprocessing)
+from explorer.app import views
 
 USERS = 32
 # Bound on the server's peak resident memory during the load. Measured here: ~0.8 GiB idle with torch, torchvision
@@ -233,7 +232,7 @@ def test_each_rerender_shows_that_users_attention(load_run):
     for outcome in load_run["outcomes"]:
         rendered = outcome.get("set_layer")
         assert rendered is not None, f"user {outcome['user']}: {outcome['errors'] or outcome['busy']}"
-        values = dict(zip(steps.affected(2, "layer"), rendered if isinstance(rendered, (list, tuple)) else [rendered]))
+        values = dict(zip(views.affected(2, "layer"), rendered if isinstance(rendered, (list, tuple)) else [rendered]))
         text, heads = values["eq2.text"], values["eq2.heads"]
         if not isinstance(text, str):  # a skipped output: the handler found no cached trace for this user
             stale.append(outcome["user"])
@@ -314,14 +313,18 @@ def test_overflowing_the_queue_gets_the_busy_message_and_the_server_survives(ser
     assert server.alive()
 
 
-def test_delete_cache_is_configured():
-    """app.py's gr.Blocks(delete_cache=(frequency, age)): both finite and at most a day (read from the source)."""
-    tree = ast.parse((REPO / "app.py").read_text())
-    values = [kw.value for node in ast.walk(tree) if isinstance(node, ast.Call)
-              for kw in node.keywords if kw.arg == "delete_cache"]
-    assert len(values) == 1, "app.py must pass delete_cache= to gr.Blocks"
-    frequency, age = ast.literal_eval(values[0])
-    assert 0 < frequency <= 86400 and 0 < age <= 86400
+def test_delete_cache_is_configured(tmp_path, monkeypatch):
+    """The page's gr.Blocks(delete_cache=(frequency, age)): both finite and at most a day, on the Blocks the factory
+    builds."""
+    monkeypatch.setenv("EXPLORER_OFFLINE", "1")
+    from explorer.app import ui
+    from explorer.app.server import Server
+    from explorer.app.settings import Settings
+
+    make_standin_checkpoint(tmp_path)
+    demo = ui.build_app(Server(Settings.from_env(checkpoint_dir=tmp_path))).demo
+    frequency, age = demo.delete_cache
+    assert (frequency, age) == ui.DELETE_CACHE and 0 < frequency <= 86400 and 0 < age <= 86400
 
 
 def test_temp_files_grow_by_a_bounded_number_per_request(load_run, server):
@@ -342,7 +345,7 @@ def test_temp_files_grow_by_a_bounded_number_per_request(load_run, server):
 
 
 def test_old_temporary_files_are_deleted(tmp_path):
-    """With app.py's Blocks and a short delete_cache (1 s, 2 s) instead of its (1800, 3600): every upload and every
+    """With the app's Blocks and a short delete_cache (1 s, 2 s) instead of its (1800, 3600): every upload and every
     image the app drew is deleted once old, so the app keeps no file outside Gradio's bookkeeping."""
     from gradio_client import Client, handle_file
 

@@ -15,17 +15,11 @@ from PIL import Image
 from explorer import CONFIGS, ViT
 from explorer.data import FASHION_MNIST_CLASSES
 from explorer.images import ImageError, Preprocessing, open_image
-from explorer.session import (
-    RANDOM_INIT,
-    RANDOM_WARNING,
-    ModelSpec,
-    TABLE_1,
-    Session,
-    TraceCache,
-    configure_threads,
-    image_sha256,
-)
-from explorer.weights import WeightsUnavailable, load_checkpoint, random_bundle, save_checkpoint, weight_variants, weights_enum
+from explorer.app.cache import TraceCache
+from explorer.app.registry import TABLE_1, ModelSpec, UnknownModel, untrained_label
+from explorer.app.server import USER_ERRORS, Server, TraceExpired, image_sha256
+from explorer.app.settings import configure_threads
+from explorer.weights import UNTRAINED, UNTRAINED_NOTE, WeightsUnavailable, load_checkpoint, random_bundle, save_checkpoint, weight_variants, weights_enum
 
 FASHION = "ViT-Fashion/4 · vit_fashion_test"
 TINY = "ViT-Tiny-Test/8 · vit_tiny_test"
@@ -57,7 +51,7 @@ def session(checkpoints, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # nothing cached
     monkeypatch.setenv("EXPLORER_OFFLINE", "1")
     monkeypatch.delenv("SPACE_ID", raising=False)
-    return Session(checkpoints, device="cpu", max_entries=4, max_bytes=64 * 2**20)
+    return Server(checkpoint_dir=checkpoints, device="cpu", max_entries=4, max_bytes=64 * 2**20)
 
 
 def _photo(seed: int, size=(40, 30)) -> Image.Image:
@@ -74,9 +68,9 @@ def test_menu_lists_checkpoints_every_torchvision_variant_and_untrained_table_1(
     for preset in TABLE_1:
         for variant in weight_variants(preset):
             assert f"{preset} · {variant}" in labels
-        assert f"{preset} · {RANDOM_INIT}" in labels
+        assert untrained_label(preset) in labels
     assert any("broken.json" in problem for problem in session.registry.problems)
-    random_b16 = session.registry.resolve(f"ViT-B/16 · {RANDOM_INIT}")
+    random_b16 = session.registry.resolve(untrained_label("ViT-B/16"))
     assert "meaningless" in random_b16.menu_text and "shapes are real" in random_b16.menu_text
 
 
@@ -117,8 +111,8 @@ def test_offline_pretrained_is_one_sentence_and_the_session_keeps_working(sessio
     message = str(error.value)
     assert "\n" not in message and message.endswith(".") and "offline" in message.lower()
     assert session.runs == 0
-    key = session.analyse(_photo(0), FASHION)
-    assert session.entry(key).trace.probabilities.shape == (10,)
+    entry = session.analyse(_photo(0), FASHION)
+    assert entry.trace.probabilities.shape == (10,) and session.entry(entry.key) is entry
 
 
 def test_image_errors_are_one_sentence(session, tmp_path):
@@ -137,11 +131,11 @@ def test_the_model_runs_once_per_image_model_and_device(session, tmp_path):
     picture = _photo(1)
     path = tmp_path / "picture.png"
     picture.save(path)
-    key = session.analyse(path, FASHION)
+    entry = session.analyse(path, FASHION)
     assert session.runs == 1
-    assert key == (image_sha256(picture), FASHION, "cpu")
-    assert session.analyse(picture, FASHION) == key  # the same pixels from PIL: no new run
-    assert session.analyse(path.read_bytes(), "vit_fashion_test") == key
+    assert entry.key == (image_sha256(picture), FASHION, "cpu")
+    assert session.analyse(picture, FASHION) is entry  # the same pixels from PIL: no new run
+    assert session.analyse(path.read_bytes(), "vit_fashion_test") is entry
     assert session.runs == 1
     session.analyse(path, TINY)  # another model: a new run
     session.analyse(_photo(2), FASHION)  # another image: a new run
@@ -150,7 +144,7 @@ def test_the_model_runs_once_per_image_model_and_device(session, tmp_path):
 
 
 def test_entry_holds_what_the_views_need(session):
-    entry = session.entry(session.analyse(_photo(3, (64, 48)), TINY))
+    entry = session.analyse(_photo(3, (64, 48)), TINY)
     assert entry.config == CONFIGS["ViT-Tiny-Test/8"]
     assert entry.seen.size == (32, 32) and entry.original.size == (64, 48)
     assert entry.trained and entry.spec.kind == "checkpoint"
@@ -225,7 +219,7 @@ def test_cache_is_bounded_by_bytes_but_keeps_the_newest():
 
 
 def test_real_traces_are_counted_in_bytes(session):
-    entry = session.entry(session.analyse(_photo(5), FASHION))
+    entry = session.analyse(_photo(5), FASHION)
     assert entry.nbytes() >= entry.trace.nbytes() > 0
     assert session.cache.nbytes() == entry.nbytes()
 
@@ -238,7 +232,7 @@ def test_concurrent_requests_for_one_image_run_the_model_once(session):
     def worker():
         try:
             barrier.wait()
-            keys.append(session.analyse(picture, FASHION))
+            keys.append(session.analyse(picture, FASHION).key)
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
 
@@ -258,8 +252,8 @@ def test_concurrent_different_images_stay_within_bounds(session):
     def worker(seed):
         try:
             for i in range(3):
-                key = session.analyse(_photo(100 + 10 * seed + i), FASHION if i % 2 else TINY)
-                session.entry(key)  # just made: the newest entry is never evicted at once
+                entry = session.analyse(_photo(100 + 10 * seed + i), FASHION if i % 2 else TINY)
+                assert entry.trace.probabilities.shape == (10,)  # the entry computed, whatever was evicted since
         except Exception as error:  # pragma: no cover
             errors.append(error)
 
@@ -308,21 +302,39 @@ def test_waiters_get_the_same_error_as_the_one_computing():
     assert len(cache) == 0
 
 
-def test_evicted_entries_raise_key_error_with_a_sentence(session):
-    first = session.analyse(_photo(7), FASHION)
+def test_an_evicted_entry_is_traced_again_from_its_upload_else_a_typed_error(session, tmp_path):
+    upload = tmp_path / "upload.png"
+    _photo(7).save(upload)
+    first = session.analyse(upload, FASHION)
     for seed in range(8, 8 + session.cache.max_entries):
         session.analyse(_photo(seed), FASHION)
-    with pytest.raises(KeyError, match="upload it again"):
-        session.entry(first)
-    with pytest.raises(KeyError):
+    assert first.key not in session.cache
+    runs = session.runs
+    again = session.entry(first.key, (str(upload), FASHION))  # the server's job: trace the upload again
+    assert session.runs == runs + 1 and again.key == first.key and again is not first
+    torch.testing.assert_close(again.trace.probabilities, first.trace.probabilities)
+    for seed in range(20, 20 + session.cache.max_entries):
+        session.analyse(_photo(seed), FASHION)
+    upload.unlink()  # Gradio's clean-up removed the upload: nothing to trace again
+    for source in ((str(upload), FASHION), None):
+        with pytest.raises(TraceExpired, match="upload it again"):
+            session.entry(first.key, source)
+    with pytest.raises(TraceExpired):
         session.entry(None)
+    assert TraceExpired in USER_ERRORS
+
+
+def test_an_unknown_model_is_a_typed_error_that_lists_the_choices(session):
+    with pytest.raises(UnknownModel, match="choose one of") as error:
+        session.analyse(_photo(0), "ViT-Z/99")
+    assert UnknownModel in USER_ERRORS and FASHION in str(error.value) and "\n" not in str(error.value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The untrained twin, per-model views, threads
 
 def test_untrained_feature_maps_are_a_seed_0_model_of_the_same_config(session):
-    entry = session.entry(session.analyse(_photo(9), FASHION))
+    entry = session.analyse(_photo(9), FASHION)
     maps = entry.untrained()
     twin = random_bundle("ViT-Fashion/4", seed=0).model  # the menu's way of making an untrained model
     with torch.no_grad():
@@ -337,12 +349,12 @@ def test_untrained_feature_maps_are_a_seed_0_model_of_the_same_config(session):
 
 
 def test_random_models_have_no_untrained_twin_and_say_so(session):
-    assert session.registry.resolve(f"ViT-B/32 · {RANDOM_INIT}").kind == "random"
+    assert session.registry.resolve(untrained_label("ViT-B/32")).kind == "untrained"
     # The menu's untrained models are Table 1's (86M+ parameters); the same path on the tiny preset:
-    spec = ModelSpec(f"ViT-Tiny-Test/8 · {RANDOM_INIT}", "random", "ViT-Tiny-Test/8", description=RANDOM_WARNING)
+    spec = ModelSpec(untrained_label("ViT-Tiny-Test/8"), "untrained", "ViT-Tiny-Test/8", description=UNTRAINED_NOTE)
     session.registry.specs[spec.label] = spec
-    entry = session.entry(session.analyse(_photo(10), spec.label))
-    assert entry.untrained is None and not entry.trained and entry.weights == RANDOM_INIT
+    entry = session.analyse(_photo(10), spec.label)
+    assert entry.untrained is None and not entry.trained and entry.weights == UNTRAINED
     assert entry.config.grid == (4, 4) and entry.trace.probabilities.shape == (10,)
     torch.manual_seed(0)
     expected = ViT(CONFIGS["ViT-Tiny-Test/8"]).eval()  # random_bundle's seed 0
@@ -350,8 +362,8 @@ def test_random_models_have_no_untrained_twin_and_say_so(session):
 
 
 def test_per_model_views_are_shared_between_images(session):
-    a = session.entry(session.analyse(_photo(11), FASHION))
-    b = session.entry(session.analyse(_photo(12), FASHION))
+    a = session.analyse(_photo(11), FASHION)
+    b = session.analyse(_photo(12), FASHION)
     calls = []
     value = a.cached("weights-only", lambda: calls.append(1) or "v", per_model=True)
     assert b.cached("weights-only", lambda: calls.append(1) or "w", per_model=True) == value == "v"
@@ -360,7 +372,7 @@ def test_per_model_views_are_shared_between_images(session):
 
 def test_loaded_models_are_bounded(checkpoints, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    session = Session(checkpoints, device="cpu", max_models=1)
+    session = Server(checkpoint_dir=checkpoints, device="cpu", max_models=1)
     first = session.registry.get(FASHION)
     assert session.registry.get("vit_fashion_test") is first
     session.registry.get(TINY)
@@ -377,7 +389,7 @@ def test_configure_threads():
 
 
 def test_the_untrained_twin_is_made_once_when_prefetched_and_asked_for_at_once(session):
-    entry = session.entry(session.analyse(_photo(13), FASHION))
+    entry = session.analyse(_photo(13), FASHION)
     thread = session.prefetch_untrained(entry)
     maps = entry.untrained()  # while the prefetch may still be running
     thread.join()
@@ -386,7 +398,7 @@ def test_the_untrained_twin_is_made_once_when_prefetched_and_asked_for_at_once(s
 
 
 def test_derived_arrays_count_towards_the_bytes(session):
-    entry = session.entry(session.analyse(_photo(14), FASHION))
+    entry = session.analyse(_photo(14), FASHION)
     before = entry.nbytes()
     entry.cached("pair", lambda: (np.zeros(1000, np.float32), torch.zeros(500)))
     entry.cached("dict", lambda: {"a": np.zeros(250, np.float64)})

@@ -1,4 +1,4 @@
-"""python -m explorer.bench: what seeing every stage costs, measured against torchvision's plain forward.
+"""python -m explorer.app.bench (or `vit-explorer-bench`): what seeing every stage costs, measured against torchvision's plain forward.
 
 The question (issue 6): the first view should appear about as fast as torchvision alone classifies the image, and
 every control change should feel instant. So, in one run on one machine, for ViT-B/16 (random weights: timing does
@@ -12,7 +12,7 @@ not depend on them) and for the shipped model (checkpoints/vit_fashion_mnist):
                  draw step 0 and the patch picker) plus Gradio's own postprocessing of its outputs (figures to JSON,
                  images to files), as the server does before it answers
     step         clicking a step's tab the first time after an upload (the app's `step_n` handlers)
-    figure       each output of each step on its own (steps.render_outputs + Gradio postprocessing), to see what a
+    figure       each view of each step on its own (views.render_views + Gradio postprocessing), to see what a
                  step's time is made of
     control      a control change (layer, head, clicked patch, class token, feature-map indices, rollout options,
                  LayerNorm layer): the app's handler for it, redrawn from the cached trace, with a value not seen
@@ -28,11 +28,11 @@ Each row gives the median and 90th percentile over --repeats runs after warm-up 
 torchvision's forward of the same model on the same device, and PASS/MISS against the targets below. Absolute times
 depend on the machine; the ratios are what to compare. torch's default thread count is used, and reported.
 
-    python -m explorer.bench                          # ViT-B/16 and the shipped model, CPU (and CUDA if present)
-    python -m explorer.bench --markdown               # also a Markdown table for the README
-    python -m explorer.bench --from-json bench-results/bench.json --markdown   # print a past run's tables again
-    python -m explorer.bench --checkpoint /tmp/x/vit_fashion_mnist --repeats 30 --json bench-results/run.json
-    python -m explorer.bench --model ViT-Tiny-Test/8 --quick   # seconds: the smoke test's settings
+    python -m explorer.app.bench                          # ViT-B/16 and the shipped model, CPU (and CUDA if present)
+    python -m explorer.app.bench --markdown               # also a Markdown table for the README
+    python -m explorer.app.bench --from-json bench-results/bench.json --markdown   # print a past run's tables again
+    python -m explorer.app.bench --checkpoint /tmp/x/vit_fashion_mnist --repeats 30 --json bench-results/run.json
+    python -m explorer.app.bench --model ViT-Tiny-Test/8 --quick   # seconds: the smoke test's settings
 
 This is a measurement, not a test: it exits 0 whether targets are met or missed (tests/test_bench.py only checks
 that it runs and reports every row).
@@ -62,9 +62,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "vit_fashion_mnist"
-DEFAULT_IMAGE = ROOT / "assets" / "cat_chelsea.jpg"
+from .server import Server
+from .settings import REPO, Settings, data_dir
+from .text import STEPS
+from .ui import build_app
+
+ROOT = REPO  # a source checkout: app.py, assets/, checkpoints/
+DEFAULT_CHECKPOINT = data_dir("checkpoints") / "vit_fashion_mnist"
+DEFAULT_IMAGE = data_dir("assets") / "cat_chelsea.jpg"
 SHIPPED = "shipped"
 DEFAULT_MODELS = ("ViT-B/16", SHIPPED)
 
@@ -286,7 +291,7 @@ def torchvision_twin(model):
     import torch
     from torchvision.models import VisionTransformer
 
-    from .weights import _key_table
+    from ..weights import _key_table
 
     c = model.config
     height, width = c.image_hw
@@ -327,10 +332,10 @@ def _random_preset(name: str):
     import torch
     import torchvision
 
-    from .config import CONFIGS
-    from .images import Preprocessing
-    from .model import ViT
-    from .weights import PRETRAINED, from_torchvision, get_weights
+    from ..config import CONFIGS
+    from ..images import Preprocessing
+    from ..model import ViT
+    from ..weights import PRETRAINED, from_torchvision, get_weights
 
     if name not in CONFIGS:
         raise SystemExit(f"Unknown model {name!r}; choose {SHIPPED!r} or one of {', '.join(CONFIGS)}.")
@@ -355,8 +360,8 @@ def _random_preset(name: str):
 def prepare_checkpoints(models: list[str], checkpoint: Path, folder: Path) -> Path:
     """The app session's checkpoint folder for this run: the shipped checkpoint linked in, other non-Table-1 presets
     saved with random weights. (Table 1 presets are the session's own "random init" entries.)"""
-    from .session import TABLE_1
-    from .weights import save_checkpoint
+    from ..weights import save_checkpoint
+    from .registry import TABLE_1
 
     folder.mkdir(parents=True, exist_ok=True)
     for name in models:
@@ -368,23 +373,23 @@ def prepare_checkpoints(models: list[str], checkpoint: Path, folder: Path) -> Pa
         elif name not in TABLE_1 and not (folder / f"{_stem(name)}.json").exists():
             ours, _, preprocessing, class_names, _ = _random_preset(name)
             save_checkpoint(folder / _stem(name), ours, class_names, preprocessing,
-                            provenance={"note": "explorer.bench: random init"})
+                            provenance={"note": "explorer.app.bench: random init"})
     return folder
 
 
 def session_model(name: str, checkpoint: Path) -> str:
     """How the app's session names a model of this run (a checkpoint stem or a menu label)."""
-    from .session import RANDOM_INIT, TABLE_1
+    from .registry import TABLE_1, untrained_label
 
     if name == SHIPPED:
         return checkpoint.name
-    return f"{name} · {RANDOM_INIT}" if name in TABLE_1 else _stem(name)
+    return untrained_label(name) if name in TABLE_1 else _stem(name)
 
 
 def build_subject(name: str, checkpoint: Path, folder: Path) -> Subject:
     """ViT-B/16 exactly as the issue states it (torchvision.models.vit_b_16(), random init) and ours from it; the
     shipped checkpoint and a torchvision twin of it; or another preset with random weights."""
-    from .weights import load_checkpoint
+    from ..weights import load_checkpoint
 
     if name == SHIPPED:
         bundle = load_checkpoint(checkpoint)
@@ -399,35 +404,23 @@ def build_subject(name: str, checkpoint: Path, folder: Path) -> Subject:
 # ---------------------------------------------------------------------------------------------------------------
 # The app, driven in-process: its own event handlers and Gradio's own postprocessing of their outputs
 
-def import_app():
-    """Import app.py (it builds the Blocks and a Session at import; nothing is launched)."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    return importlib.import_module("app")
-
-
 class AppDriver:
-    """Calls the app's event handlers as Gradio would (inputs by component, outputs through postprocess_data)."""
+    """Calls the app's event handlers as Gradio would (inputs by component, outputs through postprocess_data), on a
+    page built by the app's own factory (explorer.app.ui.build_app) for the server being measured."""
 
-    def __init__(self, app, session):
-        import gradio as gr
+    def __init__(self, app):
+        import gradio as gr  # noqa: F401 (the page's own)
         from gradio.state_holder import SessionState
 
         self.app = app
-        self.original_session = app.SESSION
-        app.SESSION = session  # the handlers read this module global at call time
-        self.session = session
+        self.session = app.server
         self.events = {fn.api_name: fn for fn in app.demo.fns.values() if fn.api_name}
-        # Components by the name the app gives them (module globals of app.py).
-        self.names = {id(obj): name for name, obj in vars(app).items() if isinstance(obj, gr.components.Component)}
+        self.names = {id(component): name for name, component in app.components.items()}
         self.loop = asyncio.new_event_loop()
         self.state = {}  # component name -> value, as a browser session would hold them
         self.session_state = SessionState(app.demo)  # the server makes one per browser session, not per event
 
     def close(self) -> None:
-        self.app.SESSION = self.original_session
         self.loop.close()
 
     def event_names(self) -> list[str]:
@@ -474,7 +467,7 @@ def bench_forward(subject: Subject, x, device: str, repeats: int, warmup: int, i
     import torch
     from PIL import Image
 
-    from .trace import trace
+    from ..trace import trace
 
     ours, tv = subject.ours.to(device), subject.tv.to(device)
     x = x.to(device)
@@ -532,7 +525,7 @@ class Recorder:
 
 def bench_analysis(record: Recorder, subject: Subject, entry) -> None:
     """Every public function of explorer.analysis, on the cached trace."""
-    from . import analysis
+    from .. import analysis
 
     t = entry.trace
     model = subject.ours.to(record.device)
@@ -543,6 +536,10 @@ def bench_analysis(record: Recorder, subject: Subject, entry) -> None:
         "rollout_map": ("rollout map (Fig. 6), mean fusion", lambda: analysis.rollout_map(t)),
         "rollout_map.max_discard": ("rollout map, max fusion, discard 0.9", lambda: analysis.rollout_map(t, "max", 0.9)),
         "query_attention": ("attention of the class token, layer L", lambda: analysis.query_attention(t, L, 0)),
+        "query_attention_layers": ("attention of the class token, every layer",
+                                   lambda: analysis.query_attention_layers(t, 0)),
+        "fused_attentions": ("heads fused (max) for every layer", lambda: analysis.fused_attentions(t, "max")),
+        "attention_matrix": ("attention matrix of layer L, mean over heads", lambda: analysis.attention_matrix(t, L)),
         "mean_attention_distance": ("mean attention distance (Fig. 7 right)", lambda: analysis.mean_attention_distance(t)),
         "position_similarity": ("position-embedding similarity (Fig. 7 centre)",
                                 lambda: analysis.position_similarity(t["embed.position_embedding"], t.grid)),
@@ -556,16 +553,18 @@ def bench_analysis(record: Recorder, subject: Subject, entry) -> None:
     subject.ours = model.cpu()
 
 
-MEASURED_ANALYSIS = {"attention_rollout", "rollout_map", "query_attention", "mean_attention_distance",
-                     "position_similarity", "embedding_filter_components", "logit_lens", "token_norms"}
-INSIDE_MEASURED = {"patch_index", "patch_position", "fuse_heads", "patch_distances"}  # timed as parts of the above
+MEASURED_ANALYSIS = {"attention_rollout", "rollout_map", "query_attention", "query_attention_layers", "fused_attentions",
+                     "attention_matrix", "mean_attention_distance", "position_similarity",
+                     "embedding_filter_components", "logit_lens", "token_norms"}
+# Timed as parts of the above (ranking inside the logit lens).
+INSIDE_MEASURED = {"patch_index", "patch_position", "fuse_heads", "patch_distances", "ranking", "equally_likely"}
 
 
 def analysis_not_measured() -> list[str]:
     """Public functions of explorer.analysis that bench_analysis does not time (new ones, to be added)."""
     import inspect
 
-    from . import analysis
+    from .. import analysis
 
     return sorted(name for name, obj in vars(analysis).items()
                   if inspect.isfunction(obj) and obj.__module__ == analysis.__name__ and not name.startswith("_")
@@ -597,11 +596,11 @@ def bench_upload(record: Recorder, driver: AppDriver, subject: Subject, image: P
 
 def _control_value(option: str, config, i: int):
     """The i-th new value for a control (never the default, cycling through what the control offers)."""
-    from . import steps
+    from . import views
 
     L, h, D = config.depth, config.heads, config.hidden_dim
     if option == "indices":
-        return steps.random_indices(D, seed=i)
+        return views.random_indices(D, seed=i)
     if option in ("layer", "ln_layer"):
         return 2 + i % (L - 1) if L > 1 else 1
     if option == "head":
@@ -611,17 +610,17 @@ def _control_value(option: str, config, i: int):
     if option == "discard":
         return (0.5, 0.9, 0.25, 0.75)[i % 4]
     if option == "ln_which":
-        return steps.LN_CHOICES[1]
-    raise KeyError(f"explorer.bench has no values for the control {option!r}; add them to _control_value.")
+        return views.LN_CHOICES[1]
+    raise KeyError(f"explorer.app.bench has no values for the control {option!r}; add them to _control_value.")
 
 
 def _patch_click(config, i: int) -> tuple[float, float, int]:
     """A click (x, y) in the patch picker on the i-th of a spread of patches; returns (x, y, patch index)."""
-    from . import steps
+    from . import views
 
     rows, cols = config.grid
     index = (7 + i * 37) % (rows * cols)  # hops across the grid
-    side = config.patch_size * steps.picker_scale(config)
+    side = config.patch_size * views.picker_scale(config)
     row, col = divmod(index, cols)
     return (col + 0.5) * side, (row + 0.5) * side, index
 
@@ -631,7 +630,7 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
     Returns the cached entry."""
     import gradio as gr
 
-    from . import steps
+    from . import views
 
     session = driver.session
     driver.state = default_state(driver, subject.session_model, str(image))
@@ -651,10 +650,10 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
             driver.state.update(state)
         return restore
 
-    for number in sorted(steps.OUTPUTS):
+    for number in range(len(STEPS)):
         driver.state = dict(uploaded)
         event = f"step_{number}"
-        record.time(f"step.{number}", f"tab click: step '{steps.STEPS[number]}' drawn the first time",
+        record.time(f"step.{number}", f"tab click: step '{STEPS[number]}' drawn the first time",
                     lambda: driver.call(event), before=before(after_upload))
         before(after_upload)()
         driver.call(event)
@@ -662,7 +661,7 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
 
         for api_name in driver.event_names():  # every control whose outputs are on this step
             option = api_name[len("set_"):]
-            if not api_name.startswith("set_") or not steps.affected(number, option):
+            if not api_name.startswith("set_") or not views.affected(number, option):
                 continue
             counter = iter(range(10**9))
 
@@ -673,11 +672,11 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
             record.time(f"control.{api_name}", f"{option} changed -> redraw (step {number})", change,
                         before=before(shown))
             driver.state = dict(on_step)
-        if "random_indices" in driver.events and steps.affected(number, "indices"):
+        if "random_indices" in driver.events and views.affected(number, "indices"):
             record.time("control.random_indices", f"'Random' feature maps -> redraw (step {number})",
                         lambda: driver.call("random_indices"), before=before(shown, **on_step))
             driver.state = dict(on_step)
-        if "select_patch" in driver.events and steps.affected(number, "selected"):
+        if "select_patch" in driver.events and views.affected(number, "selected"):
             counter = iter(range(10**9))
 
             def click(counter=counter):
@@ -692,13 +691,13 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
                             before=before(shown, **dict(on_step, selected=_patch_click(config, 0)[2])))
             driver.state = dict(on_step)
 
-    # The outputs of each step on their own: steps' drawing plus Gradio's postprocessing for that component.
-    for number in sorted(steps.OUTPUTS):
-        for name in steps.OUTPUTS[number]:
-            component = driver.app.out[name]
+    # The views of each step on their own: their drawing plus Gradio's postprocessing for that component.
+    for number in range(len(STEPS)):
+        for name in views.step_views(number):
+            component = driver.app.components[name]
 
             def draw(name=name, component=component):
-                value = steps.render_outputs(entry, [name], steps.Options())[0]
+                value = views.render_views(entry, [name], views.Options())[0]
                 payload = component.postprocess(value)
                 json.dumps(payload.model_dump() if hasattr(payload, "model_dump") else payload, default=str)
 
@@ -759,7 +758,9 @@ def cold_start(checkpoint_dir: Path | None, temp: Path, timeout: float = 180.0) 
     """Start `python app.py` on a free port; seconds to the first HTTP 200 and to the default model being loaded."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    # app.py in a source checkout; `python -m explorer.app` (the same main) where the package was pip-installed.
+    start_app = [str(ROOT / "app.py")] if (ROOT / "app.py").is_file() else ["-m", "explorer.app"]
+    command = [sys.executable, *start_app, "--host", "127.0.0.1", "--port", str(port)]
     log = open(temp / f"app-{port}.log", "w+")
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, env=_app_env(checkpoint_dir, temp), stdout=log,
@@ -804,12 +805,9 @@ def memory_child(model: str, checkpoint: Path, device: str, image: Path) -> dict
         checkpoint_dir = prepare_checkpoints([model], checkpoint, temp / "checkpoints")
         os.environ["EXPLORER_CHECKPOINTS"] = str(checkpoint_dir)
         os.environ.setdefault("GRADIO_TEMP_DIR", str(temp / "gradio"))
-        app = import_app()
-        from .session import Session
-
         baseline = memory_status().get("VmRSS")
-        session = Session(checkpoint_dir, device=device)
-        driver = AppDriver(app, session)
+        session = Server(Settings.from_env(), device=device)
+        driver = AppDriver(build_app(session))
         session.registry.get(session_model(model, checkpoint))
         driver.state = default_state(driver, session_model(model, checkpoint), str(image))
         driver.call("analyse")
@@ -823,7 +821,7 @@ def memory_child(model: str, checkpoint: Path, device: str, image: Path) -> dict
 
 def measure_memory(model: str, checkpoint: Path, device: str, image: Path, temp: Path) -> dict:
     """Run memory_child in a fresh interpreter (so nothing this process did counts) and read its JSON line."""
-    command = [sys.executable, "-m", "explorer.bench", "--memory-child", "--model", model, "--checkpoint",
+    command = [sys.executable, "-m", "explorer.app.bench", "--memory-child", "--model", model, "--checkpoint",
                str(checkpoint), "--device", device, "--image", str(image)]
     done = subprocess.run(command, cwd=ROOT, env=_app_env(None, temp), capture_output=True, text=True, timeout=600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -901,7 +899,7 @@ def machine_line(machine: dict) -> str:
 # Main
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m explorer.app.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", default=None, metavar="NAME",
                    help=f"a preset (random weights) or {SHIPPED!r} (the --checkpoint); repeatable; default: "
@@ -945,8 +943,7 @@ def devices(choice: str) -> tuple[list[str], list[str]]:
 def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     import torch
 
-    from .images import open_image
-    from .session import Session
+    from ..images import open_image
 
     started = time.perf_counter()
     machine = machine_info()
@@ -963,7 +960,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
                                  f"skipped; pass --checkpoint.")
     if analysis_not_measured():
         report["notes"].append(f"explorer.analysis functions not timed: {', '.join(analysis_not_measured())}.")
-    print(f"explorer.bench on {machine_line(machine)}")
+    print(f"explorer.app.bench on {machine_line(machine)}")
     print(f"load average at start {machine['load_average']}; {args.repeats} repeats after {args.warmup} warm-up runs",
           flush=True)
     busy = cpu_busy()
@@ -980,9 +977,6 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
         checkpoint_dir = prepare_checkpoints(models, args.checkpoint, temp / "checkpoints")
         os.environ["EXPLORER_CHECKPOINTS"] = str(checkpoint_dir)  # so the app's model menu lists them
         os.environ.setdefault("GRADIO_TEMP_DIR", str(temp / "gradio"))
-        phase = time.perf_counter()
-        app = import_app()
-        print(f"- app imported in {time.perf_counter() - phase:.1f} s", flush=True)
         photo = None if args.quick else prepare_photo(temp)
         for name in models:
             subject = build_subject(name, args.checkpoint, checkpoint_dir)
@@ -995,8 +989,8 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
                 print(f"- {subject.name} on {device}: forward ...", flush=True)
                 record = Recorder(subject.name, device, args.repeats, args.warmup)
                 record.rows += bench_forward(subject, x, device, args.repeats, args.warmup, args.image)
-                session = Session(checkpoint_dir, device=device)
-                driver = AppDriver(app, session)
+                session = Server(Settings.from_env(), device=device)
+                driver = AppDriver(build_app(session))
                 load_start = time.perf_counter()
                 session.registry.get(subject.session_model)
                 record.rows.append(Row("load.model", "model loaded by the session (once per process)", subject.name,

@@ -1,0 +1,43 @@
+"""The web app over the explorer package: everything Gradio lives here, nothing else imports it.
+
+    settings.py   the environment, read once (threads, device, address, folders, bounds)
+    registry.py   the model menu, loaded lazily          cache.py   the trace cache (Entry, TraceCache)
+    server.py     the state every visitor shares         text.py    each step's words and the model card
+    views.py      each view declared once (the registry) ui.py      the page and its events, built from views.py
+    bench.py      the benchmark, which builds the page through the same factory
+
+`build_demo(server)` and `main()` import Gradio when called, so `import explorer.app` stays light.
+"""
+from __future__ import annotations
+
+
+def build_demo(server=None):
+    """The Gradio Blocks of the app for `server` (an explorer.app.server.Server; one from the environment if None)."""
+    from .server import Server
+    from .ui import build_demo as build
+
+    return build(server or Server())
+
+
+def main(argv=None) -> None:
+    """`python app.py` / `vit-explorer`: read the settings, build the page, launch it."""
+    import argparse
+
+    from .settings import Settings, configure_threads
+
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description="ViT Explorer (Gradio app).")
+    parser.add_argument("--host", default=settings.host, help=f"address to bind (default here: {settings.host}; env "
+                        "EXPLORER_HOST, GRADIO_SERVER_NAME; 0.0.0.0 on a Hugging Face Space, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=settings.port,
+                        help=f"port (default here: {settings.port}; env EXPLORER_PORT, GRADIO_SERVER_PORT, else 7860)")
+    args = parser.parse_args(argv)
+    configure_threads()
+
+    from .server import Server
+    from .ui import build_demo as build, launch_options
+
+    server = Server(settings)
+    server.warm_up()  # the page is up at once; the default model loads meanwhile
+    demo = build(server)
+    demo.launch(server_name=args.host, server_port=args.port, **launch_options(server))

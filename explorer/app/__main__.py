@@ -1,0 +1,4 @@
+"""python -m explorer.app: the same as `python app.py`."""
+from . import main
+
+main()

@@ -1,0 +1,175 @@
+"""The app's server state, shared by every visitor: the models (registry.py), the traces (cache.py), the counters.
+
+`Server.analyse(image, model)` opens the image, runs the model once per (image, model, device) and returns the
+`Entry` it computed or found; `Server.entry(key, source)` finds an entry again for a later event and, when the cache
+has dropped it, traces the upload again (that counts as a model run); `Server.predict` is the /predict API.
+What a user can cause is raised as one of `USER_ERRORS`, each with a one-sentence message.
+
+Nothing here imports Gradio: progress is reported through a plain callable `progress(fraction, desc=...)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import analysis
+from ..images import ImageError, open_image
+from ..trace import trace
+from ..weights import WeightsUnavailable
+from .cache import Entry, TraceCache
+from .registry import ModelRegistry, ModelSpec, Progress, UnknownModel, no_progress
+from .settings import Settings
+
+
+class TraceExpired(LookupError):
+    """An analysis the cache has dropped and that cannot be made again (no upload to trace); one sentence."""
+
+
+# Everything a visitor can cause, each with a one-sentence message: the UI shows it and carries on.
+USER_ERRORS = (ImageError, WeightsUnavailable, UnknownModel, TraceExpired)
+
+
+def image_sha256(image: Image.Image) -> str:
+    """A hash of the decoded pixels (not the file), so the same picture pasted or uploaded shares one trace."""
+    digest = hashlib.sha256()
+    digest.update(f"{image.mode}:{image.width}x{image.height}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def _display_copy(image: Image.Image, longest: int = 768) -> Image.Image:
+    if max(image.size) <= longest:
+        return image.copy()
+    copy = image.copy()
+    copy.thumbnail((longest, longest), Image.Resampling.LANCZOS)
+    return copy
+
+
+class Server:
+    """All server-side state of the app, shared by every visitor: models, traces, counters."""
+
+    def __init__(self, settings: Settings | None = None, *, checkpoint_dir: str | os.PathLike | None = None,
+                 device: str | None = None, max_entries: int | None = None, max_bytes: int | None = None,
+                 max_models: int | None = None):
+        settings = settings or Settings.from_env()
+        self.settings = settings
+        self.registry = ModelRegistry(checkpoint_dir or settings.checkpoint_dir, device or settings.device,
+                                      max_models or settings.max_models)
+        self.device = self.registry.device
+        self.cache = TraceCache(max_entries or settings.trace_entries, max_bytes or settings.trace_bytes)
+        self._lock = threading.Lock()
+        self.runs = 0  # forward passes of a model in the menu (one per traced (image, model, device))
+        self.untrained_runs = 0  # patch embeddings of untrained twins (Eq. 1's comparison), counted apart
+        self.last_forward_s = 0.0
+
+    # -- the one place a model runs ---------------------------------------------------------------------------
+    def analyse(self, image, model: str, progress: Progress = no_progress) -> Entry:
+        """Open `image` (path, bytes, PIL, array) and trace it with `model` unless cached: the entry computed or found.
+
+        Raises one of USER_ERRORS (one sentence each) for what a user can cause.
+        """
+        opened = open_image(image)
+        spec = self.registry.resolve(model)
+        key = (image_sha256(opened.image), spec.label, self.device)
+        return self.cache.get_or_compute(key, lambda: self._trace(key, spec, opened, progress))
+
+    def entry(self, key, source: tuple[str, str] | None = None, progress: Progress = no_progress) -> Entry:
+        """The entry of an earlier `analyse` (key = entry.key). When the cache has dropped it, the upload in `source`
+        ((file path, model label)) is traced again, which counts as a model run; without one, TraceExpired."""
+        entry = self.cache.get(tuple(key)) if key else None
+        if entry is not None:
+            return entry
+        if source and source[0] and Path(source[0]).is_file():
+            return self.analyse(source[0], source[1], progress)
+        raise TraceExpired("This image's analysis is no longer cached; upload it again.")
+
+    def _trace(self, key, spec: ModelSpec, opened, progress: Progress) -> Entry:
+        bundle = self.registry.get(spec.label, progress)
+        progress(0.9, desc="Running the model once…")
+        seen, crop_notes = bundle.preprocessing.crop(opened.image)
+        x = bundle.preprocessing.normalise(seen)  # (1, C, H, W)
+        start = time.perf_counter()
+        result = trace(bundle.model, x, mean=bundle.preprocessing.mean, std=bundle.preprocessing.std,
+                       class_names=bundle.class_names, meta={"model": spec.label})
+        seconds = time.perf_counter() - start
+        lens = analysis.logit_lens(result, bundle.model, k=5)
+        with self._lock:
+            self.runs += 1
+            self.last_forward_s = seconds
+        entry = Entry(
+            key=key, trace=result, spec=spec, model_name=bundle.name, weights=bundle.weights, source=bundle.source,
+            preprocessing=bundle.preprocessing, original=_display_copy(opened.image),
+            original_size=opened.original_size, seen=seen, notes=list(opened.notes) + list(crop_notes),
+            projection_weight=bundle.model.patch_embedding.projection.weight.detach().float().cpu().clone(),
+            logit_lens=lens, seconds=seconds, model_memo=self.registry.model_memo(spec.label),
+        )
+        if spec.kind != "untrained":  # an untrained model's twin would be itself
+            entry.untrained = lambda: self.untrained_feature_maps(entry)
+        return entry
+
+    def untrained_feature_maps(self, entry: Entry) -> np.ndarray:
+        """Eq. 1's conv feature maps of the same input under an untrained model of the same config: (D, rows, cols)."""
+        def compute():
+            embedding = self.registry.untrained_patch_embedding(entry.spec.label, entry.config)
+            pixels = entry.trace["input.pixels"].unsqueeze(0)  # (1, C, H, W)
+            with torch.no_grad():
+                maps = embedding.projection(pixels.to(self.device))[0].float().cpu().numpy()  # (D, rows, cols)
+            with self._lock:
+                self.untrained_runs += 1
+            return maps
+        return entry.cached("untrained.feature_maps", compute)
+
+    def prefetch_untrained(self, entry: Entry) -> threading.Thread | None:
+        """Make Eq. 1's untrained comparison in the background (building an untrained twin of ViT-B/16 takes seconds)."""
+        if entry.untrained is None or "untrained.feature_maps" in entry.memo:
+            return None
+        thread = threading.Thread(target=entry.untrained, name="explorer-untrained", daemon=True)
+        thread.start()
+        return thread
+
+    # -- the API ----------------------------------------------------------------------------------------------
+    def predict(self, image, model: str, k: int = 5, progress: Progress = no_progress) -> dict:
+        """Top-k labels with probabilities as a JSON-able dict (the /predict endpoint), ranked by analysis.ranking."""
+        entry = self.analyse(image, model, progress)
+        return {
+            "model": entry.spec.label,
+            "weights": entry.weights,
+            "source": entry.source,
+            "trained": entry.trained,
+            "top_k": [{"label": name, "probability": round(p, 6)} for name, p in entry.trace.top_k(max(1, int(k)))],
+            "notes": entry.notes,
+        }
+
+    def stats(self) -> dict:
+        with self._lock:
+            runs, untrained, last = self.runs, self.untrained_runs, self.last_forward_s
+        return {
+            "model_runs": runs,
+            "untrained_runs": untrained,
+            "last_forward_s": round(last, 4),
+            "cache_entries": len(self.cache),
+            "cache_bytes": self.cache.nbytes(),
+            "cache_hits": self.cache.hits,
+            "cache_misses": self.cache.misses,
+            "cache_evictions": self.cache.evictions,
+            "models_loaded": self.registry.loads,
+            "device": self.device,
+        }
+
+    def warm_up(self, label: str | None = None) -> threading.Thread:
+        """Load the default model in a background thread (so the page is up at once)."""
+        def load():
+            try:
+                self.registry.get(label or self.registry.default_label())
+            except USER_ERRORS:
+                pass  # the first request reports it in one sentence
+        thread = threading.Thread(target=load, name="explorer-warm-up", daemon=True)
+        thread.start()
+        return thread

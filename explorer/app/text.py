@@ -1,0 +1,111 @@
+"""The page's words: each step's equation with the live sizes of the model in use, its plain sentences, the model card.
+
+Pure functions of a ViTConfig (and of an entry, for the model card): no Gradio.
+"""
+from __future__ import annotations
+
+from ..config import ViTConfig
+from ..weights import UNTRAINED_NOTE
+
+STEPS = ("0 · Input", "1 · Eq. 1 Patches", "2 · Eq. 2 Attention", "3 · Eq. 3 MLP", "4 · Eq. 4 Prediction")
+
+
+def sizes(config: ViTConfig) -> dict[str, int]:
+    """The paper's letters for this model."""
+    H, W = config.image_hw
+    rows, cols = config.grid
+    return {
+        "H": H, "W": W, "C": config.channels, "P": config.patch_size, "N": config.num_patches, "T": config.seq_len,
+        "D": config.hidden_dim, "L": config.depth, "h": config.heads, "d": config.head_dim, "MLP": config.mlp_dim,
+        "K": config.num_classes, "rows": rows, "cols": cols, "patch_dim": config.patch_dim,
+    }
+
+
+def equation(step: int, config: ViTConfig) -> str:
+    """The step's equation in LaTeX ($$...$$) with this model's sizes."""
+    s = sizes(config)
+    if step == 0:
+        return (f"$$x \\in \\mathbb{{R}}^{{H \\times W \\times C}} = \\mathbb{{R}}^{{{s['H']} \\times {s['W']} \\times "
+                f"{s['C']}}}, \\qquad \\hat x_c = \\frac{{x_c - \\mu_c}}{{\\sigma_c}}$$")
+    if step == 1:
+        return (f"$$z_0 = [\\,x_\\text{{class}};\\; x_p^1 E;\\; x_p^2 E;\\; \\dots;\\; x_p^{{{s['N']}}} E\\,] + E_{{pos}},"
+                f"\\qquad E \\in \\mathbb{{R}}^{{(P^2 C) \\times D}} = \\mathbb{{R}}^{{{s['patch_dim']} \\times {s['D']}}},"
+                f"\\quad E_{{pos}} \\in \\mathbb{{R}}^{{T \\times D}} = \\mathbb{{R}}^{{{s['T']} \\times {s['D']}}}$$")
+    if step == 2:
+        return (f"$$z'_\\ell = \\mathrm{{MSA}}(\\mathrm{{LN}}(z_{{\\ell-1}})) + z_{{\\ell-1}},\\quad \\ell = 1 \\dots {s['L']},"
+                f"\\qquad A = \\mathrm{{softmax}}\\!\\left(\\frac{{q k^\\top}}{{\\sqrt{{D_h}}}}\\right) \\in "
+                f"\\mathbb{{R}}^{{h \\times T \\times T}} = \\mathbb{{R}}^{{{s['h']} \\times {s['T']} \\times {s['T']}}},"
+                f"\\quad D_h = D / h = {s['d']}$$")
+    if step == 3:
+        return (f"$$z_\\ell = \\mathrm{{MLP}}(\\mathrm{{LN}}(z'_\\ell)) + z'_\\ell,\\quad \\ell = 1 \\dots {s['L']},"
+                f"\\qquad \\mathrm{{MLP}}: \\mathbb{{R}}^{{{s['D']}}} \\to \\mathbb{{R}}^{{{s['MLP']}}} "
+                f"\\xrightarrow{{\\text{{GELU}}}} \\mathbb{{R}}^{{{s['D']}}},\\quad z_\\ell \\in \\mathbb{{R}}^{{{s['T']} \\times {s['D']}}}$$")
+    if step == 4:
+        return (f"$$y = \\mathrm{{LN}}(z_L^0) = \\mathrm{{LN}}(z_{{{s['L']}}}^0) \\in \\mathbb{{R}}^{{{s['D']}}},"
+                f"\\qquad \\text{{logits}} = y\\,W_\\text{{head}} + b \\in \\mathbb{{R}}^{{K}} = \\mathbb{{R}}^{{{s['K']}}}$$")
+    raise ValueError(f"There is no step {step}; steps are 0..4.")
+
+
+def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
+    """The step's equation and two or three plain sentences, in Markdown."""
+    s = sizes(config)
+    if step == 0:
+        pre = preprocessing
+        resize = f"its shorter side is resized to {pre.resize_size} pixels and the central {pre.crop_size} × {pre.crop_size} square is kept" if pre else "it is resized and centre-cropped"
+        gray = " It is turned into grayscale first, because this model has one input channel." if s["C"] == 1 else ""
+        text = (f"The model takes an image of exactly {s['H']} × {s['W']} pixels with {s['C']} channel"
+                f"{'s' if s['C'] > 1 else ''}: {resize}.{gray} Each channel is then shifted by the mean μ and divided by "
+                f"the standard deviation σ of the images the model was trained on, so the numbers it reads are centred "
+                f"near 0.")
+    elif step == 1:
+        text = (f"The image is cut into N = HW/P² = {s['H']}·{s['W']}/{s['P']}² = {s['N']} patches of "
+                f"{s['P']}×{s['P']}×{s['C']} = {s['patch_dim']} values, read row by row ({s['rows']} rows × {s['cols']} "
+                f"columns). Every flattened patch is multiplied by the same matrix E, which is a convolution with kernel "
+                f"and stride {s['P']}: its {s['D']} output channels are the feature maps below. A learned class token is "
+                f"put in front (T = N + 1 = {s['T']} rows) and a learned position embedding is added to every row.")
+    elif step == 2:
+        text = (f"In each of the L = {s['L']} layers, each of the h = {s['h']} heads scores every token against every "
+                f"other (each row of A sums to 1) and mixes the tokens by those weights; the result is added back to "
+                f"the stream. Click a patch of the image on the left to see where it looks, or pick the class token to "
+                f"see what the prediction draws on. Attention rollout multiplies the layers' attention, with the "
+                f"residual path added, to follow the class token back to the patches (Fig. 6).")
+    elif step == 3:
+        text = (f"The MLP works on each of the T = {s['T']} tokens on its own: {s['D']} → {s['MLP']} → {s['D']} with a "
+                f"GELU in between, and its output is added to the stream. Before both the attention and the MLP, "
+                f"LayerNorm rescales each token to mean 0 and variance 1 (then a learned scale and shift), which keeps "
+                f"the sub-layers' inputs in range while the residual stream itself keeps growing.")
+    elif step == 4:
+        text = (f"Only the class token's final state $z_L^0$ is used: after one more LayerNorm it goes through a linear "
+                f"head to K = {s['K']} scores, and softmax turns them into probabilities. The logit lens applies that "
+                f"same LayerNorm and head to the class token after every layer, to see at which depth the prediction "
+                f"forms.")
+    else:
+        raise ValueError(f"There is no step {step}; steps are 0..4.")
+    return equation(step, config) + "\n\n" + text
+
+
+def model_card(entry=None, spec=None, availability: str = "") -> str:
+    """Which model and weights are in use and where they come from, in Markdown."""
+    lines = []
+    if entry is not None:
+        c = entry.config
+        lines.append(f"**Model in use:** {entry.spec.label} — {entry.model_name}, weights *{entry.weights}*; "
+                     f"source: {entry.source}. L = {c.depth}, D = {c.hidden_dim}, h = {c.heads}, P = {c.patch_size}, "
+                     f"input {c.image_hw[0]}×{c.image_hw[1]}×{c.channels}.")
+        kind = entry.spec.kind
+    elif spec is not None:
+        lines.append(f"**Model chosen:** {spec.label} ({spec.description}); upload an image or pick an example to run it.")
+        kind = spec.kind
+    else:
+        kind = ""
+    if kind == "untrained":
+        lines.append(f"⚠️ **{UNTRAINED_NOTE}**")
+    if kind == "pretrained":
+        lines.append("Note: torchvision's weights are ImageNet-1k / SWAG trainings, not the paper's JFT-300M or "
+                     "ImageNet-21k checkpoints.")
+    if kind == "checkpoint" and entry is not None and entry.config.channels == 1:
+        pre = entry.preprocessing
+        lines.append(f"This model was trained on Fashion-MNIST: photos are mapped to what it expects — {pre.describe()}")
+    if availability:
+        lines.append(availability)
+    return "\n\n".join(lines)

@@ -1,0 +1,357 @@
+"""The Gradio page, built by a factory from the view registry: `build_demo(server)` -> gr.Blocks.
+
+Layout and event wiring only. The views, their options and their order come from explorer.app.views (`PAGE`),
+the work from explorer.app.server (`Server`: models, traces, counters), the words from explorer.app.text.
+The model runs once per (image, model, device); every control redraws from the cached trace, and only what reads it.
+"""
+from __future__ import annotations
+
+import os
+
+# Before gradio is imported: no analytics, no version check, no telemetry.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+from contextlib import nullcontext  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from itertools import groupby  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from . import views  # noqa: E402
+from .registry import JFT_NOTE  # noqa: E402
+from .server import USER_ERRORS, Server  # noqa: E402
+from .text import STEPS, model_card  # noqa: E402
+from .views import CONTROLS, PAGE, VIEWS, Control, Options  # noqa: E402
+from ..weights import WeightsUnavailable  # noqa: E402
+
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+NO_SELECTION = "Query: **the class token** (token 0)."
+# The option inputs of every view event, in Options' field order: the selected patch (a State) then each control.
+OPTION_NAMES = views.OPTION_NAMES
+# Per-visitor state (gr.State: kept by the server per browser session, never sent to a client).
+STATES = ("key", "source", "selected", "step", "model_in_use")
+# Outputs of an upload or a model change, before the views: the states, the header and the controls a model adapts.
+HEADER_OUTPUTS = ("key", "source", "selected", "model_in_use", "model", "card", "status", "runs", "picker", "selection",
+                  *(name for name, c in CONTROLS.items() if c.adapt is not None))
+# Launch and queue settings, shared with the tests: never a share link, uploads up to the settings' limit, only
+# assets/ served from disk; two requests at once, 32 waiting.
+QUEUE = dict(default_concurrency_limit=2, max_size=32)
+DELETE_CACHE = (1800, 3600)  # uploads: checked every 30 min, removed after an hour
+
+
+def launch_options(server: Server) -> dict:
+    settings = server.settings
+    return dict(share=False, max_file_size=f"{settings.max_upload_mb}mb", allowed_paths=[str(settings.assets_dir)],
+                ssr_mode=False, footer_links=["api"])
+
+
+class ImageUpload(gr.Image):
+    """gr.Image that passes the uploaded file's path on unopened: explorer.images.open_image opens it and says in one
+    sentence what is wrong with a broken file, a non-image or a decompression bomb (gr.Image would fail first)."""
+
+    is_template = True  # the browser side is gr.Image's
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if payload.path is None:  # a data: URL (pasted)
+            return super().preprocess(payload)
+        return str(payload.path)
+
+
+def _options(selected, *values) -> Options:
+    """Options from the option inputs (Options' field order), with empty inputs at their defaults."""
+    default = Options()
+    given = dict(zip(OPTION_NAMES, (selected,) + values))
+    return Options(
+        selected=None if given["selected"] is None else int(given["selected"]),
+        indices=given["indices"] or "", layer=int(given["layer"] or default.layer),
+        head=str(given["head"] or default.head), fusion=given["fusion"] or default.fusion,
+        discard=float(given["discard"] or 0.0), ln_layer=int(given["ln_layer"] or default.ln_layer),
+        ln_which=given["ln_which"] or default.ln_which)
+
+
+class Handlers:
+    """The event handlers, each a thin call into the server and the views. Inputs and outputs by name as in
+    HEADER_OUTPUTS, views.all_views() and OPTION_NAMES."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.default_model = server.registry.default_label()
+        self.availability = server.registry.availability_note()
+
+    def runs_text(self) -> str:
+        return f"model runs: {self.server.stats()['model_runs']}"
+
+    def _entry(self, key, source):
+        """The entry of this visitor's upload (the server traces it again if the cache dropped it), or None with a
+        one-sentence warning."""
+        if not key:  # nothing uploaded yet
+            return None
+        try:
+            return self.server.entry(key, source)
+        except USER_ERRORS as error:
+            gr.Warning(str(error))
+            return None
+
+    def analyse(self, image, model, step, model_in_use, *option_values, progress=gr.Progress(track_tqdm=True),
+                status=""):
+        """Upload or model change: run the model once (unless cached) and draw the visible step."""
+        options = _options(None, *option_values[1:])
+        registry = self.server.registry
+        try:
+            spec = registry.resolve(model or self.default_model)
+            if image is None:
+                registry.get(spec.label, progress)  # load now, so a missing weight file is told at once
+                # No image (none yet, removed, or refused before it reached us): no views of an earlier image stay
+                # under a card that asks for one.
+                header = {"key": None, "source": None, "selected": None, "model_in_use": spec.label,
+                          "model": spec.label, "card": model_card(spec=spec, availability=self.availability),
+                          "status": status, "runs": self.runs_text(), "picker": None, "selection": NO_SELECTION}
+                return [header.get(name, gr.skip()) for name in HEADER_OUTPUTS] + [None] * len(views.all_views())
+            entry = self.server.analyse(image, spec.label, progress)
+        except USER_ERRORS as error:
+            message = str(error)
+            gr.Warning(message)
+            # Back to the model in use; if that is the one that failed (the default, at start), to one needing no
+            # download.
+            chosen = model or self.default_model
+            working = model_in_use if model_in_use and model_in_use != chosen else registry.fallback_label()
+            if isinstance(error, WeightsUnavailable) and working != chosen:
+                return self.analyse(image, working, step, working, *option_values, progress=progress,
+                                    status=f"⚠️ {message} Showing {working} instead." if model_in_use == chosen
+                                    else f"⚠️ {message}")
+            values = [gr.skip()] * (len(HEADER_OUTPUTS) + len(views.all_views()))
+            values[HEADER_OUTPUTS.index("model")] = working
+            values[HEADER_OUTPUTS.index("status")] = f"⚠️ {message}"
+            return values
+        config = entry.config
+        header = {
+            "key": entry.key, "source": (image, spec.label) if isinstance(image, str) else None, "selected": None,
+            "model_in_use": spec.label, "model": spec.label,
+            "card": model_card(entry, availability=self.availability), "status": status, "runs": self.runs_text(),
+            "picker": views.patch_picker(entry, None), "selection": views.selection_text(entry, None),
+        }
+        adapted = {}
+        for name, control in CONTROLS.items():
+            if control.adapt is not None:
+                props, adapted[name] = control.adapt(config, getattr(options, name))
+                header[name] = gr.update(value=adapted[name], **props)
+        options = options.replace(**adapted)
+        visible = views.step_views(int(step or 0))
+        drawn = dict(zip(visible, views.render_views(entry, visible, options)))
+        self.server.prefetch_untrained(entry)
+        return [header[name] for name in HEADER_OUTPUTS] + [drawn.get(name, None) for name in views.all_views()]
+
+    def show_step(self, step: int):
+        """A tab clicked: draw its views."""
+        names = views.step_views(step)
+
+        def handler(key, source, *option_values):
+            entry = self._entry(key, source)
+            if entry is None:
+                return [step] + [gr.skip()] * len(names)
+            return [step] + views.render_views(entry, names, _options(*option_values))
+        return handler
+
+    def redraw(self, names: list[str]):
+        """A control changed: redraw the views that read it (views.affected)."""
+        def handler(key, source, *option_values):
+            entry = self._entry(key, source)
+            values = ([gr.skip()] * len(names) if entry is None
+                      else views.render_views(entry, names, _options(*option_values)))
+            return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
+        return handler
+
+    def select_patch(self, key, source, step, *option_values, evt: gr.SelectData):
+        """A click on the picker: evt.index is [x, y] in the picker image's pixels."""
+        entry = self._entry(key, source)
+        if entry is None:
+            return [gr.skip()] * (3 + len(SELECTED_VIEWS))
+        x, y = evt.index[0], evt.index[1]
+        return self._selected(entry, views.patch_at(entry.config, x, y), step, option_values)
+
+    def select_class_token(self, key, source, step, *option_values):
+        entry = self._entry(key, source)
+        if entry is None:
+            return [gr.skip()] * (3 + len(SELECTED_VIEWS))
+        return self._selected(entry, None, step, option_values)
+
+    def _selected(self, entry, selected, step, option_values):
+        options = _options(selected, *option_values[1:])
+        visible = views.affected(int(step or 0), "selected")
+        drawn = dict(zip(visible, views.render_views(entry, visible, options)))
+        return ([selected, views.patch_picker(entry, selected), views.selection_text(entry, selected)]
+                + [drawn[name] if name in drawn else gr.skip() for name in SELECTED_VIEWS])
+
+    def new_random_indices(self, key, source, *option_values):
+        entry = self._entry(key, source)
+        D = entry.config.hidden_dim if entry is not None else 768
+        options = _options(*option_values).replace(indices=views.random_indices(D))
+        names = views.affected(1, "indices")
+        values = views.render_views(entry, names, options) if entry is not None else [gr.skip()] * len(names)
+        return [options.indices] + values
+
+    def predict(self, image, model: str, k: int = 5) -> dict:
+        """(image file, model name) -> {"model", "weights", "source", "trained", "top_k": [{"label", "probability"}],
+        "notes"}."""
+        if image is None:
+            raise gr.Error("No image was given; send an image file (JPEG, PNG, WebP, GIF or BMP).")
+        try:
+            return self.server.predict(image, model or self.default_model, int(k or 5))
+        except USER_ERRORS as error:
+            raise gr.Error(str(error)) from None
+
+    def stats(self) -> dict:
+        """Server-side counters: model runs, trace-cache entries and bytes, hits and misses, models loaded."""
+        return self.server.stats()
+
+
+# The views that read the selected patch, over all steps; only the visible step's are drawn.
+SELECTED_VIEWS = [name for step in range(len(STEPS)) for name in views.affected(step, "selected")]
+
+
+def _elem_id(name: str) -> str:
+    return name.replace(".", "-").replace("_", "-")
+
+
+def _view_component(spec: views.View) -> gr.components.Component:
+    props = {"elem_id": "view-" + _elem_id(spec.name), **spec.props}
+    if spec.kind == "markdown":
+        return gr.Markdown(latex_delimiters=LATEX, **props)
+    if spec.kind == "plot":
+        return gr.Plot(label=spec.label, **props)
+    if spec.kind == "image":
+        return gr.Image(label=spec.label, interactive=False, buttons=[], **props)
+    raise ValueError(f"View {spec.name} has an unknown kind {spec.kind!r}.")
+
+
+def _control_component(spec: Control) -> gr.components.Component:
+    props = {"elem_id": _elem_id(spec.name), "label": spec.label, **spec.props}
+    kinds = {"slider": gr.Slider, "dropdown": gr.Dropdown, "radio": gr.Radio, "textbox": gr.Textbox}
+    if spec.kind not in kinds:
+        raise ValueError(f"Control {spec.name} has an unknown kind {spec.kind!r}.")
+    return kinds[spec.kind](**props)
+
+
+def _control_triggers(component, kind: str) -> list:
+    """The events that mean "changed by the visitor" for each kind of control."""
+    triggers = {"slider": ("input",), "dropdown": ("select",), "radio": ("input",), "textbox": ("submit", "blur")}
+    return [getattr(component, event) for event in triggers[kind]]
+
+
+@dataclass
+class App:
+    """The built page: the Blocks, its components by name (views, controls, states, header), the handlers."""
+
+    demo: gr.Blocks
+    components: dict
+    handlers: Handlers
+    server: Server
+
+
+def build_app(server: Server) -> App:
+    """The whole page for `server`: layout from views.PAGE, events wired from the declarations."""
+    handlers = Handlers(server)
+    default_model = handlers.default_model
+    settings = server.settings
+    c: dict[str, gr.components.Component] = {}
+    with gr.Blocks(title="ViT Explorer", delete_cache=DELETE_CACHE) as demo:
+        c["key"] = gr.State(None)  # (image sha256, model label, device): the trace itself stays in the server
+        c["source"] = gr.State(None)  # (upload path, model label): to trace again if the cache has dropped this trace
+        c["selected"] = gr.State(None)  # the selected patch index, None for the class token
+        c["step"] = gr.State(0)  # the visible step
+        c["model_in_use"] = gr.State(default_model)
+
+        gr.Markdown("# ViT Explorer\nA Vision Transformer ([Dosovitskiy et al. 2020, *An Image is Worth 16x16 Words*]"
+                    "(https://arxiv.org/abs/2010.11929)) on your own image, one equation at a time. The model runs once "
+                    "per image; every control below redraws from that one run.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=320):
+                c["image"] = ImageUpload(label=f"Image (up to {settings.max_upload_mb} MB): drop, paste or click to "
+                                         "upload", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                         elem_id="upload", height=280)
+                examples = gr.Examples(examples=[[str(p)] for p in settings.examples()], inputs=[c["image"]],
+                                       label="Examples (photos: public domain / CC0; Fashion-MNIST: MIT — see "
+                                       "assets/README.md)", examples_per_page=12)
+                c["model"] = gr.Dropdown(choices=server.registry.choices(), value=default_model, label="Model",
+                                         info=JFT_NOTE, elem_id="model")
+                c["status"] = gr.Markdown("", elem_id="status")
+                c["picker"] = gr.Image(label="What the model sees, with its patch grid: click a patch",
+                                       interactive=False, format="png", elem_id="picker", height=360, buttons=[])
+                c["selection"] = gr.Markdown(NO_SELECTION, elem_id="selection")
+                class_token_button = gr.Button("Query the class token", size="sm")
+                c["runs"] = gr.Markdown(handlers.runs_text, elem_id="model-runs")  # a callable: fresh on every load
+            with gr.Column(scale=3):
+                c["card"] = gr.Markdown(model_card(spec=server.registry.resolve(default_model),
+                                                   availability=handlers.availability), elem_id="model-card")
+                tabs = []
+                with gr.Tabs(selected=0, elem_id="steps"):
+                    for number, title in enumerate(STEPS):
+                        with gr.Tab(title, id=number, elem_id=f"tab-{number}") as tab:
+                            tabs.append(tab)
+                            items = [item for item in PAGE if item.step == number]
+                            for row, group in groupby(items, key=lambda item: item.row):
+                                group = list(group)
+                                with (gr.Row() if row is not None and len(group) > 1 else nullcontext()):
+                                    for item in group:
+                                        if isinstance(item, Control):
+                                            c[item.name] = _control_component(item)
+                                            if item.name == "indices":
+                                                random_button = gr.Button("Random", scale=1, elem_id="random-indices")
+                                        else:
+                                            c[item.name] = _view_component(item)
+
+        # Hidden components of the /predict API.
+        with gr.Row(visible=False):
+            api_image = ImageUpload(type="filepath", image_mode=None, label="image")
+            api_model = gr.Textbox(value=default_model, label="model")
+            api_k = gr.Number(value=5, precision=0, label="k")
+            api_result = gr.JSON(label="prediction")
+            api_button = gr.Button("predict")
+
+        _wire(c, handlers, tabs, examples, class_token_button, random_button)
+        api_button.click(handlers.predict, inputs=[api_image, api_model, api_k], outputs=[api_result],
+                         api_name="predict")
+        gr.api(handlers.stats, api_name="stats")
+    return App(demo, c, handlers, server)
+
+
+def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button, random_button) -> None:
+    """Every event, derived from the declarations: an upload or model change, a tab, a control, a patch click."""
+    option_inputs = [c[name] for name in OPTION_NAMES]
+    state = [c["key"], c["source"]]
+    view_outputs = [c[name] for name in views.all_views()]
+    # An upload (file or paste), a model chosen, an example clicked. Not image.change: it fires twice when one image
+    # replaces another.
+    analyse_wiring = dict(inputs=[c["image"], c["model"], c["step"], c["model_in_use"]] + option_inputs,
+                          outputs=[c[n] for n in HEADER_OUTPUTS] + view_outputs,
+                          trigger_mode="always_last", show_progress_on=[c["card"], c["picker"]])
+    gr.on([c["image"].upload, c["model"].select], handlers.analyse, api_name="analyse", **analyse_wiring)
+    examples.load_input_event.then(handlers.analyse, api_visibility="private", **analyse_wiring)
+    for number, tab in enumerate(tabs):
+        tab.select(handlers.show_step(number), inputs=state + option_inputs,
+                   outputs=[c["step"]] + [c[n] for n in views.step_views(number)],
+                   api_name=f"step_{number}", api_visibility="undocumented")
+    selected_outputs = [c["selected"], c["picker"], c["selection"]] + [c[n] for n in SELECTED_VIEWS]
+    c["picker"].select(handlers.select_patch, inputs=state + [c["step"]] + option_inputs, outputs=selected_outputs,
+                       api_visibility="private", show_progress="hidden")
+    class_token_button.click(handlers.select_class_token, inputs=state + [c["step"]] + option_inputs,
+                             outputs=selected_outputs, api_name="class_token", api_visibility="undocumented",
+                             show_progress="hidden")
+    for name, control in CONTROLS.items():
+        names = views.affected(control.step, name)
+        gr.on(_control_triggers(c[name], control.kind), handlers.redraw(names), inputs=state + option_inputs,
+              outputs=[c[n] for n in names], api_name=f"set_{name}", api_visibility="undocumented",
+              trigger_mode="always_last", show_progress="hidden")
+    random_button.click(handlers.new_random_indices, inputs=state + option_inputs,
+                        outputs=[c["indices"]] + [c[n] for n in views.affected(1, "indices")],
+                        api_name="random_indices", api_visibility="undocumented", show_progress="hidden")
+
+
+def build_demo(server: Server) -> gr.Blocks:
+    """The page for `server`, queued as the app serves it."""
+    demo = build_app(server).demo
+    demo.queue(**QUEUE)
+    return demo
