@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,16 +29,12 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from explorer.app.settings import free_port  # noqa: F401 (the tests' one free-port helper, re-exported)
+
 REPO = Path(__file__).resolve().parent.parent
 STANDIN_STEM = "vit_fashion_standin"  # "fashion" in the name: the app picks it as its default model
 STANDIN_LABEL = f"ViT-Fashion/4 · {STANDIN_STEM}"
 FASHION_PREPROCESSING = dict(resize_size=28, crop_size=28, channels=1, mean=(0.286,), std=(0.353,), invert="auto")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @functools.lru_cache(maxsize=2)

@@ -13,6 +13,8 @@ from explorer.data import (FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, DataError
                            write_idx)
 from explorer.images import Preprocessing
 
+from image_folders import write_image_folder
+
 # An IDX file written out by hand: magic 00 00 08 03 (unsigned bytes, 3 dims), sizes 2, 2, 3 (big-endian), 12 values.
 HAND_IDX = bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(12))
 
@@ -109,24 +111,10 @@ def test_the_debian_fashion_mnist_is_found_and_has_its_published_sizes():
 # ---------------------------------------------------------------------------------------------------------------
 # Image folders
 
-COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
-
-
-def make_image_folder(root, per_class=(4, 2), size=(40, 30)):
-    """root/{train,test}/<colour>/*.jpg: noisy images of one colour per class, not square."""
-    rng = np.random.default_rng(0)
-    for part, n in zip(("train", "test"), per_class):
-        for name, rgb in COLOURS.items():
-            (root / part / name).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                noise = rng.integers(-25, 26, (size[1], size[0], 3))
-                array = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(array).save(root / part / name / f"{i}.jpg", quality=95)
-    return root
 
 
 def test_load_image_folder(tmp_path):
-    root = make_image_folder(tmp_path / "colours")
+    root = write_image_folder(tmp_path / "colours")
     (root / "train" / "red" / "notes.txt").write_text("not an image, skipped")
     dataset = load_image_folder(root, image_size=16, channels=3)
     assert dataset.class_names == ["blue", "green", "red"]  # sorted folder names
@@ -139,7 +127,7 @@ def test_load_image_folder(tmp_path):
 
 
 def test_load_image_folder_with_a_models_preprocessing(tmp_path):
-    root = make_image_folder(tmp_path / "colours")
+    root = write_image_folder(tmp_path / "colours")
     preprocessing = Preprocessing(resize_size=24, crop_size=20)  # resize the shorter side to 24, crop 20 x 20
     dataset = load_image_folder(root, preprocessing=preprocessing)
     assert dataset.train.images.shape == (12, 3, 20, 20)
@@ -163,14 +151,14 @@ def _empty(folder):
     (lambda root: (root / "train" / "red" / "0.jpg").write_bytes(b"not a jpeg"), "", "0.jpg: .*not an image"),
 ])
 def test_wrong_image_folder_layouts_say_what_was_expected(tmp_path, break_it, where, message):
-    root = make_image_folder(tmp_path / "colours")
+    root = write_image_folder(tmp_path / "colours")
     break_it(root)
     with pytest.raises(DataError, match=message):
         load_image_folder(root / where if where else root, image_size=16)
 
 
 def test_image_folder_classes(tmp_path):
-    root = make_image_folder(tmp_path / "colours")
+    root = write_image_folder(tmp_path / "colours")
     assert image_folder_classes(root) == ["blue", "green", "red"]
 
 

@@ -20,6 +20,8 @@ from explorer.data import (FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MN
                            find_fashion_mnist, load_fashion_mnist, load_image_folder, write_idx)
 from explorer.weights import load_checkpoint
 
+from image_folders import write_image_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "checkpoints" / "vit_fashion_mnist"
 TINY = ViTConfig(image_size=28, patch_size=7, channels=1, hidden_dim=16, depth=1, heads=2, mlp_dim=32, name="tiny")
@@ -62,19 +64,6 @@ def write_fashion_format(folder, n_train=64, n_test=32, seed=0):
     return folder
 
 
-COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
-
-
-def write_image_folder(root, per_class=(8, 4), size=(40, 30)):
-    """root/{train,test}/<colour>/*.jpg: noisy, non-square images of one colour per class."""
-    rng = np.random.default_rng(0)
-    for part, n in zip(("train", "test"), per_class):
-        for name, rgb in COLOURS.items():
-            (root / part / name).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                array = np.clip(np.array(rgb) + rng.integers(-30, 31, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(array).save(root / part / name / f"{i}.jpg", quality=95)
-    return root
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,7 +231,7 @@ def test_same_seed_same_model_other_seed_another(fashion_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
-    root = write_image_folder(tmp_path_factory.mktemp("data") / "colours")
+    root = write_image_folder(tmp_path_factory.mktemp("data") / "colours", per_class=(8, 4), noise=30)
     out = tmp_path_factory.mktemp("run") / "colours"
     argv = ["--data-dir", str(root), "--config", "ViT-Tiny-Test/8", "--epochs", "6", "--batch-size", "8",
             "--lr", "3e-3", "--threads", "1", "--out", str(out)]

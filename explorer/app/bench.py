@@ -50,7 +50,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,7 +62,7 @@ from pathlib import Path
 from typing import Callable
 
 from .server import Server
-from .settings import REPO, Settings, data_dir
+from .settings import REPO, Settings, data_dir, free_port
 from .text import STEPS
 from .ui import build_app
 
@@ -409,7 +408,6 @@ class AppDriver:
     page built by the app's own factory (explorer.app.ui.build_app) for the server being measured."""
 
     def __init__(self, app):
-        import gradio as gr  # noqa: F401 (the page's own)
         from gradio.state_holder import SessionState
 
         self.app = app
@@ -719,12 +717,6 @@ def prepare_photo(folder: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Processes: cold start and memory
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _app_env(checkpoint_dir: Path | None, temp: Path) -> dict:
     env = dict(os.environ, EXPLORER_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
@@ -1099,7 +1091,8 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """`vit-explorer-bench` and `python -m explorer.app.bench`."""
     code = main()
     # Everything is written; skip the interpreter's teardown, where a native library thread left by torch / Gradio
     # sometimes aborts the process ("terminate called without an active exception") and turns a finished run into
@@ -1107,3 +1100,7 @@ if __name__ == "__main__":
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":
+    console()

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from .. import analysis
+from ..config import ViTConfig
 from ..trace import Trace
 from ..weights import UNTRAINED
 from .registry import ModelSpec

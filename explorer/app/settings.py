@@ -12,6 +12,7 @@ Nothing here imports Gradio.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,9 +54,10 @@ def on_space(env=None) -> bool:
 
 
 def data_dir(name: str) -> Path:
-    """assets/ or checkpoints/: next to app.py in a source checkout, else the copy `pip install .` put in the package."""
+    """assets/ or checkpoints/: next to app.py in a source checkout, else the copy `pip install .` put in the package
+    (explorer/shipped_assets, explorer/shipped_checkpoints: see pyproject.toml)."""
     in_checkout = REPO / name
-    return in_checkout if in_checkout.is_dir() else PACKAGE / "data" / name
+    return in_checkout if in_checkout.is_dir() else PACKAGE / f"shipped_{name}"
 
 
 def default_checkpoint_dir(env=None) -> Path:
@@ -74,6 +76,13 @@ def default_address(env=None) -> tuple[str, int]:
             or ("0.0.0.0" if env.get("SPACE_ID", "").strip() else "127.0.0.1"))
     port = env.get("EXPLORER_PORT", "").strip() or env.get("GRADIO_SERVER_PORT", "").strip() or "7860"
     return host, int(port)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` now (the OS picks it): for servers started by the benchmark and the tests."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def _int(env, name: str, default: int) -> int:

@@ -22,7 +22,7 @@ from . import views  # noqa: E402
 from .registry import JFT_NOTE  # noqa: E402
 from .server import USER_ERRORS, Server  # noqa: E402
 from .text import STEPS, model_card  # noqa: E402
-from .views import CONTROLS, PAGE, VIEWS, Control, Options  # noqa: E402
+from .views import CONTROLS, PAGE, Control, Options  # noqa: E402
 from ..weights import WeightsUnavailable  # noqa: E402
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
