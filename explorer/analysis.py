@@ -203,3 +203,23 @@ def equally_likely(probabilities) -> bool:
     """All K classes have the same probability 1/K (up to float32 rounding): the head says nothing."""
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)  # (K,)
     return probabilities.size > 1 and float(np.ptp(probabilities)) <= 1e-6 / probabilities.size
+
+
+# Explanations beyond attention (class-specific, tested for faithfulness) and the model at another resolution
+# (Sec. 3.2) live in explorer.explain; they are part of this module's API.
+from .explain import (  # noqa: E402
+    Curve,
+    Faithfulness,
+    at_resolution,
+    deletion_curve,
+    drop_patches,
+    explanation_maps,
+    faithfulness,
+    grad_cam,
+    insertion_curve,
+    interpolate_position_embedding,
+    keep_patches,
+    last_layer_attention,
+    patch_order,
+    relevance,
+)

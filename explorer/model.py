@@ -11,7 +11,8 @@ T = N + 1 tokens, D hidden size, h heads, d = D/h head size, K classes.
 
 Every forward takes an optional `record` dict. When given, each stage is written into it under a stable dotted
 name (see explorer.trace). The dict belongs to the caller, so nothing is stored on the modules and one model can
-serve many threads at once.
+serve many threads at once. Stages are stored detached, unless the record has `keep_graph = True` (a dict subclass,
+explorer.explain.GraphRecord): then they stay in the autograd graph, for gradients w.r.t. attention weights.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ Record = dict | None
 
 def _keep(record: Record, name: str, tensor: torch.Tensor) -> None:
     if record is not None:
-        record[name] = tensor.detach()
+        record[name] = tensor if getattr(record, "keep_graph", False) else tensor.detach()
 
 
 class PatchEmbedding(nn.Module):
@@ -153,7 +154,10 @@ class ViT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # As torchvision: LeCun-normal patch projection, Xavier-uniform dense layers, zero head.
+        # Like torchvision's VisionTransformer where the layers match: the patch projection LeCun-normal (truncated,
+        # std sqrt(1 / fan_in)), zero bias; the MLP Xavier-uniform with N(0, 1e-6) biases; a zero head. torchvision
+        # leaves attention to nn.MultiheadAttention (Xavier-uniform qkv, zero biases, PyTorch's default Linear init for
+        # the output projection); here qkv and the output projection are initialised like the MLP instead.
         fan_in = self.patch_embedding.projection.in_channels * self.config.patch_size ** 2
         nn.init.trunc_normal_(self.patch_embedding.projection.weight, std=math.sqrt(1 / fan_in))
         nn.init.zeros_(self.patch_embedding.projection.bias)
