@@ -199,6 +199,9 @@ _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,  # the remaining PIL filters, which timm and Hugging Face configs may name
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
 }
 
 
@@ -206,8 +209,11 @@ _INTERPOLATIONS = {
 class Preprocessing:
     """A model's input recipe: resize the shorter side, centre-crop, to tensor, normalise.
 
-    Mirrors torchvision's ImageClassification transform (used by its ViT weights). For light-on-dark grayscale
-    models (Fashion-MNIST) `invert="auto"` flips photos whose border is bright, so that the object is light.
+    Mirrors torchvision's ImageClassification transform (used by its ViT weights), which timm's eval transform also is
+    (resize_size = floor(crop_size / crop_pct)). With `resize_to=(H, W)` the whole image is instead resized to exactly
+    H x W, aspect ratio not kept, before the centre crop: Hugging Face's ViTImageProcessor (crop_size = H = W, so no
+    crop) and timm's crop_mode="squash". For light-on-dark grayscale models (Fashion-MNIST) `invert="auto"` flips
+    photos whose border is bright, so that the object is light.
     """
 
     resize_size: int = 256
@@ -217,6 +223,7 @@ class Preprocessing:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     channels: int = 3
     invert: str = "never"  # "never" | "auto"
+    resize_to: tuple[int, int] | None = None  # (H, W): resize to exactly this (no aspect kept); None: shorter side
 
     @classmethod
     def from_torchvision(cls, transforms) -> "Preprocessing":
@@ -232,19 +239,29 @@ class Preprocessing:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["mean"], out["std"] = list(self.mean), list(self.std)
+        if self.resize_to is not None:
+            out["resize_to"] = list(self.resize_to)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
         data = dict(data)
         data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+        if data.get("resize_to") is not None:
+            data["resize_to"] = tuple(int(v) for v in data["resize_to"])  # JSON gives a list
         return cls(**data)
 
     def describe(self) -> str:
-        parts = [
-            f"shorter side resized to {self.resize_size} ({self.interpolation})",
-            f"centre crop {self.crop_size}×{self.crop_size}",
-        ]
+        if self.resize_to is None:
+            parts = [
+                f"shorter side resized to {self.resize_size} ({self.interpolation})",
+                f"centre crop {self.crop_size}×{self.crop_size}",
+            ]
+        else:
+            height, width = self.resize_to
+            parts = [f"resized to {width}×{height} ({self.interpolation}), aspect ratio not kept"]
+            if self.crop_size < min(height, width):
+                parts.append(f"centre crop {self.crop_size}×{self.crop_size}")
         if self.channels == 1:
             parts.insert(0, "converted to grayscale")
         if self.invert == "auto":
@@ -256,6 +273,10 @@ class Preprocessing:
         """What the model sees, before normalisation: a crop_size square PIL image (grayscale for C = 1)."""
         notes: list[str] = []
         image = image.convert("L") if self.channels == 1 else image.convert("RGB")
+        if self.resize_to is not None:
+            height, width = self.resize_to
+            image = image.resize((width, height), _INTERPOLATIONS[self.interpolation])  # (W, H) -> (width, height)
+            return self._centre_crop(image, notes)
         width, height = image.size
         # Keep only the central part of a very long side: the centre crop below would discard the rest anyway.
         short = min(width, height)
@@ -275,6 +296,10 @@ class Preprocessing:
         else:
             new_size = (int(self.resize_size * width / height), self.resize_size)
         image = image.resize(new_size, _INTERPOLATIONS[self.interpolation])
+        return self._centre_crop(image, notes)
+
+    def _centre_crop(self, image: Image.Image, notes: list[str]) -> tuple[Image.Image, list[str]]:
+        """The central crop_size square, placed as torchvision's CenterCrop places it; then the optional inversion."""
         left = int(round((image.width - self.crop_size) / 2.0))
         top = int(round((image.height - self.crop_size) / 2.0))
         image = image.crop((left, top, left + self.crop_size, top + self.crop_size))

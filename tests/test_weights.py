@@ -25,6 +25,7 @@ from explorer import CONFIGS, ViT
 from explorer.images import Preprocessing
 from explorer.weights import (
     PRETRAINED,
+    UNTRAINED,
     WeightsUnavailable,
     cache_path,
     checkpoint_paths,
@@ -438,7 +439,7 @@ def test_damaged_checkpoints_are_one_sentence(tmp_path, tiny_model, no_unpicklin
 
 def test_random_bundle_is_marked_untrained():
     bundle = random_bundle("ViT-Tiny-Test/8", seed=1)
-    assert not bundle.trained and "meaningless" in bundle.source
+    assert not bundle.trained and bundle.weights == UNTRAINED and "seed 1" in bundle.source
     assert bundle.class_names == [f"class {i}" for i in range(10)]
     assert bundle.preprocessing.crop_size == 32
     x = bundle.preprocessing(Image.new("RGB", (40, 50)))
