@@ -760,8 +760,9 @@ def attention_overview(maps, query: int | None) -> go.Figure:
     )
 
 
-def rollout(image, rollout_map, title: str) -> go.Figure:
-    """Fig. 6 (App. D.8): the input, the input multiplied by the attention-rollout map, and the map itself."""
+def rollout(image, rollout_map, title: str, name: str = "rollout") -> go.Figure:
+    """Fig. 6 (App. D.8): the input, the input multiplied by the attention-rollout map, and the map itself. Any other
+    map over the patch grid (relevance, Grad-CAM) is drawn the same way under its `name`."""
     image = _as_image(image)  # (H, W, 3)
     rollout_map = np.asarray(rollout_map, dtype=np.float32)  # (gh, gw)
     gh, gw = rollout_map.shape
@@ -779,7 +780,7 @@ def rollout(image, rollout_map, title: str) -> go.Figure:
     traces = [_image_trace(_to_uint8(panels), 0, 0, panels.shape[1], h)]
     patch = np.arange(gh * gw, dtype=np.int16).reshape(gh, gw)
     cell_w, cell_h = w / gw, h / gh
-    hover = "patch %{customdata} · rollout %{z:.3f}<extra></extra>"
+    hover = f"patch %{{customdata}} · {name} / max %{{z:.3f}}<extra></extra>"
     traces.append(go.Heatmap(  # hover over the masked image
         z=mask, customdata=patch, x0=w + gap + cell_w / 2, dx=cell_w, y0=cell_h / 2, dy=cell_h,
         colorscale=_TRANSPARENT, showscale=False, zmin=0, zmax=1, hovertemplate=hover,
@@ -787,10 +788,10 @@ def rollout(image, rollout_map, title: str) -> go.Figure:
     traces.append(go.Heatmap(  # the map over the dimmed image
         z=mask, customdata=patch, x0=2 * (w + gap) + cell_w / 2, dx=cell_w, y0=cell_h / 2, dy=cell_h,
         colorscale=_alpha_colourscale(ATTENTION_COLOURS, 0.25, 0.9), zmin=0, zmax=1, hovertemplate=hover,
-        colorbar=dict(title=dict(text="rollout / max", side="right"), thickness=10),
+        colorbar=dict(title=dict(text=f"{name} / max", side="right"), thickness=10),
     ))
     traces.append(_labels_trace([w / 2, w + gap + w / 2, 2 * (w + gap) + w / 2], [0, 0, 0],
-                                ["input", "input × rollout", "rollout map"]))
+                                ["input", f"input × {name}", f"{name} map"]))
     return _figure(traces, title, 360, meta=dict(kind="rollout", panel=[h, w], gap=gap),
                    **_image_axes((0, panels.shape[1]), (-max(6, h // 10), h)))
 
@@ -945,3 +946,59 @@ def logit_lens(probabilities, class_names: Sequence[str], top_indices: Sequence[
                    yaxis=dict(title=dict(text="probability"), range=[0, 1.02], tickformat=".0%"),
                    legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
                    margin=dict(l=50, r=20, t=80, b=40))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Explanations: faithfulness, and a prediction against another
+
+
+FAITHFULNESS_COLOURS = {"relevance": "#d62728", "grad_cam": "#ff7f0e", "rollout": "#1f77b4", "attention": "#2ca02c",
+                        "random": "#7f7f7f"}
+
+
+def faithfulness(deletion, insertion, target_name: str) -> go.Figure:
+    """Deletion and insertion curves (Petsiuk et al. 2018), side by side: the target's probability as patches leave
+    (enter) the sequence in each map's order, with each curve's area in the legend. `deletion` and `insertion`:
+    method -> (fractions (S,), probabilities (S,), area). A faithful map falls fast on the left, rises fast on the
+    right."""
+    traces = []
+    for column, (mode, curves) in enumerate((("deletion", deletion), ("insertion", insertion))):
+        for method, (fractions, probabilities, area) in curves.items():
+            fractions = np.asarray(fractions, dtype=np.float32)  # (S,)
+            probabilities = np.asarray(probabilities, dtype=np.float32)  # (S,)
+            traces.append(go.Scatter(
+                x=fractions, y=probabilities, mode="lines", xaxis=f"x{column + 1}", yaxis=f"y{column + 1}",
+                name=f"{method} ({mode[:3]}. area {area:.3f})", legendgroup=method,
+                line=dict(color=FAITHFULNESS_COLOURS.get(method, "#444444"),
+                          dash="dot" if method == "random" else "solid", width=2),
+                hovertemplate=f"{method}, {mode}: %{{x:.0%}} of patches → p = %{{y:.3f}}<extra></extra>",
+            ))
+    axis = dict(range=[0, 1], tickformat=".0%", showgrid=True)
+    return _figure(traces, f"Which map to trust: p({target_name}) as patches leave (left) or enter (right)", 380,
+                   xaxis=dict(domain=[0, 0.47], title=dict(text="patches removed, most relevant first"), **axis),
+                   xaxis2=dict(domain=[0.53, 1], title=dict(text="patches present, most relevant first"), **axis),
+                   yaxis=dict(range=[0, 1.02], title=dict(text="probability"), anchor="x"),
+                   yaxis2=dict(range=[0, 1.02], anchor="x2"),
+                   legend=dict(orientation="h", x=0, y=-0.22, yanchor="top", font=dict(size=10)),
+                   margin=dict(l=50, r=20, t=40, b=130))
+
+
+def prediction_change(before, after, class_names: Sequence[str], labels: tuple[str, str], k: int = 5) -> go.Figure:
+    """Two predictions of the same image side by side (all patches and fewer; two resolutions): the top-k classes of
+    either, ranked by `after` (ties in class order), each with both probabilities."""
+    before = np.asarray(before, dtype=np.float32).reshape(-1)  # (K,)
+    after = np.asarray(after, dtype=np.float32).reshape(-1)  # (K,)
+    top = list(ranking(after, k)) + [i for i in ranking(before, k) if i not in set(ranking(after, k).tolist())]
+    names = [str(class_names[i]) for i in top]
+    y = np.arange(len(top))
+    traces = [
+        go.Bar(x=values[top], y=y, orientation="h", name=label, marker_color=colour,
+               text=[f"{100 * v:.1f}%" for v in values[top]], textposition="outside", cliponaxis=False,
+               customdata=np.asarray(names, dtype=object), hovertemplate=f"{label} · %{{customdata}}: %{{x:.2%}}<extra></extra>")
+        for values, label, colour in ((before, labels[0], "#9ecae1"), (after, labels[1], "#4c78a8"))
+    ]
+    return _figure(traces, f"Prediction: {labels[0]} vs {labels[1]}", int(np.clip(90 + 44 * len(top), 200, 700)),
+                   barmode="group", xaxis=dict(range=[0, 1.15], tickformat=".0%", showgrid=True),
+                   yaxis=dict(tickvals=list(y), ticktext=names, autorange=False, range=[len(top) - 0.5, -0.5],
+                              automargin=True),
+                   legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"), margin=dict(l=10, r=20, t=60, b=30))

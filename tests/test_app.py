@@ -120,7 +120,7 @@ def test_upload_then_controls_redraw_without_running_the_model(client):
     model, card, status, runs = outputs[:4]
     assert model == LABEL and LABEL in card and status == "" and runs == f"model runs: {before + 1}"
     assert "photos are mapped to what it expects" in card
-    options = ("0, 1, 2", 3, "2", "max", 0.3, 2, LN)
+    options = ("0, 1, 2", 3, "2", "max", 0.3, 2, LN, "", 1.0)  # every control, in OPTION_NAMES order
     for endpoint in ("/set_layer", "/set_head", "/set_fusion", "/set_discard", "/set_ln_layer", "/step_1",
                      "/step_2", "/step_3", "/step_4", "/class_token"):
         result = client.predict(*options, api_name=endpoint)
@@ -208,7 +208,7 @@ def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(serv
     class Click:  # what gr.SelectData carries: [x, y] in the picker image's pixels
         index = [2.5 * 64, 4.5 * 64]  # ViT-Fashion/4's picker: 28 px x 16 = 448 px, 64 px per 4-pixel patch
 
-    outputs = app.handlers.select_patch(key, None, 2, None, "0", 3, "mean", "mean", 0.0, 1, LN, evt=Click)
+    outputs = app.handlers.select_patch(Click, key, None, 2, None, "0", 3, "mean", "mean", 0.0, 1, LN)
     selected, picker, selection = outputs[:3]
     assert selected == 4 * 7 + 2 and "patch 30" in selection and picker.shape == (448, 448, 3)
     drawn = dict(zip(ui.SELECTED_VIEWS, outputs[3:]))

@@ -79,11 +79,12 @@ def test_equations_carry_the_live_sizes():
     fashion = CONFIGS["ViT-Fashion/4"]
     assert "x_p^{49} E" in page_text.equation(1, fashion) and "16 \\times" in page_text.equation(1, fashion)
     assert "28 \\times 28 \\times 1" in page_text.equation(0, fashion)
+    assert "\\ell = 1 \\dots 12" in page_text.equation(5, b16)  # relevance, accumulated over the L layers
     with pytest.raises(ValueError):
-        page_text.equation(5, b16)
+        page_text.equation(len(STEPS), b16)
 
 
-@pytest.mark.parametrize("step", range(5))
+@pytest.mark.parametrize("step", range(len(STEPS)))
 def test_explanations_are_an_equation_and_plain_sentences(step):
     text = page_text.explanation(step, CONFIGS["ViT-B/16"], Preprocessing())
     equation, prose = text.split("\n\n", 1)
@@ -138,7 +139,9 @@ def test_every_view_reads_real_options_and_sits_on_a_real_step():
     assert views.affected(2, "layer") == ["eq2.text", "eq2.heads", "eq2.matrix"]
     assert views.affected(2, "head") == ["eq2.matrix"]
     assert views.affected(1, "layer") == []
-    assert set(views.CONTROLS) == set(views.OPTION_NAMES) - {"selected"}  # every option but the click has a control
+    # Every option has a control, except those that clicks on images set: the picker (selected) and a clickable view.
+    assert set(views.CONTROLS) == set(views.OPTION_NAMES) - set(views.CLICKED)
+    assert {spec.click for spec in views.VIEWS.values() if spec.click} == set(views.CLICKED) - {"selected"}
 
 
 def test_a_view_cannot_read_an_option_it_did_not_declare():
@@ -152,7 +155,7 @@ def test_a_view_cannot_read_an_option_it_did_not_declare():
 
 # One value per option other than its default, to change it by.
 CHANGED = dict(selected=5, indices="3, 9", layer=2, head="3", fusion="max", discard=0.5, ln_layer=2,
-               ln_which=views.LN_CHOICES[1])
+               ln_which=views.LN_CHOICES[1], target="second", dropped=(2, 5), scale=2.0)
 
 
 def _as_comparable(value):
@@ -171,7 +174,10 @@ def test_changing_an_option_changes_exactly_the_views_that_read_it(entry, option
     ones whose drawing changes when it changes; every other view draws the same, so skipping it loses nothing."""
     assert set(CHANGED) == set(views.OPTION_NAMES)
     base = views.Options(selected=1)
-    changed = base.replace(**{option: CHANGED[option]})
+    value = CHANGED[option]
+    if option == "target":  # from the top class (the default) to the second
+        value = str(analysis.ranking(entry.trace.probabilities.numpy(), 2)[1])
+    changed = base.replace(**{option: value})
     for step in range(len(STEPS)):
         names = views.step_views(step)
         before = dict(zip(names, map(_as_comparable, views.render_views(entry, names, base))))
@@ -320,21 +326,28 @@ def test_normalisation_text_gives_the_real_value_range(entry):
 # ---------------------------------------------------------------------------------------------------------------
 # Every view, without running the model
 
-def test_every_output_draws_from_the_cache_without_running_the_model(session, entry):
-    runs = session.runs
+def test_every_output_draws_from_the_cache_without_tracing_again(session, entry):
+    """Steps 0-4 draw from the trace alone; step 5's explanations run the model (a backward pass, shortened and
+    resized sequences), counted apart from the traces."""
+    runs, explain = session.runs, dict(session.explain_runs)
     options = [views.Options(), views.Options(selected=3, indices="0-3", layer=2, head="4", fusion="min", discard=0.5,
-                                              ln_layer=2, ln_which=views.LN_CHOICES[1])]
+                                              ln_layer=2, ln_which=views.LN_CHOICES[1], target="2", dropped=(1, 4),
+                                              scale=1.5)]
     for option in options:
         for step in range(len(STEPS)):
             values = views.render_views(entry, views.step_views(step), option)
             for name, value in zip(views.step_views(step), values):
-                if name.endswith(".text") or name in ("eq1.values", "eq4.table", "input.normalised"):
-                    assert isinstance(value, str) and value
-                elif name in ("input.original", "input.seen"):
-                    assert isinstance(value, (Image.Image, np.ndarray))
+                kind = views.VIEWS[name].kind
+                if kind == "markdown":
+                    assert isinstance(value, str) and value, name
+                elif kind == "image":
+                    assert isinstance(value, (Image.Image, np.ndarray)), name
                 else:
                     assert isinstance(value, go.Figure) and len(value.data) > 0, name
+            if step < 5:
+                assert dict(session.explain_runs) == explain, step
     assert session.runs == runs
+    assert {"relevance", "grad_cam", "faithfulness", "dropped", "resolution"} <= set(session.explain_runs)
 
 
 def test_views_that_read_no_option_are_drawn_once(entry):

@@ -424,14 +424,17 @@ class AppDriver:
     def event_names(self) -> list[str]:
         return list(self.events)
 
-    def call(self, api_name: str, postprocess: bool = True, **kwargs):
+    def call(self, api_name: str, postprocess: bool = True, event_data=None):
         """Run one event as the server would: the handler on the inputs this browser session holds, then Gradio's
         postprocessing and JSON. Outputs are kept as the browser keeps them (gr.State values, updated values), so
         `key`, `source`, `selected` and `step` follow the app's own handlers. With postprocess=False only the
-        handler runs (to tell its time from Gradio's)."""
+        handler runs (to tell its time from Gradio's). `event_data` (a click's gr.SelectData) is passed as Gradio
+        passes it (gradio.helpers.special_args)."""
+        from gradio.helpers import special_args
+
         event = self.events[api_name]
-        inputs = [self._value(c) for c in event.inputs]
-        predictions = event.fn(*inputs, **kwargs)
+        inputs = special_args(event.fn, [self._value(c) for c in event.inputs], event_data=event_data)[0]
+        predictions = event.fn(*inputs)
         if not postprocess:
             return predictions
         payload = self.loop.run_until_complete(self.app.demo.postprocess_data(event, predictions, self.session_state))
@@ -679,7 +682,7 @@ def bench_steps(record: Recorder, driver: AppDriver, subject: Subject, image: Pa
 
             def click(counter=counter):
                 x, y, _ = _patch_click(config, next(counter))
-                driver.call("select_patch", evt=gr.SelectData(None, {"index": [x, y], "value": None}))
+                driver.call("select_patch", event_data=gr.SelectData(None, {"index": [x, y], "value": None}))
 
             record.time(f"control.select_patch.step{number}", f"patch clicked -> redraw (step {number})", click,
                         before=before(shown, **on_step))

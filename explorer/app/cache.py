@@ -43,6 +43,9 @@ class Entry:
     logit_lens: analysis.LogitLens
     seconds: float = 0.0  # time of the forward pass that made this trace
     untrained: Callable[[], np.ndarray] | None = None  # Eq. 1's feature maps under an untrained twin, on demand
+    # run_model(kind, fn): fn(model, x) with this entry's model and input (1, C, H, W), counted by the server under
+    # `kind`: the explanations and the shortened or resized sequences that the trace alone cannot give.
+    run_model: Callable[[str, Callable], object] | None = None
     memo: dict = field(default_factory=dict)  # derived views, computed once (see Entry.cached)
     model_memo: dict = field(default_factory=dict)  # views of the weights alone, shared by the model's entries
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # guards memo

@@ -13,6 +13,7 @@ import hashlib
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,7 @@ class Server:
         self._lock = threading.Lock()
         self.runs = 0  # forward passes of a model in the menu (one per traced (image, model, device))
         self.untrained_runs = 0  # patch embeddings of untrained twins (Eq. 1's comparison), counted apart
+        self.explain_runs: Counter[str] = Counter()  # model runs beyond the trace, by kind (relevance, dropped, ...)
         self.last_forward_s = 0.0
 
     # -- the one place a model runs ---------------------------------------------------------------------------
@@ -112,7 +114,19 @@ class Server:
         )
         if spec.kind != "untrained":  # an untrained model's twin would be itself
             entry.untrained = lambda: self.untrained_feature_maps(entry)
+        entry.run_model = lambda kind, fn: self.run_model(entry, kind, fn)
         return entry
+
+    def run_model(self, entry: Entry, kind: str, fn):
+        """fn(model, x): the entry's model on its input x (1, C, H, W), for what the trace alone cannot give
+        (relevance and Grad-CAM need a backward pass; dropped patches and other sizes, new sequences). Counted under
+        `kind` in stats()["explain_runs"]; the model is loaded again if it was dropped meanwhile."""
+        bundle = self.registry.get(entry.spec.label)
+        x = entry.trace["input.pixels"].unsqueeze(0).to(self.device)  # (1, C, H, W)
+        result = fn(bundle.model, x)
+        with self._lock:
+            self.explain_runs[kind] += 1
+        return result
 
     def untrained_feature_maps(self, entry: Entry) -> np.ndarray:
         """Eq. 1's conv feature maps of the same input under an untrained model of the same config: (D, rows, cols)."""
@@ -150,9 +164,11 @@ class Server:
     def stats(self) -> dict:
         with self._lock:
             runs, untrained, last = self.runs, self.untrained_runs, self.last_forward_s
+            explain = dict(self.explain_runs)
         return {
             "model_runs": runs,
             "untrained_runs": untrained,
+            "explain_runs": explain,
             "last_forward_s": round(last, 4),
             "cache_entries": len(self.cache),
             "cache_bytes": self.cache.nbytes(),

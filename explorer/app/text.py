@@ -7,7 +7,8 @@ from __future__ import annotations
 from ..config import ViTConfig
 from ..weights import UNTRAINED_NOTE
 
-STEPS = ("0 · Input", "1 · Eq. 1 Patches", "2 · Eq. 2 Attention", "3 · Eq. 3 MLP", "4 · Eq. 4 Prediction")
+STEPS = ("0 · Input", "1 · Eq. 1 Patches", "2 · Eq. 2 Attention", "3 · Eq. 3 MLP", "4 · Eq. 4 Prediction",
+         "5 · Why this class")
 
 
 def sizes(config: ViTConfig) -> dict[str, int]:
@@ -43,7 +44,10 @@ def equation(step: int, config: ViTConfig) -> str:
     if step == 4:
         return (f"$$y = \\mathrm{{LN}}(z_L^0) = \\mathrm{{LN}}(z_{{{s['L']}}}^0) \\in \\mathbb{{R}}^{{{s['D']}}},"
                 f"\\qquad \\text{{logits}} = y\\,W_\\text{{head}} + b \\in \\mathbb{{R}}^{{K}} = \\mathbb{{R}}^{{{s['K']}}}$$")
-    raise ValueError(f"There is no step {step}; steps are 0..4.")
+    if step == 5:
+        return (f"$$R \\leftarrow R + \\bar A_\\ell R,\\quad \\bar A_\\ell = \\mathbb{{E}}_h\\big[(\\nabla A_\\ell \\odot "
+                f"A_\\ell)^+\\big],\\quad \\ell = 1 \\dots {s['L']},\\qquad \\text{{relevance of patch }} i = R_{{0,\\,i}}$$")
+    raise ValueError(f"There is no step {step}; steps are 0..{len(STEPS) - 1}.")
 
 
 def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
@@ -51,7 +55,16 @@ def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
     s = sizes(config)
     if step == 0:
         pre = preprocessing
-        resize = f"its shorter side is resized to {pre.resize_size} pixels and the central {pre.crop_size} × {pre.crop_size} square is kept" if pre else "it is resized and centre-cropped"
+        if pre is None:
+            resize = "it is resized and centre-cropped"
+        elif pre.resize_to is not None:  # Hugging Face's ViTImageProcessor, timm's crop_mode="squash"
+            height, width = pre.resize_to
+            resize = f"the whole image is resized to {width} × {height} pixels, its aspect ratio not kept"
+            if pre.crop_size < min(height, width):
+                resize += f", and the central {pre.crop_size} × {pre.crop_size} square is kept"
+        else:
+            resize = (f"its shorter side is resized to {pre.resize_size} pixels and the central {pre.crop_size} × "
+                      f"{pre.crop_size} square is kept")
         gray = " It is turned into grayscale first, because this model has one input channel." if s["C"] == 1 else ""
         text = (f"The model takes an image of exactly {s['H']} × {s['W']} pixels with {s['C']} channel"
                 f"{'s' if s['C'] > 1 else ''}: {resize}.{gray} Each channel is then shifted by the mean μ and divided by "
@@ -79,25 +92,54 @@ def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
                 f"head to K = {s['K']} scores, and softmax turns them into probabilities. The logit lens applies that "
                 f"same LayerNorm and head to the class token after every layer, to see at which depth the prediction "
                 f"forms.")
+    elif step == 5:
+        text = (f"Attention maps and rollout are the same for every class; *relevance* (Chefer, Gur & Wolf, 2021) weighs each "
+                f"layer's attention by the gradient of the chosen class's score, keeps the positive part and adds it up "
+                f"from R = I, and *Grad-CAM* (Selvaraju and colleagues, 2017) weighs the tokens entering the last block by the "
+                f"same gradient. A ViT lets us test whether a map is faithful without guessing: take its most relevant "
+                f"patches out of the sequence (tokens and position embeddings leave, the class token stays) and watch "
+                f"the class's probability fall (deletion), or put them back one by one (insertion). Click patches "
+                f"below to take them out yourself. Section 3.2: the model reads a larger image once its {s['N']} position "
+                f"embeddings are interpolated in 2-D to the larger grid.")
     else:
-        raise ValueError(f"There is no step {step}; steps are 0..4.")
+        raise ValueError(f"There is no step {step}; steps are 0..{len(STEPS) - 1}.")
     return equation(step, config) + "\n\n" + text
 
 
 def model_card(entry=None, spec=None, availability: str = "") -> str:
-    """Which model and weights are in use and where they come from, in Markdown."""
+    """Which model and weights are in use and where they come from, in Markdown: for the paper's checkpoints and the
+    user's own folders also what the model is (pre-training and fine-tuning data, resolution), and for every model
+    of Table 1's shapes that row of the paper."""
+    from ..families import hub_cache_dir
+    from .registry import hub_folder_name, table_1_row  # the menu's own words
+
     lines = []
     if entry is not None:
         c = entry.config
         lines.append(f"**Model in use:** {entry.spec.label} — {entry.model_name}, weights *{entry.weights}*; "
                      f"source: {entry.source}. L = {c.depth}, D = {c.hidden_dim}, h = {c.heads}, P = {c.patch_size}, "
                      f"input {c.image_hw[0]}×{c.image_hw[1]}×{c.channels}.")
-        kind = entry.spec.kind
+        spec, name = entry.spec, entry.model_name
     elif spec is not None:
         lines.append(f"**Model chosen:** {spec.label} ({spec.description}); upload an image or pick an example to run it.")
-        kind = spec.kind
-    else:
-        kind = ""
+        name = spec.preset
+    kind = spec.kind if spec is not None else ""
+    paper = getattr(spec, "paper", None)
+    if kind == "hub" and paper is not None:
+        lines.append(f"**What it is:** {paper.model} pre-trained on {paper.pretraining}, then fine-tuned on "
+                     f"{paper.finetuning} at {paper.resolution}×{paper.resolution} pixels; {paper.note}.")
+        lines.append(f"**Weights:** published on the Hugging Face Hub as [{paper.hub_id}](https://huggingface.co/"
+                     f"{paper.hub_id}) ({paper.library} format), kept in the Hugging Face cache {hub_cache_dir()} "
+                     f"once downloaded, or read from the subfolder {hub_folder_name(paper.hub_id)} of EXPLORER_MODELS "
+                     f"where that exists.")
+    if kind == "folder":
+        lines.append(f"**What it is:** your own model — {spec.description.removeprefix('your ')} — from the folder "
+                     f"{spec.path} (EXPLORER_MODELS); the folder does not record its pre-training or fine-tuning "
+                     f"data.")
+    if kind in ("hub", "folder") and entry is not None:
+        lines.append(f"**Input:** {entry.preprocessing.describe()}")
+    if spec is not None and table_1_row(name):
+        lines.append(f"**The paper's Table 1 row:** {table_1_row(name)}.")
     if kind == "untrained":
         lines.append(f"⚠️ **{UNTRAINED_NOTE}**")
     if kind == "pretrained":

@@ -30,10 +30,10 @@ NO_SELECTION = "Query: **the class token** (token 0)."
 # The option inputs of every view event, in Options' field order: the selected patch (a State) then each control.
 OPTION_NAMES = views.OPTION_NAMES
 # Per-visitor state (gr.State: kept by the server per browser session, never sent to a client).
-STATES = ("key", "source", "selected", "step", "model_in_use")
+STATES = ("key", "source", "selected", "dropped", "step", "model_in_use")
 # Outputs of an upload or a model change, before the views: the states, the header and the controls a model adapts.
-HEADER_OUTPUTS = ("key", "source", "selected", "model_in_use", "model", "card", "status", "runs", "picker", "selection",
-                  *(name for name, c in CONTROLS.items() if c.adapt is not None))
+HEADER_OUTPUTS = ("key", "source", "selected", "dropped", "model_in_use", "model", "card", "status", "runs", "picker",
+                  "selection", *(name for name, c in CONTROLS.items() if c.adapt is not None))
 # Launch and queue settings, shared with the tests: never a share link, uploads up to the settings' limit, only
 # assets/ served from disk; two requests at once, 32 waiting.
 QUEUE = dict(default_concurrency_limit=2, max_size=32)
@@ -61,15 +61,19 @@ class ImageUpload(gr.Image):
 
 
 def _options(selected, *values) -> Options:
-    """Options from the option inputs (Options' field order), with empty inputs at their defaults."""
+    """Options from the option inputs (Options' field order), with empty or missing inputs at their defaults."""
     default = Options()
     given = dict(zip(OPTION_NAMES, (selected,) + values))
+
+    def value(name, convert):
+        raw = given.get(name)
+        return getattr(default, name) if raw is None or raw == "" else convert(raw)
     return Options(
-        selected=None if given["selected"] is None else int(given["selected"]),
-        indices=given["indices"] or "", layer=int(given["layer"] or default.layer),
-        head=str(given["head"] or default.head), fusion=given["fusion"] or default.fusion,
-        discard=float(given["discard"] or 0.0), ln_layer=int(given["ln_layer"] or default.ln_layer),
-        ln_which=given["ln_which"] or default.ln_which)
+        selected=None if given.get("selected") is None else int(given["selected"]),
+        indices=given.get("indices") or "", layer=value("layer", int), head=value("head", str),
+        fusion=value("fusion", str), discard=value("discard", float), ln_layer=value("ln_layer", int),
+        ln_which=value("ln_which", str), target=value("target", str),
+        dropped=tuple(sorted(int(i) for i in given.get("dropped") or ())), scale=value("scale", float))
 
 
 class Handlers:
@@ -98,7 +102,7 @@ class Handlers:
     def analyse(self, image, model, step, model_in_use, *option_values, progress=gr.Progress(track_tqdm=True),
                 status=""):
         """Upload or model change: run the model once (unless cached) and draw the visible step."""
-        options = _options(None, *option_values[1:])
+        options = _options(None, *option_values[1:]).replace(dropped=())  # a new image: every patch back
         registry = self.server.registry
         try:
             spec = registry.resolve(model or self.default_model)
@@ -106,7 +110,7 @@ class Handlers:
                 registry.get(spec.label, progress)  # load now, so a missing weight file is told at once
                 # No image (none yet, removed, or refused before it reached us): no views of an earlier image stay
                 # under a card that asks for one.
-                header = {"key": None, "source": None, "selected": None, "model_in_use": spec.label,
+                header = {"key": None, "source": None, "selected": None, "dropped": (), "model_in_use": spec.label,
                           "model": spec.label, "card": model_card(spec=spec, availability=self.availability),
                           "status": status, "runs": self.runs_text(), "picker": None, "selection": NO_SELECTION}
                 return [header.get(name, gr.skip()) for name in HEADER_OUTPUTS] + [None] * len(views.all_views())
@@ -129,6 +133,7 @@ class Handlers:
         config = entry.config
         header = {
             "key": entry.key, "source": (image, spec.label) if isinstance(image, str) else None, "selected": None,
+            "dropped": (),
             "model_in_use": spec.label, "model": spec.label,
             "card": model_card(entry, availability=self.availability), "status": status, "runs": self.runs_text(),
             "picker": views.patch_picker(entry, None), "selection": views.selection_text(entry, None),
@@ -136,7 +141,7 @@ class Handlers:
         adapted = {}
         for name, control in CONTROLS.items():
             if control.adapt is not None:
-                props, adapted[name] = control.adapt(config, getattr(options, name))
+                props, adapted[name] = control.adapt(entry, getattr(options, name))
                 header[name] = gr.update(value=adapted[name], **props)
         options = options.replace(**adapted)
         visible = views.step_views(int(step or 0))
@@ -164,8 +169,9 @@ class Handlers:
             return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
         return handler
 
-    def select_patch(self, key, source, step, *option_values, evt: gr.SelectData):
-        """A click on the picker: evt.index is [x, y] in the picker image's pixels."""
+    def select_patch(self, evt: gr.SelectData, key, source, step, *option_values):
+        """A click on the picker: evt.index is [x, y] in the picker image's pixels. (The event data comes first:
+        Gradio passes it only to a parameter before *option_values.)"""
         entry = self._entry(key, source)
         if entry is None:
             return [gr.skip()] * (3 + len(SELECTED_VIEWS))
@@ -184,6 +190,40 @@ class Handlers:
         drawn = dict(zip(visible, views.render_views(entry, visible, options)))
         return ([selected, views.patch_picker(entry, selected), views.selection_text(entry, selected)]
                 + [drawn[name] if name in drawn else gr.skip() for name in SELECTED_VIEWS])
+
+    def toggle_patch(self, option: str):
+        """A click on a view whose clicks toggle patches in `option` (views.View.click): that patch goes out of (or
+        back into) the option's tuple, and the visible views that read it are redrawn."""
+        names = [name for step in range(len(STEPS)) for name in views.affected(step, option)]
+
+        def handler(evt: gr.SelectData, key, source, step, *option_values):
+            entry = self._entry(key, source)
+            if entry is None:
+                return [gr.skip()] * (1 + len(names))
+            options = _options(*option_values)
+            patch = views.patch_at(entry.config, evt.index[0], evt.index[1])
+            options = options.replace(**{option: views.toggle_patch(getattr(options, option), patch,
+                                                                    entry.config.num_patches)})
+            return [getattr(options, option)] + self._visible(entry, names, step, options)
+        return handler
+
+    def clear_patches(self, option: str):
+        """Every patch back into the option's tuple."""
+        names = [name for step in range(len(STEPS)) for name in views.affected(step, option)]
+
+        def handler(key, source, step, *option_values):
+            entry = self._entry(key, source)
+            if entry is None:
+                return [gr.skip()] * (1 + len(names))
+            options = _options(*option_values).replace(**{option: ()})
+            return [()] + self._visible(entry, names, step, options)
+        return handler
+
+    def _visible(self, entry, names, step, options) -> list:
+        """The named views drawn where they are on the visible step, skipped elsewhere (drawn when their tab opens)."""
+        visible = [name for name in names if VIEWS_BY_STEP.get(name) == int(step or 0)]
+        drawn = dict(zip(visible, views.render_views(entry, visible, options)))
+        return [drawn[name] if name in drawn else gr.skip() for name in names]
 
     def new_random_indices(self, key, source, *option_values):
         entry = self._entry(key, source)
@@ -210,6 +250,7 @@ class Handlers:
 
 # The views that read the selected patch, over all steps; only the visible step's are drawn.
 SELECTED_VIEWS = [name for step in range(len(STEPS)) for name in views.affected(step, "selected")]
+VIEWS_BY_STEP = {name: spec.step for name, spec in views.VIEWS.items()}
 
 
 def _elem_id(name: str) -> str:
@@ -261,6 +302,7 @@ def build_app(server: Server) -> App:
         c["key"] = gr.State(None)  # (image sha256, model label, device): the trace itself stays in the server
         c["source"] = gr.State(None)  # (upload path, model label): to trace again if the cache has dropped this trace
         c["selected"] = gr.State(None)  # the selected patch index, None for the class token
+        c["dropped"] = gr.State(())  # the patches taken out of the sequence (step 5)
         c["step"] = gr.State(0)  # the visible step
         c["model_in_use"] = gr.State(default_model)
 
@@ -287,6 +329,7 @@ def build_app(server: Server) -> App:
                 c["card"] = gr.Markdown(model_card(spec=server.registry.resolve(default_model),
                                                    availability=handlers.availability), elem_id="model-card")
                 tabs = []
+                clear_buttons = {}
                 with gr.Tabs(selected=0, elem_id="steps"):
                     for number, title in enumerate(STEPS):
                         with gr.Tab(title, id=number, elem_id=f"tab-{number}") as tab:
@@ -302,6 +345,10 @@ def build_app(server: Server) -> App:
                                                 random_button = gr.Button("Random", scale=1, elem_id="random-indices")
                                         else:
                                             c[item.name] = _view_component(item)
+                                            if item.click is not None:
+                                                clear_buttons[item.name] = gr.Button(
+                                                    "Put every patch back", size="sm",
+                                                    elem_id=f"clear-{_elem_id(item.name)}")
 
         # Hidden components of the /predict API.
         with gr.Row(visible=False):
@@ -311,14 +358,14 @@ def build_app(server: Server) -> App:
             api_result = gr.JSON(label="prediction")
             api_button = gr.Button("predict")
 
-        _wire(c, handlers, tabs, examples, class_token_button, random_button)
+        _wire(c, handlers, tabs, examples, class_token_button, random_button, clear_buttons)
         api_button.click(handlers.predict, inputs=[api_image, api_model, api_k], outputs=[api_result],
                          api_name="predict")
         gr.api(handlers.stats, api_name="stats")
     return App(demo, c, handlers, server)
 
 
-def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button, random_button) -> None:
+def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button, random_button, clear_buttons) -> None:
     """Every event, derived from the declarations: an upload or model change, a tab, a control, a patch click."""
     option_inputs = [c[name] for name in OPTION_NAMES]
     state = [c["key"], c["source"]]
@@ -345,6 +392,16 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
         gr.on(_control_triggers(c[name], control.kind), handlers.redraw(names), inputs=state + option_inputs,
               outputs=[c[n] for n in names], api_name=f"set_{name}", api_visibility="undocumented",
               trigger_mode="always_last", show_progress="hidden")
+    for name, spec in views.VIEWS.items():  # images whose clicks take patches in and out of an option
+        if spec.click is None:
+            continue
+        reading = [c[n] for step in range(len(STEPS)) for n in views.affected(step, spec.click)]
+        c[name].select(handlers.toggle_patch(spec.click), inputs=state + [c["step"]] + option_inputs,
+                       outputs=[c[spec.click]] + reading, api_visibility="private", show_progress="hidden",
+                       trigger_mode="always_last")
+        clear_buttons[name].click(handlers.clear_patches(spec.click), inputs=state + [c["step"]] + option_inputs,
+                                  outputs=[c[spec.click]] + reading, api_name=f"clear_{spec.click}",
+                                  api_visibility="undocumented", show_progress="hidden")
     random_button.click(handlers.new_random_indices, inputs=state + option_inputs,
                         outputs=[c["indices"]] + [c[n] for n in views.affected(1, "indices")],
                         api_name="random_indices", api_visibility="undocumented", show_progress="hidden")

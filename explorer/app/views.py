@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from .. import analysis, render
@@ -45,6 +46,9 @@ class Options:
     discard: float = 0.0  # rollout discard ratio
     ln_layer: int = 1  # l for the LayerNorm view (Eq. 3)
     ln_which: str = LN_CHOICES[0]  # or LN_CHOICES[1]
+    target: str = ""  # the class to explain, as its index; "" for the top class
+    dropped: tuple[int, ...] = ()  # patches taken out of the sequence (clicked), sorted
+    scale: float = 1.0  # input size for Sec. 3.2, as a multiple of the model's own (1.0 = native)
 
     def replace(self, **changes) -> "Options":
         return replace(self, **changes)
@@ -60,6 +64,7 @@ class Options:
 
 
 OPTION_NAMES = tuple(f.name for f in fields(Options))
+CLICKED = ("selected", "dropped")  # options set by clicks on images, not by a control
 
 
 class DeclaredOptions:
@@ -81,7 +86,8 @@ class DeclaredOptions:
 @dataclass(frozen=True)
 class View:
     """One output of the page. `kind` is "markdown", "plot" or "image"; `row` groups neighbours side by side;
-    `props` go to the component as they are (height, elem_id, ...)."""
+    `click` names the option a click on the view toggles a patch in (a tuple of patch indices); `props` go to the
+    component as they are (height, elem_id, ...)."""
 
     name: str
     step: int
@@ -90,13 +96,15 @@ class View:
     reads: tuple[str, ...]
     draw: Callable
     row: str | None = None
+    click: str | None = None
     props: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Control:
     """One control of a step: it sets the option of the same name. `kind` is "slider", "dropdown", "radio" or
-    "textbox"; `adapt(config, value)` gives the props and value that fit a newly chosen model (ranges, choices)."""
+    "textbox"; `adapt(entry, value)` gives the props and value that fit a newly analysed image (a model's ranges, its
+    classes)."""
 
     name: str
     step: int
@@ -104,7 +112,7 @@ class Control:
     label: str
     props: dict = field(default_factory=dict)
     row: str | None = None
-    adapt: Callable[[ViTConfig, object], tuple[dict, object]] | None = None
+    adapt: Callable[[object, object], tuple[dict, object]] | None = None
 
 
 VIEWS: dict[str, View] = {}
@@ -113,16 +121,18 @@ CONTROLS: dict[str, Control] = {}
 
 
 def view(name: str, step: int, kind: str, label: str = "", reads: tuple[str, ...] = (), row: str | None = None,
-         **props):
+         click: str | None = None, **props):
     """Declare the decorated function `draw(entry, options)` as the view `name` of `step`."""
     unknown = set(reads) - set(OPTION_NAMES)
     if unknown:
         raise ValueError(f"View {name} reads unknown options {sorted(unknown)}; options are {OPTION_NAMES}.")
+    if click is not None and (click not in reads or kind != "image"):
+        raise ValueError(f"View {name}: a click toggles patches in an option it reads, on an image.")
 
     def declare(draw: Callable) -> Callable:
         if name in VIEWS:
             raise ValueError(f"View {name} is declared twice.")
-        VIEWS[name] = View(name, step, kind, label, tuple(reads), draw, row, props)
+        VIEWS[name] = View(name, step, kind, label, tuple(reads), draw, row, click, props)
         PAGE.append(VIEWS[name])
         return draw
     return declare
@@ -132,7 +142,7 @@ def control(name: str, step: int, kind: str, label: str, row: str | None = None,
             props: dict | None = None) -> Control:
     """Declare the control that sets option `name`, placed here in its step's page order; `props` go to its
     component as they are."""
-    if name not in OPTION_NAMES or name == "selected":
+    if name not in OPTION_NAMES or name in CLICKED:
         raise ValueError(f"There is no option {name!r} for a control; options are {OPTION_NAMES[1:]}.")
     CONTROLS[name] = Control(name, step, kind, label, dict(props or {}), row, adapt)
     PAGE.append(CONTROLS[name])
@@ -492,12 +502,13 @@ def _eq2_text(entry, options):
             + f"\n\nShowing layer ℓ = {_layer(entry, options.layer)}, query {_query_name(options)}.")
 
 
-def _depth_range(config: ViTConfig, value):
-    return {"maximum": config.depth}, min(max(int(value or 1), 1), config.depth)
+def _depth_range(entry, value):
+    depth = entry.config.depth
+    return {"maximum": depth}, min(max(int(value or 1), 1), depth)
 
 
-def _head_choices(config: ViTConfig, value):
-    choices = ["mean"] + [str(i) for i in range(1, config.heads + 1)]
+def _head_choices(entry, value):
+    choices = ["mean"] + [str(i) for i in range(1, entry.config.heads + 1)]
     return {"choices": choices}, value if str(value) in choices else "mean"
 
 
@@ -602,3 +613,220 @@ def _eq4_table(entry, options):
 def _eq4_lens(entry, options):
     lens = entry.logit_lens
     return render.logit_lens(lens.probabilities, entry.class_names, [int(i) for i in lens.top_indices[-1]])
+
+
+# Step 5: why this class (explanations beyond attention, token dropping, Sec. 3.2)
+
+def target_class(entry, target) -> int:
+    """The class to explain: the option's class index, or the top class (analysis.ranking) when it is empty."""
+    K = entry.trace.probabilities.numel()
+    value = str(target or "").strip()
+    if value.isdigit() and int(value) < K:
+        return int(value)
+    return int(analysis.ranking(entry.trace.probabilities.numpy(), 1)[0])
+
+
+def target_choices(entry) -> list[tuple[str, str]]:
+    """(menu text, class index) for the class picker: the top 5 first, then every class in class order."""
+    probabilities = entry.trace.probabilities.numpy()  # (K,)
+    names = entry.class_names or [str(i) for i in range(probabilities.size)]
+    top = [int(i) for i in analysis.ranking(probabilities, 5)]
+    choices = [(f"top {rank}: {names[i]} ({probabilities[i]:.1%})", str(i)) for rank, i in enumerate(top, start=1)]
+    return choices + [(f"{names[i]} ({probabilities[i]:.1%})", str(i)) for i in range(probabilities.size) if i not in top]
+
+
+TOP_CLASS = ("the top class", "")  # the picker's first choice: whatever class the model ranks first
+
+
+def _target_choices(entry, value):
+    choices = [TOP_CLASS] + target_choices(entry)
+    return {"choices": choices}, str(value) if str(value) in {v for _, v in choices} else ""
+
+
+def _class_name(entry, index: int) -> str:
+    names = entry.class_names
+    return names[index] if index < len(names) else str(index)
+
+
+def _gradient_map(entry, method: str, target: int) -> np.ndarray:
+    """relevance or grad_cam for `target`, (rows, cols): one forward and one backward of the model, counted, once."""
+    explain = getattr(analysis, method)
+    return entry.cached((method, target), lambda: entry.run_model(method, lambda model, x: explain(model, x, target)))
+
+
+def faithfulness_steps(config: ViTConfig) -> int | None:
+    """Points on each curve: every patch for small grids; 10 evenly spaced counts above 64 patches (each point is a
+    forward of its own sequence, so ViT-B/16's 196 patches would cost ~100 forwards per curve)."""
+    return None if config.num_patches <= 64 else 10
+
+
+def _faithfulness(entry, target: int):
+    def compute():
+        grid = entry.config.grid
+        maps = {
+            "relevance": _gradient_map(entry, "relevance", target),
+            "grad_cam": _gradient_map(entry, "grad_cam", target),
+            "rollout": analysis.rollout_map(entry.trace),
+            "attention": analysis.query_attention(entry.trace, entry.config.depth, 0).mean(axis=0).reshape(grid),
+        }
+        steps = faithfulness_steps(entry.config)
+        return entry.run_model("faithfulness", lambda model, x: analysis.faithfulness(model, x, target, maps, steps))
+    return entry.cached(("faithfulness", target), compute)
+
+
+def dropped_image(entry, dropped: tuple[int, ...]) -> np.ndarray:
+    """The picker's image with the dropped patches blacked out and crossed: (H·s, W·s, 3) uint8."""
+    config = entry.config
+    scale = picker_scale(config)
+    base = entry.cached(("picker", scale), lambda: _picker_base(display_image(entry), config, scale))
+    if not dropped:
+        return base
+    image = Image.fromarray(base)
+    draw = ImageDraw.Draw(image)
+    side = config.patch_size * scale
+    for index in dropped:
+        row, col = analysis.patch_position(int(index), config.grid)
+        box = [col * side, row * side, (col + 1) * side - 1, (row + 1) * side - 1]
+        draw.rectangle(box, fill=(24, 24, 24), outline=(255, 40, 40), width=max(1, side // 16))
+        draw.line(box, fill=(255, 40, 40), width=max(1, side // 16))
+        draw.line([box[0], box[3], box[2], box[1]], fill=(255, 40, 40), width=max(1, side // 16))
+    return np.asarray(image)
+
+
+def toggle_patch(dropped, index: int, num_patches: int) -> tuple[int, ...]:
+    """`dropped` with patch `index` taken out, or put back if it was out; never all N (the sequence keeps a patch)."""
+    out = set(int(i) for i in (dropped or ()))
+    out ^= {int(index)}
+    if len(out) >= num_patches:
+        out.discard(int(index))
+    return tuple(sorted(out))
+
+
+def _dropped_probabilities(entry, dropped: tuple[int, ...]) -> np.ndarray:
+    """Softmax of the model on the sequence without `dropped` (a counted run of the shortened sequence): (K,)."""
+    if not dropped:
+        return entry.trace.probabilities.numpy()
+    def run(model, x):
+        with torch.no_grad():
+            return analysis.drop_patches(model, x, dropped).softmax(-1)[0].float().cpu().numpy()  # (1, K) -> (K,)
+    return entry.cached(("dropped", dropped), lambda: entry.run_model("dropped", run))
+
+
+SCALES = (1.0, 1.5, 2.0)
+
+
+def scaled_size(config: ViTConfig, scale: float) -> int:
+    """The input side at `scale` times the model's own, a multiple of P (square models)."""
+    P = config.patch_size
+    return max(P, int(round(config.image_hw[0] * float(scale) / P)) * P)
+
+
+def _scale_choices(entry, value):
+    config = entry.config
+    choices = []
+    for scale in SCALES:
+        side = scaled_size(config, scale)
+        label = f"{side} × {side} ({side // config.patch_size}² patches)" + (", native" if scale == 1.0 else "")
+        choices.append((label, scale))
+    return {"choices": choices}, value if value in SCALES else 1.0
+
+
+def _scaled_probabilities(entry, scale: float) -> np.ndarray:
+    """Sec. 3.2: the image read at `scale` times the model's size (the same preprocessing, scaled), by the model with
+    E_pos interpolated in 2-D (analysis.at_resolution): softmax (K,). A counted model run."""
+    if scale == 1.0:
+        return entry.trace.probabilities.numpy()
+
+    def compute():
+        side = scaled_size(entry.config, scale)
+        pre = entry.preprocessing
+        changes = dict(crop_size=side, resize_size=int(round(pre.resize_size * side / pre.crop_size)))
+        if getattr(pre, "resize_to", None) is not None:
+            changes["resize_to"] = (side, side)
+        x = replace(pre, **changes)(entry.original)  # (1, C, side, side)
+
+        def run(model, _):
+            with torch.no_grad():
+                return analysis.at_resolution(model, side)(x.to(next(model.parameters()).device)).softmax(-1)[0]
+        return entry.run_model("resolution", run).float().cpu().numpy()
+    return entry.cached(("scaled", scale), compute)
+
+
+@view("why.text", 5, "markdown", reads=("target",))
+def _why_text(entry, options):
+    target = target_class(entry, options.target)
+    return (explanation(5, entry.config) + f"\n\nExplaining **{_class_name(entry, target)}** (class {target}, "
+            f"probability {entry.trace.probabilities[target]:.1%}).")
+
+
+control("target", 5, "dropdown", "Class to explain (top 5 first; type to find any class)", adapt=_target_choices,
+        props=dict(choices=[TOP_CLASS], value="", filterable=True))
+
+
+@view("why.relevance", 5, "plot", "Relevance for the chosen class (Chefer et al. 2021)", reads=("target",), row="maps")
+def _why_relevance(entry, options):
+    target = target_class(entry, options.target)
+    return render.rollout(display_image(entry), _gradient_map(entry, "relevance", target),
+                          f"relevance for {_class_name(entry, target)}", name="relevance")
+
+
+@view("why.grad_cam", 5, "plot", "Grad-CAM for the chosen class (last block)", reads=("target",), row="maps")
+def _why_grad_cam(entry, options):
+    target = target_class(entry, options.target)
+    return render.rollout(display_image(entry), _gradient_map(entry, "grad_cam", target),
+                          f"Grad-CAM for {_class_name(entry, target)}", name="Grad-CAM")
+
+
+@view("why.faithfulness", 5, "plot", "Faithfulness: deletion and insertion curves of every map", reads=("target",),
+      row="maps")
+def _why_faithfulness(entry, options):
+    target = target_class(entry, options.target)
+    result = _faithfulness(entry, target)
+    def as_tuples(curves):
+        return {name: (c.fractions, c.probabilities, c.area) for name, c in curves.items()}
+    return render.faithfulness(as_tuples(result.deletion), as_tuples(result.insertion), _class_name(entry, target))
+
+
+@view("why.dropper", 5, "image", "Click patches to take them out of the sequence (click again to put back)",
+      reads=("dropped",), click="dropped", row="drop", format="png", height=360)
+def _why_dropper(entry, options):
+    return dropped_image(entry, options.dropped)
+
+
+@view("why.dropped", 5, "plot", "Prediction without the clicked patches", reads=("dropped",), row="drop")
+def _why_dropped(entry, options):
+    dropped = tuple(options.dropped)
+    after = _dropped_probabilities(entry, dropped)
+    label = f"without {len(dropped)} patch{'es' if len(dropped) != 1 else ''}" if dropped else "all patches"
+    return render.prediction_change(entry.trace.probabilities.numpy(), after, entry.class_names,
+                                    ("all patches", label if dropped else "all patches (click to drop)"))
+
+
+control("scale", 5, "dropdown", "Input size (Sec. 3.2: E_pos interpolated in 2-D)", adapt=_scale_choices,
+        props=dict(choices=[("native", 1.0)], value=1.0))
+
+
+@view("why.positions", 5, "plot", "Position-embedding similarity at the model's own size", row="resolution")
+def _why_positions(entry, options):
+    return render.position_similarity(_position_similarity(entry))
+
+
+@view("why.positions_scaled", 5, "plot", "The same, E_pos interpolated to the chosen size", reads=("scale",),
+      row="resolution")
+def _why_positions_scaled(entry, options):
+    side = scaled_size(entry.config, options.scale)
+    grid = (side // entry.config.patch_size,) * 2
+
+    def compute():
+        E = analysis.interpolate_position_embedding(entry.trace["embed.position_embedding"][None], entry.config.grid,
+                                                    grid)[0]  # (1, T, D) -> (T', D)
+        return analysis.position_similarity(E, grid)
+    return render.position_similarity(entry.cached(("scaled_similarity", side), compute))
+
+
+@view("why.scaled_prediction", 5, "plot", "Prediction at the model's own size and at the chosen size", reads=("scale",))
+def _why_scaled_prediction(entry, options):
+    side = scaled_size(entry.config, options.scale)
+    native = entry.config.image_hw[0]
+    return render.prediction_change(entry.trace.probabilities.numpy(), _scaled_probabilities(entry, options.scale),
+                                    entry.class_names, (f"{native} × {native}", f"{side} × {side}"))
