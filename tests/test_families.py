@@ -6,14 +6,11 @@ server on 127.0.0.1 that serves files in the Hub's layout.
 """
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
-import urllib.parse
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
@@ -45,6 +42,7 @@ from explorer.families import (  # noqa: E402
 )
 from explorer.images import Preprocessing  # noqa: E402
 from explorer.weights import WeightsUnavailable, load_checkpoint, save_checkpoint  # noqa: E402
+from hub_models import COMMIT, FakeHub, fake_hub, folder_files, hf_model, randomise, save_timm  # noqa: E402,F401
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TOLERANCE = 1e-4  # max |Δlogits| allowed against the source library's own forward
@@ -62,16 +60,6 @@ def no_hub(monkeypatch, tmp_path):
 def one_sentence(message: str) -> bool:
     """One plain sentence: a single line ending in a full stop, no full stop followed by a new sentence inside."""
     return "\n" not in message and message.endswith(".") and not re.search(r"[a-z]\. [A-Z]", message)
-
-
-def randomise(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Perturb every parameter (LayerNorm gains, biases, class token and head included, which libraries initialise to
-    1, 0 or ~0), so that a tensor copied to the wrong place changes the logits."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return model.eval()
 
 
 def max_logit_gap(ours, reference_logits: torch.Tensor, x: torch.Tensor) -> float:
@@ -217,11 +205,6 @@ HF_CONFIGS = {
 }
 
 
-def hf_model(**kwargs) -> ViTForImageClassification:
-    torch.manual_seed(0)
-    return randomise(ViTForImageClassification(HFViTConfig(**kwargs)))
-
-
 @pytest.mark.parametrize("label", HF_CONFIGS)
 def test_from_transformers_matches_transformers_forward(label, tmp_path):
     kwargs = HF_CONFIGS[label]
@@ -342,13 +325,6 @@ def test_preprocessing_without_resize_to_is_unchanged():
 
 # ---------------------------------------------------------------------------------------------------------------
 # load(): folders as the libraries save them, the project's checkpoints
-
-def save_timm(model, folder: Path, **model_config) -> Path:
-    from timm.models import save_for_hf
-
-    save_for_hf(model, folder, model_config=model_config or None, safe_serialization=True)
-    return folder
-
 
 def test_load_a_folder_timm_saved(tmp_path):
     reference = randomise(timm.create_model("vit_base_patch16_224", pretrained=False, img_size=32, patch_size=8,
@@ -476,72 +452,6 @@ def test_pickled_weights_are_never_unpickled(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------
 # The Hub: a real download through huggingface_hub from 127.0.0.1, then the cache offline
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-class FakeHub(http.server.BaseHTTPRequestHandler):
-    """Files in the Hub's layout, /<repo_id>/resolve/<revision>/<file>, with the headers huggingface_hub reads:
-    X-Repo-Commit (the commit of the revision), ETag (the blob's name in the cache), Content-Length; and for what
-    is missing, 404 with X-Error-Code RepoNotFound or EntryNotFound, as the Hub answers."""
-
-    repos: dict[str, dict[str, bytes]] = {}
-    requests: list[tuple[str, str]] = []
-
-    def _answer(self, body: bool) -> None:
-        match = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<file>.+)",
-                             urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
-        files = self.repos.get(match["repo"]) if match else None
-        self.requests.append((self.command, self.path))
-        if files is None or match["file"] not in files:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "RepoNotFound" if files is None else "EntryNotFound")
-            if files is not None:
-                self.send_header("X-Repo-Commit", COMMIT)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = files[match["file"]]
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{abs(hash(data)):x}{len(data)}"')
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Content-Type", "application/octet-stream")
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def do_HEAD(self):  # noqa: N802
-        self._answer(body=False)
-
-    def do_GET(self):  # noqa: N802
-        self._answer(body=True)
-
-    def log_message(self, *args):
-        pass
-
-
-def folder_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    """A Hub on 127.0.0.1 (online for huggingface_hub, with HF_ENDPOINT pointing at it); yields (server, base URL)."""
-    FakeHub.repos, FakeHub.requests = {}, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.delenv("EXPLORER_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    try:
-        yield server, endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
-
 
 def test_hub_ids_download_through_huggingface_hub_then_load_offline_from_its_cache(fake_hub, tmp_path, monkeypatch):
     server, endpoint = fake_hub

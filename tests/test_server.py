@@ -93,7 +93,7 @@ def test_default_model_follows_cache_and_space(session, monkeypatch, tmp_path):
     monkeypatch.setenv("SPACE_ID", "someone/vit-explorer")
     assert registry.default_label() == FASHION  # a Space that is offline still can't download
     monkeypatch.delenv("EXPLORER_OFFLINE")
-    assert registry.default_label() == "ViT-B/16 · IMAGENET1K_V1"
+    assert registry.default_label() == "ViT-B/16 · google/vit-base-patch16-224"  # the paper's own (tests/test_menu.py)
     assert registry.availability_note() == ""
     monkeypatch.delenv("SPACE_ID")
     assert registry.default_label() == FASHION

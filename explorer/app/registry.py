@@ -1,14 +1,21 @@
 """Every model the app offers, loaded lazily and kept a few at a time.
 
 - `ModelSpec`: one entry of the menu (its label is also the model name of the /predict API).
-- `ModelRegistry`: the menu (torchvision's pretrained ViTs and their weight variants, the project's checkpoints in a
-  folder, untrained Table 1 models), `resolve(name)` (labels and short names), and `get(label)`: each model is loaded
-  by one thread while the others wait, and a small LRU keeps the last few.
+- `ModelRegistry`: the menu, and `resolve(name)` (labels and short names), and `get(label)`: each model is loaded
+  by one thread while the others wait, and a small LRU keeps the last few. The menu, in order:
+    checkpoint   the project's checkpoints (.safetensors + .json) in $EXPLORER_CHECKPOINTS
+    folder       the user's own models, one per subfolder of $EXPLORER_MODELS (timm's or transformers' save_pretrained)
+    hub          the paper's fine-tuned checkpoints by Hugging Face Hub id (explorer.families.PAPER_CHECKPOINTS)
+    pretrained   torchvision's ViTs with each weight variant
+    untrained    Table 1 models at random init
 
-Nothing here imports Gradio: progress is reported through a plain callable `progress(fraction, desc=...)`.
+Nothing here imports Gradio, timm or transformers: progress is reported through a plain callable
+`progress(fraction, desc=...)`, a folder is listed from its config.json alone, and explorer.families reads a
+transformers folder without transformers (timm is imported when a timm model is loaded).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from collections import OrderedDict
@@ -19,6 +26,17 @@ from typing import Callable
 import torch
 
 from ..config import CONFIGS, ViTConfig
+from ..families import (
+    _PICKLE_SUFFIXES,
+    PAPER_CHECKPOINTS,
+    PaperCheckpoint,
+    _hub_offline,
+    _read_json,
+    config_from_transformers,
+    hub_cache_dir,
+    load,
+    preprocessing_from_transformers,
+)
 from ..model import ViT
 from ..weights import (
     PRETRAINED,
@@ -36,13 +54,20 @@ from ..weights import (
     weight_variants,
     weights_enum,
 )
-from .settings import DEFAULT_MAX_MODELS, default_checkpoint_dir, default_device, on_space
+from .settings import DEFAULT_MAX_MODELS, default_checkpoint_dir, default_device, default_models_dir, on_space
 
 Progress = Callable[..., object]
 
 TABLE_1 = ("ViT-B/16", "ViT-B/32", "ViT-L/16", "ViT-L/32", "ViT-H/14")
 JFT_NOTE = ("torchvision's weights are its own ImageNet-1k trainings and SWAG weights, "
             "not the paper's JFT-300M / ImageNet-21k checkpoints.")
+# The default on a Hugging Face Space: the paper's own ViT-B/16 (ImageNet-21k -> ImageNet-1k, 224 px) as Google
+# published it. Of the paper's B/16s it needs the least: huggingface_hub only (which Gradio installs; the folder is read
+# without transformers, and timm is not a requirement), 224 px like torchvision's (T = 197), and the paper's own
+# preprocessing (resize to 224 x 224, mean = std = 0.5, no crop) rather than timm's crop_pct 0.9.
+PAPER_B16 = "google/vit-base-patch16-224"
+# The paper's Table 1: size -> (the row's name, its parameter count as the paper gives it); L, D, MLP, h are CONFIGS'.
+TABLE_1_ROWS = {"B": ("ViT-Base", "86M"), "L": ("ViT-Large", "307M"), "H": ("ViT-Huge", "632M")}
 
 # Seeded construction (random_bundle, ViT(config) after manual_seed) uses torch's global RNG: one at a time, so that
 # "seed 0" gives the same weights whichever other model is being built in another thread.
@@ -62,16 +87,46 @@ def untrained_label(preset: str) -> str:
     return f"{preset} · {UNTRAINED}"
 
 
+def hub_label(checkpoint: PaperCheckpoint) -> str:
+    """A paper checkpoint's menu label: its Table 1 name and Hub id ("ViT-B/16 · google/vit-base-patch16-224")."""
+    return f"{checkpoint.model} · {checkpoint.hub_id}"
+
+
+def table_1_row(name: str) -> str:
+    """The paper's Table 1 row of a model name such as "ViT-B/16", in words ("" when it is not a Table 1 model)."""
+    if name not in TABLE_1:
+        return ""
+    config = CONFIGS[name]
+    row, params = TABLE_1_ROWS[name[len("ViT-")]]
+    return (f"{row}: {config.depth} layers, hidden size D = {config.hidden_dim}, MLP size {config.mlp_dim}, "
+            f"{config.heads} heads, {params} parameters; patches of {config.patch_size}×{config.patch_size}")
+
+
+def hub_folder_name(repo_id: str) -> str:
+    """The subfolder of $EXPLORER_MODELS that stands in for a Hub checkpoint: "google--vit-base-patch16-224"."""
+    return repo_id.replace("/", "--")
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether huggingface_hub's cache holds a snapshot of `repo_id` with config.json and safetensors weights."""
+    snapshots = hub_cache_dir() / f"models--{hub_folder_name(repo_id)}" / "snapshots"
+    return snapshots.is_dir() and any(
+        (s / "config.json").is_file() and ((s / "model.safetensors").is_file()
+                                           or (s / "model.safetensors.index.json").is_file())
+        for s in snapshots.iterdir())
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One entry of the model menu. `label` is both the menu value and the model name of the /predict API."""
 
     label: str  # e.g. "ViT-B/16 · IMAGENET1K_V1"
-    kind: str  # "pretrained" | "checkpoint" | "untrained"
-    preset: str  # a CONFIGS name (or a checkpoint's config name)
+    kind: str  # "pretrained" | "checkpoint" | "folder" | "hub" | "untrained"
+    preset: str  # a CONFIGS name (or a checkpoint's config name; "" for a folder whose config is not read yet)
     variant: str = ""  # torchvision weight variant, for kind == "pretrained"
-    path: str = ""  # checkpoint stem, for kind == "checkpoint"
+    path: str = ""  # checkpoint stem ("checkpoint"), folder ("folder") or Hub id ("hub")
     description: str = ""  # shown in the menu next to the label
+    paper: PaperCheckpoint | None = None  # what a "hub" entry is: data sets, resolution, Table 1 row
 
     @property
     def menu_text(self) -> str:
@@ -120,6 +175,82 @@ def _checkpoint_specs(folder: Path) -> tuple[list[ModelSpec], list[str]]:
     return specs, problems
 
 
+def _short(dataset: str) -> str:
+    return dataset.split(" (")[0]  # "ImageNet-21k (14M images, ...)" -> "ImageNet-21k"
+
+
+def _hub_specs() -> list[ModelSpec]:
+    """The paper's checkpoints; timm's only where timm is installed (it is needed to read them, and not required)."""
+    timm = importlib.util.find_spec("timm") is not None  # finds, does not import
+    specs = []
+    for c in PAPER_CHECKPOINTS:
+        if c.library == "timm" and not timm:
+            continue
+        who = "AugReg retraining, not the paper's own" if c.note.startswith("AugReg") else "the paper's checkpoint"
+        text = (f"{who}, pre-trained on {_short(c.pretraining)}, fine-tuned on {_short(c.finetuning)}, "
+                f"{c.resolution}px, {c.library} weights")
+        specs.append(ModelSpec(hub_label(c), "hub", c.model, path=c.hub_id, description=text, paper=c))
+    return specs
+
+
+def _folder_specs(folder: Path | None, taken, hub_ids=()) -> tuple[list[ModelSpec], list[str]]:
+    """One entry per subfolder of `folder`, labelled by its name, from its config.json alone (no weights read, no
+    timm or transformers imported); a subfolder that can't be read is skipped with a one-sentence problem. A subfolder
+    named after a Hub checkpoint of the menu ("google--vit-base-patch16-224") is that entry's files: no entry of its
+    own."""
+    if folder is None:
+        return [], []
+    if not folder.is_dir():
+        return [], [f"EXPLORER_MODELS is {folder}, which is not a folder; its models were skipped."]
+    specs, problems = [], []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        stands_in = sub.name in {hub_folder_name(repo_id) for repo_id in hub_ids}
+        if sub.name in taken and not stands_in:
+            problems.append(f"{sub.name} was skipped: another model of the menu has that name; rename the folder.")
+            continue
+        try:
+            preset, text = _describe_folder(sub)
+        except (WeightsUnavailable, ValueError, KeyError, TypeError, OSError) as error:
+            problems.append(f"{sub.name} was skipped: {error}")
+            continue
+        if not stands_in:
+            specs.append(ModelSpec(sub.name, "folder", preset, path=str(sub), description=text))
+    return specs, problems
+
+
+def _describe_folder(folder: Path) -> tuple[str, str]:
+    """(config name or "", menu description) of a model folder; WeightsUnavailable, one sentence, if unreadable."""
+    if not (folder / "config.json").is_file():
+        ours = [p for p in sorted(folder.glob("*.json")) if p.with_suffix(".safetensors").is_file()]
+        if len(ours) == 1:  # one of the project's checkpoints in a folder of its own
+            config = ViTConfig.from_dict(read_checkpoint_info(ours[0])["config"])
+            return config.name, f"your checkpoint {config.name}, {config.image_hw[0]}px, {config.num_classes} classes"
+        raise WeightsUnavailable("it has no config.json; a model folder holds config.json and model.safetensors, as "
+                                 "timm's and transformers' save_pretrained write them.")
+    hf_config = _read_json(folder / "config.json")
+    if not ((folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+        if pickles:
+            raise WeightsUnavailable(f"its weights are only {pickles[0]}, a pickle file, which can run code when "
+                                     f"loaded and is never unpickled; save them as model.safetensors.")
+        raise WeightsUnavailable("it has no model.safetensors; put the weights file next to its config.json.")
+    if "architecture" in hf_config:  # timm's save_pretrained
+        if importlib.util.find_spec("timm") is None:
+            raise WeightsUnavailable(f"it is a timm {hf_config['architecture']} checkpoint, and reading one needs the "
+                                     f"timm package (pip install timm).")
+        size = (hf_config.get("pretrained_cfg") or {}).get("input_size") or []
+        classes = hf_config.get("num_classes")
+        return "", (f"your timm {hf_config['architecture']}" + (f", {size[-1]}px" if len(size) == 3 else "")
+                    + (f", {classes} classes" if classes else ""))
+    if "model_type" in hf_config:  # transformers' save_pretrained; checked here as load() will, without transformers
+        config = config_from_transformers(hf_config)
+        processor = folder / "preprocessor_config.json"
+        preprocessing_from_transformers(_read_json(processor) if processor.is_file() else None, config)
+        return config.name, f"your transformers {config.name}, {config.image_hw[0]}px, {config.num_classes} classes"
+    raise WeightsUnavailable("its config.json is neither timm's nor transformers' (it has no 'architecture' or "
+                             "'model_type').")
+
+
 def _random_specs() -> list[ModelSpec]:
     return [ModelSpec(untrained_label(preset), "untrained", preset, description=UNTRAINED_NOTE) for preset in TABLE_1]
 
@@ -128,12 +259,17 @@ class ModelRegistry:
     """The model menu, and the loaded models (a small LRU; each model is loaded by one thread, others wait)."""
 
     def __init__(self, checkpoint_dir: str | os.PathLike | None = None, device: str | None = None,
-                 max_models: int | None = None):
+                 max_models: int | None = None, models_dir: str | os.PathLike | None = None):
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
+        self.models_dir = Path(models_dir) if models_dir else default_models_dir()
         self.device = device or default_device()
         self.max_models = max_models or int(os.environ.get("EXPLORER_MAX_MODELS", "") or DEFAULT_MAX_MODELS)
         checkpoints, self.problems = _checkpoint_specs(self.checkpoint_dir)
-        self.specs: dict[str, ModelSpec] = {s.label: s for s in checkpoints + _pretrained_specs() + _random_specs()}
+        others = _hub_specs() + _pretrained_specs() + _random_specs()
+        folders, problems = _folder_specs(self.models_dir, {s.label for s in checkpoints + others},
+                                          [s.path for s in others if s.kind == "hub"])
+        self.problems += problems
+        self.specs: dict[str, ModelSpec] = {s.label: s for s in checkpoints + folders + others}
         self._loaded: OrderedDict[str, ModelBundle] = OrderedDict()
         self._untrained: OrderedDict[tuple, torch.nn.Module] = OrderedDict()  # patch embeddings of untrained twins
         self._lock = threading.Lock()
@@ -153,7 +289,8 @@ class ModelRegistry:
         return [s for s in self.specs.values() if s.kind == "checkpoint"]
 
     def resolve(self, name: str) -> ModelSpec:
-        """A menu label, or a short name: a preset ("ViT-B/16" -> its default weights), a checkpoint's stem, any case."""
+        """A menu label, or a short name: a preset ("ViT-B/16" -> its default weights), a checkpoint's stem, a Hub id
+        of the menu ("google/vit-base-patch16-224", also "hf-hub:..."), any case."""
         if name in self.specs:
             return self.specs[name]
         wanted = " ".join(str(name or "").split()).lower()
@@ -163,15 +300,22 @@ class ModelRegistry:
         for spec in self.specs.values():
             if spec.kind == "checkpoint" and wanted in (Path(spec.path).name.lower(), spec.preset.lower()):
                 return spec
+            if spec.kind == "hub" and wanted.removeprefix("hf-hub:") == spec.path.lower():
+                return spec
         if wanted in (p.lower() for p in PRETRAINED):
             preset = next(p for p in PRETRAINED if p.lower() == wanted)
             return self.specs[f"{preset} · {weights_enum(preset).DEFAULT.name}"]
         raise UnknownModel(f"There is no model called {name!r}; choose one of: {', '.join(self.specs)}.")
 
     def default_label(self) -> str:
-        """ViT-B/16 IMAGENET1K_V1 when its file is cached or this is a Space; else the shipped checkpoint."""
+        """On a Hugging Face Space (downloads allowed), the paper's own ViT-B/16 (PAPER_B16); elsewhere a model that
+        needs no download: torchvision's ViT-B/16 IMAGENET1K_V1 when its file is cached, else the shipped checkpoint.
+        (Off a Space nothing is downloaded before a visitor asks; where the network fails, the page falls back to
+        fallback_label with one sentence.)"""
+        if on_space():
+            return self.resolve(PAPER_B16).label
         b16 = self.specs["ViT-B/16 · IMAGENET1K_V1"]
-        if is_cached(b16.preset, b16.variant) or on_space():
+        if is_cached(b16.preset, b16.variant):
             return b16.label
         return self.fallback_label()
 
@@ -184,17 +328,42 @@ class ModelRegistry:
         return self.specs[untrained_label("ViT-B/16")].label
 
     def availability_note(self) -> str:
-        """One sentence on whether torchvision's pretrained weights can be had here ("" when they can)."""
-        b16 = self.specs["ViT-B/16 · IMAGENET1K_V1"]
-        if is_cached(b16.preset, b16.variant) or on_space():
+        """One sentence on whether torchvision's pretrained weights and the paper's Hub checkpoints can be had here
+        ("" when they can: on a Space, or when both are cached)."""
+        if on_space():
             return ""
-        works = ("the shipped checkpoint and the untrained Table 1 models work without them" if self.checkpoints()
-                 else "the untrained Table 1 models work without them")
-        if offline():
-            return (f"torchvision's pretrained weights can't be had here (EXPLORER_OFFLINE is set and none is "
-                    f"cached): {works}.")
-        return (f"torchvision's pretrained weights are not cached yet: choosing one downloads its file once "
-                f"(ViT-B/16: 330 MB), and {works}.")
+        clauses = []
+        b16 = self.specs["ViT-B/16 · IMAGENET1K_V1"]
+        if not is_cached(b16.preset, b16.variant):
+            clauses.append("torchvision's pretrained weights can't be had here (EXPLORER_OFFLINE is set and none is "
+                           "cached)" if offline() else "torchvision's pretrained weights are not cached yet: choosing "
+                           "one downloads its file once (ViT-B/16: 330 MB)")
+        hub = [s.path for s in self.specs.values() if s.kind == "hub"]
+        missing = [repo_id for repo_id in hub if not (hub_cached(repo_id) or self.hub_folder(repo_id))]
+        if missing:
+            flag = _hub_offline()
+            where = f"the Hugging Face cache {hub_cache_dir()}"
+            if flag and len(missing) == len(hub):
+                clauses.append(f"the paper's checkpoints can't be had from the Hugging Face Hub ({flag} is set and "
+                               f"none is in {where})")
+            elif flag:
+                clauses.append(f"of the paper's checkpoints only those in {where} (or in EXPLORER_MODELS) can be "
+                               f"had ({flag} is set)")
+            else:
+                clauses.append("the paper's checkpoints download from the Hugging Face Hub on first use "
+                               f"({PAPER_B16}: 346 MB)")
+        if not clauses:
+            return ""
+        works = ["the shipped checkpoint"] if self.checkpoints() else []
+        works += ["your own models"] if any(s.kind == "folder" for s in self.specs.values()) else []
+        works.append("the untrained Table 1 models")
+        together = ", ".join(works[:-1]) + (" and " if len(works) > 1 else "") + works[-1]
+        return "; ".join(clauses) + f"; {together} work without them."
+
+    def hub_folder(self, repo_id: str) -> Path | None:
+        """$EXPLORER_MODELS/<owner>--<name> when it holds a config.json: a Hub checkpoint's files put there by hand."""
+        folder = self.models_dir / hub_folder_name(repo_id) if self.models_dir else None
+        return folder if folder is not None and (folder / "config.json").is_file() else None
 
     # -- loading -----------------------------------------------------------------------------------------------
     def loaded(self, label: str) -> bool:
@@ -231,8 +400,38 @@ class ModelRegistry:
             return load_pretrained(spec.preset, spec.variant, progress=True)
         if spec.kind == "checkpoint":
             return load_checkpoint(spec.path)
+        if spec.kind == "folder":
+            return load(spec.path)
+        if spec.kind == "hub":
+            return self._load_hub(spec.path)
         with _SEEDED:
             return random_bundle(spec.preset)
+
+    def _load_hub(self, repo_id: str) -> ModelBundle:
+        """A paper checkpoint: from $EXPLORER_MODELS/<owner>--<name> if there, else through huggingface_hub's cache
+        (downloaded once where the network is allowed). Offline and in neither: one sentence naming both places."""
+        folder = self.hub_folder(repo_id)
+        if folder is not None:
+            bundle = load(folder)
+            bundle.weights = repo_id
+            bundle.meta["hub_id"] = repo_id
+            return bundle
+        name = hub_folder_name(repo_id)
+        where = (str(self.models_dir / name) if self.models_dir
+                 else f"<folder>/{name} and start the app with EXPLORER_MODELS=<folder>")
+        flag = _hub_offline()
+        if flag and not hub_cached(repo_id):
+            raise WeightsUnavailable(
+                f"Offline ({flag} is set) and {repo_id} is not in the Hugging Face cache {hub_cache_dir()}: put its "
+                f"config.json and model.safetensors (and preprocessor_config.json, if it has one) from "
+                f"https://huggingface.co/{repo_id} in {where}, or run once with the network.")
+        try:
+            return load(repo_id)
+        except WeightsUnavailable as error:  # the app's answer to families' "in a folder and pass that folder"
+            told = str(error).replace("in a folder and pass that folder", f"in {where}")
+            if told == str(error):
+                raise
+            raise WeightsUnavailable(told) from None
 
     def model_memo(self, label: str) -> dict:
         """A small dict shared by all entries of one model, for views that depend on its weights only."""

@@ -62,7 +62,7 @@ class Server:
         settings = settings or Settings.from_env()
         self.settings = settings
         self.registry = ModelRegistry(checkpoint_dir or settings.checkpoint_dir, device or settings.device,
-                                      max_models or settings.max_models)
+                                      max_models or settings.max_models, models_dir=settings.models_dir)
         self.device = self.registry.device
         self.cache = TraceCache(max_entries or settings.trace_entries, max_bytes or settings.trace_bytes)
         self._lock = threading.Lock()

@@ -2,6 +2,7 @@
 
     EXPLORER_THREADS            torch CPU threads (default: half the usable cores)
     EXPLORER_CHECKPOINTS        folder of the project's checkpoints (default: checkpoints/ next to app.py)
+    EXPLORER_MODELS             a folder of your own models, one per subfolder (timm's or transformers' save_pretrained)
     EXPLORER_HOST, EXPLORER_PORT (or GRADIO_SERVER_NAME, GRADIO_SERVER_PORT): where to listen
     SPACE_ID                    set by Hugging Face Spaces: listen on 0.0.0.0, and downloads are allowed
     EXPLORER_OFFLINE            never touch the network (explorer.weights.offline)
@@ -67,6 +68,13 @@ def default_checkpoint_dir(env=None) -> Path:
     return Path(configured) if configured else data_dir("checkpoints")
 
 
+def default_models_dir(env=None) -> Path | None:
+    """$EXPLORER_MODELS (each subfolder one model: config.json + model.safetensors), else None: no such menu entries."""
+    env = os.environ if env is None else env
+    configured = env.get("EXPLORER_MODELS", "").strip()
+    return Path(configured).expanduser() if configured else None
+
+
 def default_address(env=None) -> tuple[str, int]:
     """(host, port) to bind when none is given on the command line. Host: EXPLORER_HOST, else GRADIO_SERVER_NAME, else
     0.0.0.0 on a Hugging Face Space (SPACE_ID set: it runs `python app.py` and expects 0.0.0.0:7860), else 127.0.0.1.
@@ -95,6 +103,7 @@ class Settings:
     """Everything the app reads from its environment, read once by `Settings.from_env()`."""
 
     checkpoint_dir: Path = field(default_factory=default_checkpoint_dir)
+    models_dir: Path | None = field(default_factory=default_models_dir)  # the user's own models, one per subfolder
     assets_dir: Path = field(default_factory=lambda: data_dir("assets"))
     device: str = field(default_factory=default_device)
     host: str = "127.0.0.1"
@@ -109,7 +118,7 @@ class Settings:
         env = os.environ if env is None else env
         host, port = default_address(env)
         values = dict(
-            checkpoint_dir=default_checkpoint_dir(env), host=host, port=port,
+            checkpoint_dir=default_checkpoint_dir(env), models_dir=default_models_dir(env), host=host, port=port,
             max_models=_int(env, "EXPLORER_MAX_MODELS", DEFAULT_MAX_MODELS),
             trace_entries=_int(env, "EXPLORER_TRACE_CACHE_ENTRIES", DEFAULT_TRACE_ENTRIES),
             trace_bytes=_int(env, "EXPLORER_TRACE_CACHE_MB", DEFAULT_TRACE_MB) * 2**20,
