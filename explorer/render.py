@@ -958,35 +958,42 @@ FAITHFULNESS_COLOURS = {"relevance": "#d62728", "grad_cam": "#ff7f0e", "rollout"
 
 def faithfulness(deletion, insertion, target_name: str) -> go.Figure:
     """Deletion and insertion curves (Petsiuk et al. 2018), side by side: the target's probability as patches leave
-    (enter) the sequence in each map's order, with each curve's area in the legend. `deletion` and `insertion`:
-    method -> (fractions (S,), probabilities (S,), area). A faithful map falls fast on the left, rises fast on the
-    right."""
+    (enter) the sequence in each map's order, each method's two areas in the legend. `deletion` and `insertion`:
+    method -> (fractions (S,), probabilities (S,), area). A faithful map falls fast on the left (small deletion area)
+    and rises fast on the right (large insertion area)."""
     traces = []
     for column, (mode, curves) in enumerate((("deletion", deletion), ("insertion", insertion))):
         for method, (fractions, probabilities, area) in curves.items():
             fractions = np.asarray(fractions, dtype=np.float32)  # (S,)
             probabilities = np.asarray(probabilities, dtype=np.float32)  # (S,)
+            areas = f"deletion {deletion[method][2]:.3f} ↓, insertion {insertion[method][2]:.3f} ↑"
             traces.append(go.Scatter(
                 x=fractions, y=probabilities, mode="lines", xaxis=f"x{column + 1}", yaxis=f"y{column + 1}",
-                name=f"{method} ({mode[:3]}. area {area:.3f})", legendgroup=method,
+                name=f"{method}: {areas}", legendgroup=method, showlegend=column == 0,
                 line=dict(color=FAITHFULNESS_COLOURS.get(method, "#444444"),
                           dash="dot" if method == "random" else "solid", width=2),
                 hovertemplate=f"{method}, {mode}: %{{x:.0%}} of patches → p = %{{y:.3f}}<extra></extra>",
             ))
     axis = dict(range=[0, 1], tickformat=".0%", showgrid=True)
-    return _figure(traces, f"Which map to trust: p({target_name}) as patches leave (left) or enter (right)", 380,
-                   xaxis=dict(domain=[0, 0.47], title=dict(text="patches removed, most relevant first"), **axis),
-                   xaxis2=dict(domain=[0.53, 1], title=dict(text="patches present, most relevant first"), **axis),
+    return _figure(traces, f"Which map to trust: p({target_name}) as patches leave (left) or enter (right) the "
+                   f"sequence, most relevant first", 400,
+                   xaxis=dict(domain=[0, 0.47], title=dict(text="patches removed"), **axis),
+                   xaxis2=dict(domain=[0.53, 1], title=dict(text="patches present"), **axis),
                    yaxis=dict(range=[0, 1.02], title=dict(text="probability"), anchor="x"),
                    yaxis2=dict(range=[0, 1.02], anchor="x2"),
-                   legend=dict(orientation="h", x=0, y=-0.22, yanchor="top", font=dict(size=10)),
-                   margin=dict(l=50, r=20, t=40, b=130))
+                   legend=dict(orientation="h", x=0, y=-0.2, yanchor="top", font=dict(size=11)),
+                   margin=dict(l=50, r=20, t=40, b=110))
 
 
 def prediction_change(before, after, class_names: Sequence[str], labels: tuple[str, str], k: int = 5) -> go.Figure:
     """Two predictions of the same image side by side (all patches and fewer; two resolutions): the top-k classes of
-    either, ranked by `after` (ties in class order), each with both probabilities."""
+    either, ranked by `after` (ties in class order), each with both probabilities. With `after` None, `before`
+    alone, titled by labels[0]."""
     before = np.asarray(before, dtype=np.float32).reshape(-1)  # (K,)
+    if after is None:
+        figure = top_k(before, class_names, k)
+        figure.layout.title.text = f"Prediction, {labels[0]}"
+        return figure
     after = np.asarray(after, dtype=np.float32).reshape(-1)  # (K,)
     top = list(ranking(after, k)) + [i for i in ranking(before, k) if i not in set(ranking(after, k).tolist())]
     names = [str(class_names[i]) for i in top]

@@ -26,13 +26,11 @@ SHOTS = REPO / "test-artifacts" / "browser"
 PHOTO = REPO / "assets" / "cat_chelsea.jpg"  # 448 x 298
 SECOND_PHOTO = REPO / "assets" / "coffee.jpg"
 UNTRAINED = "ViT-B/32 · random init"
-TEXT_OUTPUTS = (".text", ".values", ".table", ".normalised")
-IMAGE_OUTPUTS = ("input.original", "input.seen")
 
 
 def plots_in(step: int) -> int:
-    """How many figures step `step` shows (its outputs that are neither text nor images)."""
-    return sum(1 for name in views.step_views(step) if not name.endswith(TEXT_OUTPUTS) and name not in IMAGE_OUTPUTS)
+    """How many figures step `step` shows (its views of kind "plot", as the registry declares them)."""
+    return sum(1 for name in views.step_views(step) if views.VIEWS[name].kind == "plot")
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +216,64 @@ def test_eq4_shows_the_prediction_of_a_direct_forward(session, stats):
     for row, i in zip(rows, order):
         assert row[2] == f"{expected[i]:.2%}", (row, expected[i])
     shoot(page, "07_eq4")
+
+
+def click_patch(page, selector: str, row: int, col: int, rows: int = 7, cols: int = 7) -> None:
+    """Click the centre of patch (row, col) of the image in `selector` (object-fit: contain, centred)."""
+    page.locator(selector).scroll_into_view_if_needed()
+    x, y, width, height, natural_w, natural_h = page.eval_on_selector(
+        selector, "e => { const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height, e.naturalWidth, e.naturalHeight]; }")
+    scale = min(width / natural_w, height / natural_h, 1.0)
+    shown_w, shown_h = natural_w * scale, natural_h * scale
+    left, top = x + (width - shown_w) / 2, y + (height - shown_h) / 2
+    page.mouse.click(left + shown_w * (col + 0.5) / cols, top + shown_h * (row + 0.5) / rows)
+
+
+def test_why_this_class_explains_drops_patches_and_reads_a_larger_image(session, stats):
+    """Step 5: relevance and Grad-CAM for the top class, then another; a clicked patch leaves the sequence and the
+    prediction is that of the shorter sequence (one counted run, no new trace); 2x the input size."""
+    import torch
+
+    from app_server import standin_model, standin_preprocessing
+    from explorer import analysis
+    from explorer.images import open_image
+
+    page = session.page
+    before = stats()
+    titles = [p["title"] for p in open_tab(page, 5)]
+    expected = reference_probabilities(PHOTO)
+    top, second = (FASHION_MNIST_CLASSES[i] for i in np.argsort(-expected, kind="stable")[:2])
+    assert titles[:2] == [f"relevance for {top}", f"Grad-CAM for {top}"], titles
+    assert titles[2].startswith(f"Which map to trust: p({top})"), titles
+    shoot(page, "10_why_this_class")
+    # Take patch 24 (row 3, column 3) out of the sequence.
+    click_patch(page, "#view-why-dropper img", 3, 3)
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#tab-5 .js-plotly-plot'))"
+                           ".some(p => p.layout.title.text.includes('without 1 patch'))")
+    shown = page.evaluate("() => { const p = Array.from(document.querySelectorAll('#tab-5 .js-plotly-plot'))"
+                          ".find(p => p.layout.title.text.includes('without 1 patch'));"
+                          " return [Array.from(p.data[1].customdata), Array.from(p.data[1].text)]; }")
+    with torch.no_grad():
+        x = standin_preprocessing()(open_image(PHOTO).image)  # (1, 1, 28, 28)
+        shorter = analysis.drop_patches(standin_model(), x, [24]).softmax(-1)[0].numpy()  # (K,)
+    for name, text in zip(*shown):
+        assert text == f"{100 * shorter[FASHION_MNIST_CLASSES.index(name)]:.1f}%", (name, text)
+    after = stats()
+    assert after["model_runs"] == before["model_runs"]  # the trace is not run again
+    assert after["explain_runs"].get("dropped", 0) == before["explain_runs"].get("dropped", 0) + 1
+    shoot(page, "11_patch_dropped")
+    # Another class: the maps follow it.
+    page.click("#target input")
+    page.click(f"li.item[aria-label^='top 2: {second}']")
+    page.wait_for_function(f"() => document.querySelectorAll('#tab-5 .js-plotly-plot')[0].layout.title.text"
+                           f" === 'relevance for {second}'")
+    # Sec. 3.2: twice the input side, position embeddings interpolated to a 14x14 grid.
+    page.click("#scale input")
+    page.click("li.item[aria-label^='56 × 56']")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#tab-5 .js-plotly-plot'))"
+                           ".some(p => p.layout.title.text === 'Prediction: 28 × 28 vs 56 × 56')")
+    shoot(page, "12_larger_input")
+    open_tab(page, 4)  # back where the tour was (the next test expects Eq. 4 on screen)
 
 
 def test_switching_to_an_untrained_table_1_model(session, stats):

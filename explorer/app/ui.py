@@ -345,10 +345,10 @@ def build_app(server: Server) -> App:
                                                 random_button = gr.Button("Random", scale=1, elem_id="random-indices")
                                         else:
                                             c[item.name] = _view_component(item)
-                                            if item.click is not None:
-                                                clear_buttons[item.name] = gr.Button(
-                                                    "Put every patch back", size="sm",
-                                                    elem_id=f"clear-{_elem_id(item.name)}")
+                                for item in group:  # under a clickable view's row: the button that undoes clicks
+                                    if isinstance(item, views.View) and item.click is not None:
+                                        clear_buttons[item.name] = gr.Button(
+                                            "Put every patch back", size="sm", elem_id=f"clear-{_elem_id(item.name)}")
 
         # Hidden components of the /predict API.
         with gr.Row(visible=False):
@@ -396,9 +396,10 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
         if spec.click is None:
             continue
         reading = [c[n] for step in range(len(STEPS)) for n in views.affected(step, spec.click)]
+        # Every click counts and each sees the one before (the tuple is server-side state): one at a time, in order.
         c[name].select(handlers.toggle_patch(spec.click), inputs=state + [c["step"]] + option_inputs,
                        outputs=[c[spec.click]] + reading, api_visibility="private", show_progress="hidden",
-                       trigger_mode="always_last")
+                       trigger_mode="multiple", concurrency_limit=1, concurrency_id=f"toggle_{spec.click}")
         clear_buttons[name].click(handlers.clear_patches(spec.click), inputs=state + [c["step"]] + option_inputs,
                                   outputs=[c[spec.click]] + reading, api_name=f"clear_{spec.click}",
                                   api_visibility="undocumented", show_progress="hidden")

@@ -777,8 +777,7 @@ def _why_grad_cam(entry, options):
                           f"Grad-CAM for {_class_name(entry, target)}", name="Grad-CAM")
 
 
-@view("why.faithfulness", 5, "plot", "Faithfulness: deletion and insertion curves of every map", reads=("target",),
-      row="maps")
+@view("why.faithfulness", 5, "plot", "Faithfulness of each map: deletion and insertion curves", reads=("target",))
 def _why_faithfulness(entry, options):
     target = target_class(entry, options.target)
     result = _faithfulness(entry, target)
@@ -797,9 +796,11 @@ def _why_dropper(entry, options):
 def _why_dropped(entry, options):
     dropped = tuple(options.dropped)
     after = _dropped_probabilities(entry, dropped)
-    label = f"without {len(dropped)} patch{'es' if len(dropped) != 1 else ''}" if dropped else "all patches"
-    return render.prediction_change(entry.trace.probabilities.numpy(), after, entry.class_names,
-                                    ("all patches", label if dropped else "all patches (click to drop)"))
+    if not dropped:
+        return render.prediction_change(entry.trace.probabilities.numpy(), None, entry.class_names,
+                                        ("all patches: click patches on the left to take them out", ""))
+    label = f"without {len(dropped)} patch{'es' if len(dropped) != 1 else ''}"
+    return render.prediction_change(entry.trace.probabilities.numpy(), after, entry.class_names, ("all patches", label))
 
 
 control("scale", 5, "dropdown", "Input size (Sec. 3.2: E_pos interpolated in 2-D)", adapt=_scale_choices,
@@ -828,5 +829,8 @@ def _why_positions_scaled(entry, options):
 def _why_scaled_prediction(entry, options):
     side = scaled_size(entry.config, options.scale)
     native = entry.config.image_hw[0]
+    if side == native:
+        return render.prediction_change(entry.trace.probabilities.numpy(), None, entry.class_names,
+                                        (f"{native} × {native}, the model's own size: choose a larger one above", ""))
     return render.prediction_change(entry.trace.probabilities.numpy(), _scaled_probabilities(entry, options.scale),
                                     entry.class_names, (f"{native} × {native}", f"{side} × {side}"))
