@@ -837,10 +837,9 @@ def memory_child(model: str, checkpoint: Path, device: str, image: Path) -> dict
     with tempfile.TemporaryDirectory(prefix="explorer-bench-") as folder:
         temp = Path(folder)
         checkpoint_dir = prepare_checkpoints([model], checkpoint, temp / "checkpoints")
-        os.environ["EXPLORER_CHECKPOINTS"] = str(checkpoint_dir)
-        os.environ.setdefault("GRADIO_TEMP_DIR", str(temp / "gradio"))
+        os.environ.setdefault("GRADIO_TEMP_DIR", str(temp / "gradio"))  # where Gradio writes what it serves
         baseline = memory_status().get("VmRSS")
-        session = Server(Settings.from_env(), device=device)
+        session = Server(Settings.from_env(checkpoint_dir=checkpoint_dir), device=device)
         driver = AppDriver(build_app(session))
         session.registry.get(session_model(model, checkpoint))
         driver.state = default_state(driver, session_model(model, checkpoint), str(image))
@@ -1009,8 +1008,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     with tempfile.TemporaryDirectory(prefix="explorer-bench-") as folder:
         temp = Path(folder)
         checkpoint_dir = prepare_checkpoints(models, args.checkpoint, temp / "checkpoints")
-        os.environ["EXPLORER_CHECKPOINTS"] = str(checkpoint_dir)  # so the app's model menu lists them
-        os.environ.setdefault("GRADIO_TEMP_DIR", str(temp / "gradio"))
+        os.environ.setdefault("GRADIO_TEMP_DIR", str(temp / "gradio"))  # where Gradio writes what it serves
         photo = None if args.quick else prepare_photo(temp)
         for name in models:
             subject = build_subject(name, args.checkpoint, checkpoint_dir)
@@ -1023,7 +1021,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Row]]:
                 print(f"- {subject.name} on {device}: forward ...", flush=True)
                 record = Recorder(subject.name, device, args.repeats, args.warmup)
                 record.rows += bench_forward(subject, x, device, args.repeats, args.warmup, args.image)
-                session = Server(Settings.from_env(), device=device)
+                session = Server(Settings.from_env(checkpoint_dir=checkpoint_dir), device=device)
                 driver = AppDriver(build_app(session))
                 load_start = time.perf_counter()
                 session.registry.get(subject.session_model)
