@@ -49,7 +49,8 @@ def test_every_row_is_reported_with_positive_numbers(quick_run):
     expected |= {f"step.{n}" for n in range(len(STEPS))}  # each step's render
     expected |= {f"figure.{name}" for name in views.all_views()}  # each view of each step
     expected |= {f"analysis.{name}" for name in bench.MEASURED_ANALYSIS}
-    expected |= {"explain.relevance", "explain.grad_cam", "explain.deletion.full"}  # issue 13's speed rows
+    expected |= {"explain.relevance", "explain.grad_cam", "explain.deletion.steps20",  # issue 13's speed rows
+                 "explain.every_patch_deletion"}
     # The controls the issue names: layer, head, clicked patch, feature-map indices.
     expected |= {"control.set_layer", "control.set_head", "control.set_indices", "control.select_patch.step2"}
     assert expected <= ids, sorted(expected - ids)

@@ -243,7 +243,7 @@ def test_why_this_class_explains_drops_patches_and_reads_a_larger_image(session,
     titles = [p["title"] for p in open_tab(page, 5)]
     expected = reference_probabilities(PHOTO)
     top, second = (FASHION_MNIST_CLASSES[i] for i in np.argsort(-expected, kind="stable")[:2])
-    assert titles[:2] == [f"relevance for {top}", f"Grad-CAM for {top}"], titles
+    assert titles[0] == f"relevance for {top}" and titles[1].startswith(f"Grad-CAM for {top}"), titles
     assert titles[2].startswith(f"Which map to trust: p({top})"), titles
     shoot(page, "10_why_this_class")
     # Take patch 24 (row 3, column 3) out of the sequence.

@@ -773,8 +773,11 @@ def _why_relevance(entry, options):
 @view("why.grad_cam", 5, "plot", "Grad-CAM for the chosen class (last block)", reads=("target",), row="maps")
 def _why_grad_cam(entry, options):
     target = target_class(entry, options.target)
-    return render.rollout(display_image(entry), _gradient_map(entry, "grad_cam", target),
-                          f"Grad-CAM for {_class_name(entry, target)}", name="Grad-CAM")
+    cam = _gradient_map(entry, "grad_cam", target)  # (rows, cols), ReLU'd: zero where no token raises the score
+    title = f"Grad-CAM for {_class_name(entry, target)}"
+    if not np.any(cam > 0):
+        title += ": zero everywhere (no token entering the last block raises this class's score)"
+    return render.rollout(display_image(entry), cam, title, name="Grad-CAM")
 
 
 @view("why.faithfulness", 5, "plot", "Faithfulness of each map: deletion and insertion curves", reads=("target",))
