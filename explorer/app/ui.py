@@ -61,19 +61,17 @@ class ImageUpload(gr.Image):
 
 
 def _options(selected, *values) -> Options:
-    """Options from the option inputs (Options' field order), with empty or missing inputs at their defaults."""
+    """Options from the option inputs (Options' field order), each converted to its field's type; a missing input,
+    or an empty one for a number, keeps the default. Derived from Options, so a new control needs nothing here."""
     default = Options()
     given = dict(zip(OPTION_NAMES, (selected,) + values))
-
-    def value(name, convert):
-        raw = given.get(name)
-        return getattr(default, name) if raw is None or raw == "" else convert(raw)
-    return Options(
-        selected=None if given.get("selected") is None else int(given["selected"]),
-        indices=given.get("indices") or "", layer=value("layer", int), head=value("head", str),
-        fusion=value("fusion", str), discard=value("discard", float), ln_layer=value("ln_layer", int),
-        ln_which=value("ln_which", str), target=value("target", str),
-        dropped=tuple(sorted(int(i) for i in given.get("dropped") or ())), scale=value("scale", float))
+    changes = {"selected": None if selected is None else int(selected)}
+    for name in OPTION_NAMES[1:]:
+        raw, kind = given.get(name), type(getattr(default, name))
+        if raw is None or (raw == "" and kind is not str):
+            continue
+        changes[name] = tuple(sorted(int(i) for i in raw)) if kind is tuple else kind(raw)
+    return Options(**changes)
 
 
 class Handlers:
