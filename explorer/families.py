@@ -29,11 +29,15 @@ Weights are read from model.safetensors (or its shards listed in model.safetenso
 Hub ids are downloaded with huggingface_hub (its cache, its progress bar). EXPLORER_OFFLINE=1 or HF_HUB_OFFLINE=1
 (read at each call) allow only the cache; a file that is then missing, or a network error, raises WeightsUnavailable
 with one sentence naming the files and where to put them. HF_ENDPOINT, HF_HOME and HF_HUB_CACHE are also read at
-each call. transformers, timm and huggingface_hub are imported only inside the functions that need them, so
-`import explorer` stays fast; a saved transformers folder is read without importing transformers at all.
+each call. A cached safetensors file of a Hub id is checked before use (its size against its header; its SHA-256
+against its blob's name, which is that SHA-256 for weights, stored in Git LFS); a damaged one is downloaded again
+(force_download) where the network is allowed, and offline is one sentence naming it. transformers, timm and
+huggingface_hub are imported only inside the functions that need them, so `import explorer` stays fast; a saved
+transformers folder is read without importing transformers at all.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -794,7 +798,7 @@ def _hub_snapshot(repo_id: str) -> Path:
     config_path = _hub_file(repo_id, "config.json")
     hf_config = _read_json(config_path)
     try:
-        _hub_file(repo_id, "model.safetensors")
+        _hub_weights_file(repo_id, "model.safetensors")
     except _MissingOnHub:
         try:
             index = _hub_file(repo_id, "model.safetensors.index.json")
@@ -802,7 +806,7 @@ def _hub_snapshot(repo_id: str) -> Path:
             raise WeightsUnavailable(f"{repo_id} has no model.safetensors on the Hub, and the explorer never unpickles "
                                      f"pytorch_model.bin; pick a checkpoint that offers safetensors.") from None
         for shard in sorted(set(_read_json(index).get("weight_map", {}).values())):
-            _hub_file(repo_id, shard)
+            _hub_weights_file(repo_id, shard)
     if "model_type" in hf_config:
         try:
             _hub_file(repo_id, "preprocessor_config.json")
@@ -815,7 +819,54 @@ class _MissingOnHub(Exception):
     """The repository exists but has no such file."""
 
 
-def _hub_file(repo_id: str, filename: str) -> Path:
+def _hub_weights_file(repo_id: str, filename: str) -> Path:
+    """_hub_file for a safetensors file, checked: a cached copy cut short or with changed bytes is downloaded again
+    where the network is allowed (huggingface_hub checks a download's size, but never a cached file)."""
+    path = _hub_file(repo_id, filename)
+    damage = _safetensors_damage(path)
+    if damage is None:
+        return path
+    flag = _hub_offline()
+    if flag:
+        raise WeightsUnavailable(f"The cached file {path} of {repo_id} is damaged ({damage}) and {flag} is set: unset "
+                                 f"it to have it downloaded afresh, or delete it and run once with the network.")
+    path = _hub_file(repo_id, filename, force_download=True)
+    damage = _safetensors_damage(path)
+    if damage is not None:
+        raise WeightsUnavailable(f"{filename} of {repo_id} was damaged in the cache and came damaged again from the "
+                                 f"Hub ({damage}); try again later, or put an intact copy in a folder and pass that "
+                                 f"folder.")
+    return path
+
+
+_checked_blobs: set[tuple] = set()  # (blob, inode, size, mtime, ctime): hashed once per process, not at every load
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """Why a cached safetensors file can't be used as it is, in a clause, or None when it is intact."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):  # the header, and a size that covers every tensor it lists
+            pass
+    except Exception as error:  # safetensors raises its own error type for a damaged header or a short file
+        return _reason(error)
+    blob = path.resolve()
+    stat = blob.stat()
+    key = (str(blob), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if not re.fullmatch(r"[0-9a-f]{64}", blob.name) or key in _checked_blobs:
+        return None  # a blob named otherwise (a git hash, or a cache written by hand) has no SHA-256 to check
+    digest = hashlib.sha256()
+    with open(blob, "rb") as file:
+        while chunk := file.read(1 << 24):
+            digest.update(chunk)
+    if digest.hexdigest() != blob.name:
+        return "its SHA-256 is not the one the Hub named it by"
+    _checked_blobs.add(key)
+    return None
+
+
+def _hub_file(repo_id: str, filename: str, force_download: bool = False) -> Path:
     """One file of a Hub repository: from the cache, or downloaded into it. One-sentence WeightsUnavailable else."""
     import huggingface_hub
     from huggingface_hub import errors
@@ -834,7 +885,8 @@ def _hub_file(repo_id: str, filename: str) -> Path:
                                  f"cache {cache}: {by_hand}, or run once with the network.")
     try:
         return Path(huggingface_hub.hf_hub_download(
-            repo_id, filename, cache_dir=str(cache), endpoint=os.environ.get("HF_ENDPOINT") or None))
+            repo_id, filename, cache_dir=str(cache), endpoint=os.environ.get("HF_ENDPOINT") or None,
+            force_download=force_download))
     except errors.RepositoryNotFoundError:
         raise WeightsUnavailable(f"There is no repository {repo_id} on the Hugging Face Hub (or it is private or "
                                  f"gated); check the id.") from None

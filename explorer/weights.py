@@ -4,19 +4,34 @@
 - `load_pretrained("ViT-B/16", "IMAGENET1K_V1")`: through torchvision's weights API (URL, preprocessing, class
   names from its meta); the file is downloaded with progress and cached under $TORCH_HOME/hub/checkpoints.
   EXPLORER_OFFLINE=1 forbids any network access; EXPLORER_WEIGHTS_MIRROR=<base URL> fetches the same file name
-  from another server (a local mirror, or a test server on 127.0.0.1).
+  from another server (a local mirror, or a test server on 127.0.0.1). A cached file is checked before use (its zip
+  records' CRC-32s, then torch.load(weights_only=True) into a torchvision ViT's keys); a damaged one is replaced by a
+  fresh download where the network is allowed. A download lands under its final name only once complete and checked,
+  and one file is downloaded once however many threads or processes ask for it at the same time.
 - `save_checkpoint` / `load_checkpoint`: `.safetensors` plus a JSON side file. Nothing is ever unpickled, except
   torchvision's own weight files, which are read with torch.load(weights_only=True).
 """
 from __future__ import annotations
 
+import glob
+import hashlib
 import http.client
 import json
 import os
 import re
+import threading
 import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import fcntl  # file locks between processes; not on Windows, where only threads are kept apart
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -205,38 +220,183 @@ def is_cached(name: str, variant: str = "DEFAULT") -> bool:
 
 
 def pretrained_state_dict(weights, progress: bool = True) -> dict[str, torch.Tensor]:
-    """torchvision's state dict for `weights`, from the cache or downloaded (with a progress bar) into it."""
+    """torchvision's state dict for `weights`, from the cache or downloaded (with a progress bar) into it.
+
+    A cached file that fails its check (cut short, bytes changed, not a state dict) is deleted and downloaded again
+    where the network is allowed; offline it is a one-sentence WeightsUnavailable that names it. One thread (and one
+    process) at a time reads, repairs or downloads a given file: the others wait and then read what it left.
+    """
     path = cache_path(weights)
-    if not path.is_file():
-        if offline():
+    if not path.is_file() and offline():
+        raise WeightsUnavailable(
+            f"Offline (EXPLORER_OFFLINE is set) and {path.name} is not cached: put that file, from "
+            f"{weights.url}, at {path}."
+        )
+    with _held(path):
+        damage = None
+        if path.is_file():
+            try:
+                return _read_torchvision_file(path)
+            except _Damaged as error:
+                damage = str(error)
+            if offline():
+                raise WeightsUnavailable(
+                    f"The cached file {path} is damaged ({damage}) and EXPLORER_OFFLINE is set: delete it and put an "
+                    f"intact copy of {weights.url} there, or unset EXPLORER_OFFLINE to have it downloaded afresh."
+                )
+            try:
+                path.unlink()  # before the download: the disk need not hold the damaged file and the new one
+            except OSError:
+                pass  # a read-only cache: writing the download fails next, with its own sentence
+        return _download_weights(weights, path, progress, damage)
+
+
+_PARTIAL = ".explorer.partial"  # our downloads in progress; torch.hub's own are <name>.<hex>.partial, left alone
+
+
+def _download_weights(weights, path: Path, progress: bool, damage: str | None) -> dict[str, torch.Tensor]:
+    """Download `weights` into a temporary file beside `path`, check it, and only then give it its final name."""
+    mirror = os.environ.get("EXPLORER_WEIGHTS_MIRROR", "").strip()
+    url = mirror.rstrip("/") + "/" + path.name if mirror else weights.url
+    # As torchvision (check_hash=True): the official file name ends with the first hex digits of its sha256.
+    # A mirror may serve a re-exported file, so its hash is not checked; the CRC-32s and weights_only=True still apply.
+    match = None if mirror else torch.hub.HASH_REGEX.search(path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}{_PARTIAL}")  # never read under any other name
+    try:
+        download_file(url, partial, hash_prefix=match.group(1) if match else None, progress=progress)
+        state_dict = _read_torchvision_file(partial)
+        os.replace(partial, path)  # atomic: the final name only ever holds a complete, checked file
+        return state_dict
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, _Damaged) as error:
+        reason = f"the file that arrived is damaged: {error}" if isinstance(error, _Damaged) else _reason(error)
+        if damage:
             raise WeightsUnavailable(
-                f"Offline (EXPLORER_OFFLINE is set) and {path.name} is not cached: put that file, from "
-                f"{weights.url}, at {path}."
-            )
-        mirror = os.environ.get("EXPLORER_WEIGHTS_MIRROR", "").strip()
-        url = mirror.rstrip("/") + "/" + path.name if mirror else weights.url
-        # As torchvision (check_hash=True): the official file name ends with the first hex digits of its sha256.
-        # A mirror may serve a re-exported file, so its hash is not checked; weights_only=True still applies.
-        match = None if mirror else torch.hub.HASH_REGEX.search(path.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None,
-                                           progress=progress)
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, RuntimeError) as error:
-            raise WeightsUnavailable(
-                f"Could not download {url} ({_reason(error)}); with no network, put the file from {weights.url} "
-                f"at {path}."
+                f"The cached file {path} was damaged ({damage}), so it was deleted, and downloading it again from "
+                f"{url} failed ({reason}); with no network, put the file from {weights.url} there."
             ) from None
+        raise WeightsUnavailable(
+            f"Could not download {url} ({reason}); with no network, put the file from {weights.url} at {path}."
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+class DownloadCut(OSError):
+    """The server closed the connection before sending all the bytes it announced."""
+
+
+def download_file(url: str, dst: str | os.PathLike, hash_prefix: str | None = None, progress: bool = True) -> None:
+    """Write the file at `url` to `dst`, with a progress bar. As torch.hub.download_url_to_file, the SHA-256 must start
+    with `hash_prefix` (ValueError else); unlike it, fewer bytes than Content-Length is a DownloadCut, not a file."""
+    request = urllib.request.Request(url, headers={"User-Agent": "vit-explorer"})
+    with urllib.request.urlopen(request, timeout=60) as response, open(dst, "wb") as file:
+        length = response.headers.get("Content-Length", "")
+        expected = int(length) if length.strip().isdigit() else None
+        sha256, received = hashlib.sha256(), 0
+        with torch.hub.tqdm(total=expected, disable=not progress, unit="B", unit_scale=True,
+                            unit_divisor=1024) as bar:
+            # HTTPResponse.read(n) returns b"" when the connection closes early, without an error: counted below.
+            while chunk := response.read(1 << 20):
+                file.write(chunk)
+                sha256.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        file.flush()
+        os.fsync(file.fileno())  # on disk before it can be renamed into place
+    if expected is not None and received != expected:
+        raise DownloadCut(f"the connection closed after {received} of {expected} bytes")
+    digest = sha256.hexdigest()
+    if hash_prefix and not digest.startswith(hash_prefix):
+        raise ValueError(f"its SHA-256 starts with {digest[:len(hash_prefix)]}, not {hash_prefix} as its name says")
+
+
+class _Damaged(Exception):
+    """A weights file that fails its check; str(error) says how, in a clause."""
+
+
+def _read_torchvision_file(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a torchvision weights file, checked first: torch.load reads a zip's records without checking
+    their CRC-32s, so changed bytes would load silently; a file cut short has no zip directory at its end."""
+    with open(path, "rb") as file:
+        is_zip = file.read(4) == b"PK\x03\x04"  # torch.save's format; older files are a bare pickle
+    if is_zip:
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError):
+            raise _Damaged("its zip directory is missing or unreadable, as when a file is cut short") from None
+        try:
+            with archive:
+                for record in archive.infolist():
+                    if record.CRC == 0 and record.file_size:  # saved without CRC-32s (torch.serialization option)
+                        continue
+                    with archive.open(record) as data:  # zipfile raises BadZipFile at the end if the CRC-32 differs
+                        while data.read(1 << 24):
+                            pass
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+            raise _Damaged(f"its bytes have changed: {_reason(error)}") from None
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses pickled code: a refusal is an error here, never a call
-        raise WeightsUnavailable(
-            f"The cached file {path} could not be read as torchvision weights ({type(error).__name__}); "
-            f"delete it and download it again."
-        ) from None
+        raise _Damaged(f"torch.load with weights_only=True refused it: {type(error).__name__}") from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise WeightsUnavailable(f"The cached file {path} does not hold a state dict; delete it and download it again.")
+        raise _Damaged("it does not hold a state dict")
+    try:
+        config_from_torchvision(state_dict, heads=1)  # the keys of a torchvision ViT; heads are not in the file
+    except ValueError as error:
+        raise _Damaged(f"it holds no torchvision ViT, {_reason(error)}") from None
     return state_dict
+
+
+_thread_locks: dict[Path, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextmanager
+def _held(path: Path):
+    """Hold `path` against other threads, and other processes where fcntl exists, while it is read or replaced.
+
+    The lock file <name>.lock is removed on release, while still locked; a waiter that then wakes holding the removed
+    file sees that the path is no longer its file and locks anew. A folder where no lock file can be made (a
+    read-only cache) is shared between threads only, and there no download could be written anyway.
+    """
+    with _thread_locks_guard:
+        thread_lock = _thread_locks.setdefault(path, threading.Lock())
+    with thread_lock:
+        lock_path = path.with_name(path.name + ".lock")
+        descriptor = _lock_file(lock_path) if fcntl is not None else None
+        try:
+            if descriptor is not None:  # no one else holds this file: our .partial beside it is from a killed run
+                for stale in glob.glob(glob.escape(str(path)) + ".*" + _PARTIAL):
+                    Path(stale).unlink(missing_ok=True)
+            yield
+        finally:
+            if descriptor is not None:
+                lock_path.unlink(missing_ok=True)
+                os.close(descriptor)
+
+
+def _lock_file(lock_path: Path) -> int | None:
+    """An open descriptor of `lock_path` holding its exclusive flock, or None where the file can't be made."""
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    while True:
+        try:
+            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if os.stat(lock_path).st_ino == os.fstat(descriptor).st_ino:
+                return descriptor
+        except FileNotFoundError:  # the holder before us removed it: lock a new one
+            pass
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)
 
 
 def _reason(error: BaseException) -> str:

@@ -9,6 +9,7 @@ test module where timm, transformers or huggingface_hub is missing.
 """
 from __future__ import annotations
 
+import hashlib
 import http.server
 import re
 import threading
@@ -56,7 +57,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 class FakeHub(http.server.BaseHTTPRequestHandler):
     """Files in the Hub's layout, /<repo_id>/resolve/<revision>/<file>, with the headers huggingface_hub reads:
-    X-Repo-Commit (the commit of the revision), ETag (the blob's name in the cache), Content-Length; and for what
+    X-Repo-Commit (the commit of the revision), ETag (the blob's name in the cache: the file's SHA-256, as the Hub
+    gives it for files stored in Git LFS, such as weights), Content-Length; and for what
     is missing, 404 with X-Error-Code RepoNotFound or EntryNotFound, as the Hub answers."""
 
     repos: dict[str, dict[str, bytes]] = {}
@@ -78,7 +80,7 @@ class FakeHub(http.server.BaseHTTPRequestHandler):
         data = files[match["file"]]
         self.send_response(200)
         self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{abs(hash(data)):x}{len(data)}"')
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()

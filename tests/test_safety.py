@@ -4,7 +4,7 @@ torch.load(weights_only=True)), and the app's file routes serve nothing but its 
 A hostile pickle (it creates a marker file when unpickled; test_payload_is_live proves it) is put where the app
 would read weights: a project checkpoint path ending in .pth, a "checkpoint" whose .safetensors is a pickle, and
 torchvision's cache file for ViT-B/32. Each is refused with one sentence and the marker never appears: through
-explorer.weights, through explorer.session (the app's model loading path), and through the running app (/predict).
+explorer.weights, through explorer.app.server (the app's model loading path), and through the running app (/predict).
 Then the file routes of Gradio 6 (file=, file/, static/, assets/, svelte/, proxy=) are probed with app.py, the
 checkpoint, the cached weights, /etc/passwd, ../ paths (raw, %-encoded, double-encoded) and loopback URLs: all refused
 (403/404/400), while an asset and one's own upload are served, the upload of an SVG or HTML only as an attachment.
@@ -99,11 +99,11 @@ def test_load_checkpoint_refuses_a_pickle(tmp_path, suffix, torch_load_spy):
 
 
 def test_session_refuses_a_pickle_disguised_as_safetensors(tmp_path, torch_load_spy):
-    from explorer.session import Session
+    from explorer.app.server import Server
 
     marker = tmp_path / "ran"
     write_hostile_checkpoint(tmp_path / "ckpt", marker)
-    session = Session(tmp_path / "ckpt", device="cpu")
+    session = Server(checkpoint_dir=tmp_path / "ckpt", device="cpu")
     assert EVIL_LABEL in session.registry.labels()  # it is offered, as any checkpoint in the folder would be
     with pytest.raises(WeightsUnavailable) as refused:
         session.predict(np.zeros((28, 28), np.uint8), EVIL_LABEL)
@@ -115,14 +115,14 @@ def test_session_refuses_a_pickle_disguised_as_safetensors(tmp_path, torch_load_
 def test_session_refuses_a_hostile_torchvision_cache_file(tmp_path, monkeypatch, torch_load_spy):
     """A pickle at torchvision's cache path for ViT-B/32 (as if the download had been tampered with): the app reads
     it with torch.load(weights_only=True), which refuses it without running it."""
-    from explorer.session import Session
+    from explorer.app.server import Server
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     marker = tmp_path / "ran"
     target = cache_path(get_weights("ViT-B/32", "IMAGENET1K_V1"))
     assert str(target).startswith(str(tmp_path))
     write_torch_payload(target, marker)
-    session = Session(tmp_path / "no_checkpoints", device="cpu")
+    session = Server(checkpoint_dir=tmp_path / "no_checkpoints", device="cpu")
     with pytest.raises(WeightsUnavailable) as refused:
         session.predict(np.zeros((32, 32, 3), np.uint8), B32_LABEL)
     assert is_one_sentence(str(refused.value)) and target.name in str(refused.value), str(refused.value)
@@ -192,7 +192,7 @@ def secrets(server: AppServer) -> dict[str, bytes]:
     """Files the routes must never serve, and a piece of each one's content to look for in a response."""
     weights = next((server.torch_home / "hub" / "checkpoints").glob("*.pth"))
     return {
-        "app.py": (REPO / "app.py", b"import gradio"),
+        "app.py": (REPO / "app.py", b"from explorer.app import main"),
         "passwd": (Path("/etc/passwd"), b"root:"),
         "checkpoint": (server.checkpoint_dir / f"{STANDIN_STEM}.safetensors", None),
         "checkpoint_json": (server.checkpoint_dir / f"{STANDIN_STEM}.json", b"vit-explorer"),

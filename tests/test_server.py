@@ -1,4 +1,4 @@
-"""explorer.session: the model menu, the bounded thread-safe trace cache, the run counter, and predict.
+"""explorer.app.server (with registry.py and cache.py): the model menu, the bounded thread-safe trace cache, the run counter, and predict.
 
 Models are tiny: a stand-in Fashion-MNIST checkpoint (ViT-Fashion/4, random weights) and a ViT-Tiny-Test/8 checkpoint,
 both written into a tmp folder with explorer.weights.save_checkpoint. Nothing is downloaded (EXPLORER_OFFLINE=1).

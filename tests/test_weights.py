@@ -1,8 +1,11 @@
 """explorer.weights end to end without the internet: a pre-seeded torch hub cache, a local HTTP mirror, refusals
-(offline, closed port, 404, hostile pickles, wrong files), and the project's own safetensors checkpoints."""
+(offline, closed port, 404, hostile pickles, wrong files), faults (damaged cached files, downloads cut halfway,
+several visitors at once), and the project's own safetensors checkpoints."""
 import builtins
+import collections
 import filecmp
 import functools
+import hashlib
 import io
 import json
 import os
@@ -10,9 +13,13 @@ import pickle
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
+import types
 import urllib.error
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+import zipfile
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -21,6 +28,7 @@ from PIL import Image
 from torchvision.models import ViT_B_16_Weights, ViT_B_32_Weights
 from torchvision.models.vision_transformer import VisionTransformer
 
+import explorer.weights
 from explorer import CONFIGS, ViT
 from explorer.images import Preprocessing
 from explorer.weights import (
@@ -67,6 +75,13 @@ def write_payload(path, marker, writer: str) -> None:
             pickle.dump(Payload(marker), file, protocol=2)  # a bare (legacy) pickle
 
 
+def small_vit_state_dict() -> dict[str, torch.Tensor]:
+    """A torchvision VisionTransformer of 32x32 inputs, one layer, D=48 (about 100 kB saved): not ViT-B/32's shapes."""
+    torch.manual_seed(0)
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=12, hidden_dim=48,
+                             mlp_dim=96).state_dict()
+
+
 def test_payload_is_live(tmp_path):
     # The hostile files below are refused only if this would have run: prove that it does.
     marker = tmp_path / "ran"
@@ -101,15 +116,15 @@ def hub(tmp_path, monkeypatch):
 
 @pytest.fixture
 def download_calls(monkeypatch):
-    """Records every torch.hub.download_url_to_file call and lets it run."""
+    """Records every explorer.weights.download_file call (torch.hub.download_url_to_file's signature); lets it run."""
     calls = []
-    real = torch.hub.download_url_to_file
+    real = explorer.weights.download_file
 
     def spy(url, dst, hash_prefix=None, progress=True):
         calls.append(dict(url=url, dst=dst, hash_prefix=hash_prefix, progress=progress))
         return real(url, dst, hash_prefix=hash_prefix, progress=progress)
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", spy)
+    monkeypatch.setattr(explorer.weights, "download_file", spy)
     return calls
 
 
@@ -244,7 +259,7 @@ def test_official_url_is_downloaded_with_its_hash_checked(hub, monkeypatch):
         calls.append(dict(url=url, hash_prefix=hash_prefix, progress=progress))
         raise urllib.error.URLError("no network in this test")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(explorer.weights, "download_file", no_network)
     with pytest.raises(WeightsUnavailable) as info:
         load_pretrained("ViT-B/32", "IMAGENET1K_V1")
     assert calls == [dict(url=B32.url, hash_prefix="d86f8d99", progress=True)]  # as torchvision's check_hash=True
@@ -287,9 +302,7 @@ def test_malicious_pickle_in_the_cache_is_refused_and_not_run(hub, tmp_path, wri
 
 def test_weights_of_another_model_in_the_cache_are_refused(hub):
     hub.mkdir(parents=True)
-    torch.manual_seed(0)
-    small = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=12, hidden_dim=48, mlp_dim=96)
-    torch.save(small.state_dict(), hub / B32_FILE)
+    torch.save(small_vit_state_dict(), hub / B32_FILE)
     with pytest.raises(WeightsUnavailable, match="another model") as info:
         load_pretrained("ViT-B/32", "IMAGENET1K_V1")
     assert_one_sentence(str(info.value))
@@ -445,3 +458,237 @@ def test_random_bundle_is_marked_untrained():
     x = bundle.preprocessing(Image.new("RGB", (40, 50)))
     assert bundle.model(x).shape == (1, 10)
     assert isinstance(bundle.model, ViT)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (g) faults: damaged cached files, downloads cut halfway, several visitors at once. A small torchvision ViT file
+# stands in for the weights (pretrained_state_dict checks files, not which model they hold; load_pretrained does).
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory):
+    """(bytes of a torchvision-format weights file, its state dict)."""
+    state_dict = small_vit_state_dict()
+    path = tmp_path_factory.mktemp("small") / "small.pth"
+    torch.save(state_dict, path)
+    return path.read_bytes(), state_dict
+
+
+@pytest.fixture
+def weights_server():
+    """Files on 127.0.0.1 with faults on demand. `files`: name -> bytes; `cut`: announce the whole Content-Length but
+    close the connection halfway through the body; `gate` (a threading.Event), when set here, holds every GET until
+    it is set; `gets`: GET requests by path."""
+    state = types.SimpleNamespace(files={}, cut=False, gate=None, gets=collections.Counter(), url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            state.gets[self.path] += 1
+            if state.gate is not None:
+                assert state.gate.wait(timeout=30)
+            data = state.files.get(self.path.lstrip("/"))
+            if data is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:len(data) // 2] if state.cut else data)  # HTTP/1.0: the connection closes next
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        yield state
+    finally:
+        if state.gate is not None:
+            state.gate.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def damaged(data: bytes, damage: str) -> bytes:
+    """`data` (a torch.save zip) cut in half, or with one byte of its largest tensor flipped (same size)."""
+    if damage == "truncated":
+        return data[:len(data) // 2]
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        record = max(archive.infolist(), key=lambda r: r.file_size)
+    name_length, extra_length = struct.unpack("<HH", data[record.header_offset + 26:record.header_offset + 30])
+    start = record.header_offset + 30 + name_length + extra_length  # the record's bytes follow its local header
+    flipped = bytearray(data)
+    flipped[start + record.file_size // 2] ^= 0xFF
+    return bytes(flipped)
+
+
+def assert_same_state_dict(ours, expected) -> None:
+    assert set(ours) == set(expected) and all(torch.equal(ours[k], expected[k]) for k in expected)
+
+
+def test_a_flipped_byte_passes_torch_load_unnoticed(tmp_path, small_file):
+    # Why files are checked before torch.load: it reads a zip's records without checking their CRC-32s.
+    path = tmp_path / "flipped.pth"
+    path.write_bytes(damaged(small_file[0], "flipped"))
+    assert len(path.read_bytes()) == len(small_file[0])
+    loaded = torch.load(path, weights_only=True)
+    assert set(loaded) == set(small_file[1])
+    assert any(not torch.equal(loaded[k], small_file[1][k]) for k in loaded)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_damaged_cached_file_offline_is_one_sentence(hub, small_file, damage, download_calls):
+    hub.mkdir(parents=True)
+    (hub / B32_FILE).write_bytes(damaged(small_file[0], damage))
+    with pytest.raises(WeightsUnavailable) as info:
+        load_pretrained("ViT-B/32", "IMAGENET1K_V1")  # no model comes back, half-loaded or whole
+    message = str(info.value)
+    assert_one_sentence(message)
+    error = info.value  # nothing chained that would print a second traceback
+    assert "Traceback" not in message and error.__cause__ is None and (error.__context__ is None or
+                                                                       error.__suppress_context__)
+    assert f"The cached file {hub / B32_FILE} is damaged (" in message and "EXPLORER_OFFLINE" in message
+    assert ("cut short" if damage == "truncated" else "its bytes have changed: Bad CRC-32") in message
+    assert download_calls == []
+    assert (hub / B32_FILE).read_bytes() == damaged(small_file[0], damage)  # offline, the user's file is left alone
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_damaged_cached_file_is_downloaded_afresh(hub, small_file, damage, weights_server, monkeypatch):
+    weights_server.files[B32_FILE] = small_file[0]
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    monkeypatch.setenv("EXPLORER_WEIGHTS_MIRROR", weights_server.url)
+    hub.mkdir(parents=True)
+    (hub / B32_FILE).write_bytes(damaged(small_file[0], damage))
+    assert_same_state_dict(pretrained_state_dict(B32, progress=False), small_file[1])
+    assert weights_server.gets == {f"/{B32_FILE}": 1}
+    assert [p.name for p in hub.iterdir()] == [B32_FILE]  # no lock file or .partial left behind
+    assert (hub / B32_FILE).read_bytes() == small_file[0]
+    pretrained_state_dict(B32, progress=False)  # intact now: read from the cache
+    assert weights_server.gets == {f"/{B32_FILE}": 1}
+
+
+def test_damaged_cached_file_and_a_damaged_download_is_one_sentence(hub, small_file, weights_server, monkeypatch):
+    weights_server.files[B32_FILE] = damaged(small_file[0], "flipped")  # the mirror's copy is damaged too
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    monkeypatch.setenv("EXPLORER_WEIGHTS_MIRROR", weights_server.url)
+    hub.mkdir(parents=True)
+    (hub / B32_FILE).write_bytes(damaged(small_file[0], "truncated"))
+    with pytest.raises(WeightsUnavailable) as info:
+        pretrained_state_dict(B32, progress=False)
+    message = str(info.value)
+    assert_one_sentence(message)
+    assert message.startswith(f"The cached file {hub / B32_FILE} was damaged") and "CRC-32" in message
+    assert weights_server.url + B32_FILE in message and B32.url in message
+    assert list(hub.iterdir()) == []  # neither the damaged file nor the damaged download
+
+
+def test_a_download_cut_halfway_leaves_no_file_and_the_next_call_downloads(hub, small_file, weights_server,
+                                                                           monkeypatch):
+    weights_server.files[B32_FILE] = small_file[0]
+    monkeypatch.setenv("EXPLORER_WEIGHTS_MIRROR", weights_server.url)
+    hub.mkdir(parents=True)
+    (hub / f"{B32_FILE}.0123abcd.explorer.partial").write_bytes(small_file[0])  # a killed run's: never the file
+    assert not is_cached("ViT-B/32", "IMAGENET1K_V1")
+    with pytest.raises(WeightsUnavailable, match="is not cached"):
+        pretrained_state_dict(B32, progress=False)
+
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    weights_server.cut = True
+    with pytest.raises(WeightsUnavailable) as info:
+        pretrained_state_dict(B32, progress=False)
+    message = str(info.value)
+    assert_one_sentence(message)
+    assert message.startswith(f"Could not download {weights_server.url}{B32_FILE} (the connection closed after ")
+    assert f"{len(small_file[0]) // 2} of {len(small_file[0])} bytes" in message and str(hub / B32_FILE) in message
+    assert list(hub.iterdir()) == []  # no file at the final path, no .partial, no lock file
+
+    weights_server.cut = False
+    assert_same_state_dict(pretrained_state_dict(B32, progress=False), small_file[1])
+    assert weights_server.gets == {f"/{B32_FILE}": 2}
+    assert [p.name for p in hub.iterdir()] == [B32_FILE]
+
+
+def test_official_url_hash_is_checked_before_the_file_takes_its_name(hub, small_file, weights_server, monkeypatch,
+                                                                      download_calls):
+    # A server on 127.0.0.1 plays download.pytorch.org: no mirror, so the file name's hash prefix is checked.
+    prefix = hashlib.sha256(small_file[0]).hexdigest()[:8]
+    name = f"vit_small-{prefix}.pth"
+    weights = types.SimpleNamespace(url=weights_server.url + name, name="SMALL")
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    weights_server.files[name] = damaged(small_file[0], "flipped")
+    with pytest.raises(WeightsUnavailable) as info:
+        pretrained_state_dict(weights, progress=False)
+    assert_one_sentence(str(info.value))
+    assert f"not {prefix} as its name says" in str(info.value)
+    assert list(hub.iterdir()) == []
+    weights_server.files[name] = small_file[0]
+    assert_same_state_dict(pretrained_state_dict(weights, progress=False), small_file[1])
+    assert [call["hash_prefix"] for call in download_calls] == [prefix, prefix]
+    assert [p.name for p in hub.iterdir()] == [name]
+
+
+def test_two_visitors_at_once_cause_one_download(hub, small_file, weights_server, monkeypatch):
+    weights_server.files[B32_FILE] = small_file[0]
+    weights_server.gate = threading.Event()
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    monkeypatch.setenv("EXPLORER_WEIGHTS_MIRROR", weights_server.url)
+    results, errors = [None, None], []
+
+    def visitor(i):
+        try:
+            results[i] = pretrained_state_dict(B32, progress=False)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    deadline = threading.Event()
+    while sum(weights_server.gets.values()) == 0:  # one visitor's request is held by the server
+        deadline.wait(0.01)
+    deadline.wait(0.3)  # time for the other visitor to send a second request, if it were going to
+    weights_server.gate.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == [] and weights_server.gets == {f"/{B32_FILE}": 1}
+    assert_same_state_dict(results[0], small_file[1])
+    assert_same_state_dict(results[1], small_file[1])
+    assert [p.name for p in hub.iterdir()] == [B32_FILE]
+
+
+def test_two_processes_at_once_cause_one_download(hub, tmp_path, small_file, weights_server, monkeypatch):
+    """The lock is a file lock too: a second process waits for the first one's download, then reads its file."""
+    weights_server.files[B32_FILE] = small_file[0]
+    weights_server.gate = threading.Event()
+    monkeypatch.delenv("EXPLORER_OFFLINE")
+    monkeypatch.setenv("EXPLORER_WEIGHTS_MIRROR", weights_server.url)
+    results = []
+    here = threading.Thread(target=lambda: results.append(pretrained_state_dict(B32, progress=False)))
+    here.start()
+    while sum(weights_server.gets.values()) == 0:  # this process's request is held by the server
+        threading.Event().wait(0.01)
+    (tmp_path / "expected.pth").write_bytes(small_file[0])
+    script = ("import sys, types, torch\n"
+              "from explorer.weights import pretrained_state_dict\n"
+              "expected = torch.load(sys.argv[1], weights_only=True)\n"
+              "print('ready', flush=True)\n"
+              "ours = pretrained_state_dict(types.SimpleNamespace(url=sys.argv[2]), progress=False)\n"
+              "print(set(ours) == set(expected) and all(torch.equal(ours[k], expected[k]) for k in expected))\n")
+    other = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "expected.pth"), B32.url], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        assert other.stdout.readline().strip() == "ready", other.stderr.read()
+        threading.Event().wait(0.5)  # time for it to reach the lock (or, were there none, the server)
+        assert weights_server.gets == {f"/{B32_FILE}": 1}
+        weights_server.gate.set()
+        out, err = other.communicate(timeout=60)
+    finally:
+        weights_server.gate.set()
+        other.kill()
+        here.join(timeout=30)
+    assert other.returncode == 0 and out.strip() == "True", err
+    assert weights_server.gets == {f"/{B32_FILE}": 1}
+    assert len(results) == 1 and [p.name for p in hub.iterdir()] == [B32_FILE]
