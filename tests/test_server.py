@@ -403,3 +403,79 @@ def test_derived_arrays_count_towards_the_bytes(session):
     entry.cached("pair", lambda: (np.zeros(1000, np.float32), torch.zeros(500)))
     entry.cached("dict", lambda: {"a": np.zeros(250, np.float64)})
     assert entry.nbytes() == before + 4000 + 2000 + 2000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The memory guard
+
+def test_an_analysis_that_does_not_fit_is_refused_before_loading_and_names_a_model_that_does(checkpoints, tmp_path,
+                                                                                           monkeypatch):
+    from explorer.app import memory
+    from explorer.app.server import NotEnoughMemory
+    from explorer.app.settings import Settings
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("EXPLORER_OFFLINE", "1")
+    resident = memory._resident_bytes() // 2**20
+    b16_needs = memory.needed(CONFIGS["ViT-B/16"], loaded=False) // 2**20  # about 500 MB
+    assert memory.needed(CONFIGS["ViT-Tiny-Test/8"], loaded=False) < 2**20 * 10
+    # An artificial limit: this process plus 200 MB, room for the tiny model but not for an untrained ViT-B/16.
+    assert b16_needs > 300
+    session = Server(Settings.from_env(checkpoint_dir=checkpoints, memory_mb=resident + 200), device="cpu")
+    b16 = untrained_label("ViT-B/16")
+    with pytest.raises(NotEnoughMemory) as refused:
+        session.analyse(_photo(0), b16)
+    message = str(refused.value)
+    assert "\n" not in message and message.endswith(".") and b16 in message and "224×224" in message
+    assert "choose a smaller model such as" in message
+    assert NotEnoughMemory in USER_ERRORS
+    assert not session.registry.loaded(b16) and session.runs == 0 and session.stats()["memory_refusals"] == 1
+    entry = session.analyse(_photo(0), TINY)  # what fits still works, on the same server
+    assert entry.trace.probabilities.shape == (10,) and session.runs == 1
+
+
+def test_the_estimate_counts_the_trace_it_will_keep(session):
+    from explorer.app import memory
+
+    entry = session.analyse(_photo(3), TINY)
+    # The trace's own size against the estimate of it, from the shapes alone: within the slack the guard adds.
+    assert entry.trace.nbytes() <= memory.trace_bytes(entry.config) <= 2 * entry.trace.nbytes()
+    h14 = CONFIGS["ViT-H/14"].replace(image_size=518)
+    weights = memory.FLOAT_BYTES * memory.parameters(h14)
+    assert 2.4 * 2**30 < weights < 2.6 * 2**30  # ViT-H/14: 632M parameters
+    assert memory.needed(h14, loaded=False) > weights + memory.trace_bytes(h14) > memory.needed(h14, loaded=True)
+
+
+def test_heavy_analyses_queue_one_at_a_time(checkpoints, tmp_path, monkeypatch):
+    """With every analysis counted as heavy (EXPLORER_HEAVY_MB=0), eight visitors at once trace one at a time."""
+    import explorer.app.server as server_module
+    from explorer.app.settings import Settings
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    active, most = [0], [0]
+    guard = threading.Lock()
+    real_trace = server_module.trace
+
+    def counting_trace(*args, **kwargs):
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            threading.Event().wait(0.05)  # long enough for the others to arrive
+            return real_trace(*args, **kwargs)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(server_module, "trace", counting_trace)
+    for heavy_mb, expected in ((0, 1), (10**6, 2)):
+        session = Server(Settings.from_env(checkpoint_dir=checkpoints, heavy_mb=heavy_mb), device="cpu")
+        session.registry.get(FASHION)
+        most[0] = 0
+        threads = [threading.Thread(target=session.analyse, args=(_photo(200 + i), FASHION)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert session.runs == 8
+        assert (most[0] == 1) if expected == 1 else (most[0] >= 2), (heavy_mb, most[0])

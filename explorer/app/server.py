@@ -9,6 +9,7 @@ Nothing here imports Gradio: progress is reported through a plain callable `prog
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -23,9 +24,11 @@ from PIL import Image
 from .. import analysis
 from ..images import ImageError, open_image
 from ..trace import trace
-from ..weights import WeightsUnavailable
+from ..config import CONFIGS, ViTConfig
+from ..weights import WeightsUnavailable, get_weights
+from . import memory
 from .cache import Entry, TraceCache
-from .registry import ModelRegistry, ModelSpec, Progress, UnknownModel, no_progress
+from .registry import TABLE_1, ModelRegistry, ModelSpec, Progress, UnknownModel, no_progress
 from .settings import Settings
 
 
@@ -33,8 +36,12 @@ class TraceExpired(LookupError):
     """An analysis the cache has dropped and that cannot be made again (no upload to trace); one sentence."""
 
 
+class NotEnoughMemory(MemoryError):
+    """An analysis this machine cannot hold (the memory guard); one sentence that names a model that fits."""
+
+
 # Everything a visitor can cause, each with a one-sentence message: the UI shows it and carries on.
-USER_ERRORS = (ImageError, WeightsUnavailable, UnknownModel, TraceExpired)
+USER_ERRORS = (ImageError, WeightsUnavailable, UnknownModel, TraceExpired, NotEnoughMemory)
 
 
 def image_sha256(image: Image.Image) -> str:
@@ -70,6 +77,10 @@ class Server:
         self.untrained_runs = 0  # patch embeddings of untrained twins (Eq. 1's comparison), counted apart
         self.explain_runs: Counter[str] = Counter()  # model runs beyond the trace, by kind (relevance, dropped, ...)
         self.last_forward_s = 0.0
+        # Analyses estimated above settings.heavy_mb run one at a time, so that several visitors asking for a big
+        # model queue here instead of multiplying its memory.
+        self._heavy = threading.Lock()
+        self.refusals = 0
 
     # -- the one place a model runs ---------------------------------------------------------------------------
     def analyse(self, image, model: str, progress: Progress = no_progress) -> Entry:
@@ -92,15 +103,65 @@ class Server:
             return self.analyse(source[0], source[1], progress)
         raise TraceExpired("This image's analysis is no longer cached; upload it again.")
 
+    # -- the memory guard -----------------------------------------------------------------------------------
+    def config_of(self, spec: ModelSpec) -> ViTConfig | None:
+        """A model's config before it is loaded, where the menu knows it (torchvision's and the untrained Table 1
+        models); else None (the guard then checks after loading, before tracing)."""
+        if self.registry.loaded(spec.label):
+            return self.registry.get(spec.label).model.config
+        if spec.kind in ("pretrained", "untrained") and spec.preset in CONFIGS:
+            config = CONFIGS[spec.preset]
+            if spec.kind == "pretrained":
+                config = config.replace(image_size=get_weights(spec.preset, spec.variant).transforms().crop_size[0])
+            return config
+        return None
+
+    def check_memory(self, spec: ModelSpec, config: ViTConfig) -> int:
+        """Bytes one analysis with `spec` needs; NotEnoughMemory (one sentence naming a model that fits) when this
+        process can't add them."""
+        need = memory.needed(config, loaded=self.registry.loaded(spec.label))
+        free = memory.available(self.settings.memory_mb)
+        if free is not None and need > free:
+            with self._lock:
+                self.refusals += 1
+            height, width = config.image_hw
+            raise NotEnoughMemory(
+                f"{spec.label} at {height}×{width} needs about {memory.in_words(need)} to analyse an image and this "
+                f"server has {memory.in_words(max(free, 0))} free; {self._smaller_model(spec, free)}")
+        return need
+
+    def _smaller_model(self, spec: ModelSpec, free: int) -> str:
+        """The advice of the refusal: the biggest of the menu's untrained-free models that fits, by estimate."""
+        candidates = []
+        for other in self.registry.specs.values():
+            config = self.config_of(other) if other.kind in ("pretrained", "checkpoint") else None
+            if other.kind == "checkpoint" and config is None and self.registry.loaded(other.label):
+                config = self.registry.get(other.label).model.config
+            if config is None or other.label == spec.label:
+                continue
+            need = memory.needed(config, loaded=self.registry.loaded(other.label))
+            if need <= free:
+                candidates.append((need, other.label))
+        if not candidates:
+            fallback = self.registry.fallback_label()
+            return f"choose a smaller model such as {fallback}, or run the app where more memory is free."
+        return f"choose a smaller model such as {max(candidates)[1]}."
+
     def _trace(self, key, spec: ModelSpec, opened, progress: Progress) -> Entry:
+        config = self.config_of(spec)
+        if config is not None:  # before loading: a model too big for the machine is never loaded
+            self.check_memory(spec, config)
         bundle = self.registry.get(spec.label, progress)
+        need = self.check_memory(spec, bundle.model.config)  # after loading, with the weights in memory
         progress(0.9, desc="Running the model once…")
         seen, crop_notes = bundle.preprocessing.crop(opened.image)
         x = bundle.preprocessing.normalise(seen)  # (1, C, H, W)
-        start = time.perf_counter()
-        result = trace(bundle.model, x, mean=bundle.preprocessing.mean, std=bundle.preprocessing.std,
-                       class_names=bundle.class_names, meta={"model": spec.label})
-        seconds = time.perf_counter() - start
+        heavy = self._heavy if need > self.settings.heavy_mb * 2**20 else contextlib.nullcontext()
+        with heavy:  # big analyses one at a time
+            start = time.perf_counter()
+            result = trace(bundle.model, x, mean=bundle.preprocessing.mean, std=bundle.preprocessing.std,
+                           class_names=bundle.class_names, meta={"model": spec.label})
+            seconds = time.perf_counter() - start
         lens = analysis.logit_lens(result, bundle.model, k=5)
         with self._lock:
             self.runs += 1
@@ -175,6 +236,7 @@ class Server:
             "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,
             "cache_evictions": self.cache.evictions,
+            "memory_refusals": self.refusals,
             "models_loaded": self.registry.loads,
             "device": self.device,
         }

@@ -7,6 +7,8 @@
     SPACE_ID                    set by Hugging Face Spaces: listen on 0.0.0.0, and downloads are allowed
     EXPLORER_OFFLINE            never touch the network (explorer.weights.offline)
     EXPLORER_MAX_MODELS, EXPLORER_TRACE_CACHE_ENTRIES, EXPLORER_TRACE_CACHE_MB: the server's bounds
+    EXPLORER_MEMORY_MB          the memory this process may use (default: what the machine has available)
+    EXPLORER_HEAVY_MB           analyses estimated above this run one at a time (default 1024)
 
 Nothing here imports Gradio.
 """
@@ -31,6 +33,7 @@ MAX_UPLOAD_MB = 20  # launch(max_file_size=...): Gradio answers 413 above it; th
 DEFAULT_TRACE_ENTRIES = 40
 DEFAULT_TRACE_MB = 512
 DEFAULT_MAX_MODELS = 2
+DEFAULT_HEAVY_MB = 1024
 
 
 def configure_threads(threads: int | None = None) -> int:
@@ -112,6 +115,8 @@ class Settings:
     trace_entries: int = DEFAULT_TRACE_ENTRIES
     trace_bytes: int = DEFAULT_TRACE_MB * 2**20
     max_upload_mb: int = MAX_UPLOAD_MB
+    memory_mb: int | None = None  # None: the machine's available memory, read when it is needed
+    heavy_mb: int = DEFAULT_HEAVY_MB
 
     @classmethod
     def from_env(cls, env=None, **overrides) -> "Settings":
@@ -122,6 +127,8 @@ class Settings:
             max_models=_int(env, "EXPLORER_MAX_MODELS", DEFAULT_MAX_MODELS),
             trace_entries=_int(env, "EXPLORER_TRACE_CACHE_ENTRIES", DEFAULT_TRACE_ENTRIES),
             trace_bytes=_int(env, "EXPLORER_TRACE_CACHE_MB", DEFAULT_TRACE_MB) * 2**20,
+            memory_mb=_int(env, "EXPLORER_MEMORY_MB", 0) or None,
+            heavy_mb=_int(env, "EXPLORER_HEAVY_MB", DEFAULT_HEAVY_MB),
         )
         values.update(overrides)
         return cls(**values)

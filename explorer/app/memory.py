@@ -1,0 +1,95 @@
+"""What an analysis will take, and what this process may still take: the server's memory guard.
+
+`needed(config, loaded)` estimates, from the shapes alone, the bytes one analysis adds: the weights (unless the model
+is loaded already), the trace it keeps (explorer.trace's stages) and what the forward holds at its peak. `available()`
+is $EXPLORER_MEMORY_MB minus this process's resident memory when that limit is set, else the smaller of the machine's
+MemAvailable and the cgroup's remaining limit. The server refuses an analysis whose estimate does not fit, in one
+sentence naming a model that does, instead of swapping or being killed; and heavy analyses run one at a time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import ViTConfig
+from ..model import ViT
+
+FLOAT_BYTES = 4  # float32 weights and stages
+SAFETY = 1.25  # allocator slack and the views' own arrays on top of the estimate
+
+
+def parameters(config: ViTConfig) -> int:
+    """The number of parameters of ViT(config), counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return ViT(config).num_parameters()
+
+
+def trace_bytes(config: ViTConfig) -> int:
+    """What explorer.trace keeps for one image: the stream stages (T x D each: ln_1, attn.output, z_mid, ln_2,
+    mlp.output, z per layer, and the embedding's), the attention weights it stores (h x T x T per layer, or only what
+    Trace.attention_bytes says it keeps), the input and its patches."""
+    from .. import trace as trace_module
+
+    T, D, L, h = config.seq_len, config.hidden_dim, config.depth, config.heads
+    H, W = config.image_hw
+    stream = (6 * L + 4) * T * D
+    attention = getattr(trace_module, "attention_elements", lambda c: c.depth * c.heads * c.seq_len ** 2)(config)
+    pixels = 3 * config.channels * H * W + config.hidden_dim * config.num_patches
+    return FLOAT_BYTES * (stream + attention + pixels)
+
+
+def forward_peak_bytes(config: ViTConfig) -> int:
+    """What one forward holds on top at its peak: a layer's scores and softmax (2 x h x T x T) and its MLP (T x MLP)."""
+    T = config.seq_len
+    return FLOAT_BYTES * (2 * config.heads * T * T + T * config.mlp_dim + 4 * T * config.hidden_dim)
+
+
+def needed(config: ViTConfig, loaded: bool) -> int:
+    """Bytes one analysis of an image adds to this process: the weights if not loaded yet, the trace, the forward."""
+    weights = 0 if loaded else FLOAT_BYTES * parameters(config)
+    return int(SAFETY * (weights + trace_bytes(config) + forward_peak_bytes(config)))
+
+
+def _resident_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _cgroup_remaining() -> int | None:
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def available(limit_mb: int | None = None) -> int | None:
+    """Bytes this process may still add: limit_mb (the app's setting) minus what it holds now, else what the machine
+    (and its cgroup) has available; None where nothing can be read (then nothing is refused)."""
+    if limit_mb:
+        return limit_mb * 2**20 - _resident_bytes()
+    readings = [r for r in (_meminfo_available(), _cgroup_remaining()) if r is not None]
+    return min(readings) if readings else None
+
+
+def in_words(size: int) -> str:
+    return f"{size / 2**30:.1f} GB" if size >= 2**30 else f"{max(1, round(size / 2**20))} MB"
+
