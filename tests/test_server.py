@@ -442,7 +442,7 @@ def test_the_estimate_counts_the_trace_it_will_keep(session):
     assert entry.trace.nbytes() <= memory.trace_bytes(entry.config) <= 2 * entry.trace.nbytes()
     h14 = CONFIGS["ViT-H/14"].replace(image_size=518)
     weights = memory.FLOAT_BYTES * memory.parameters(h14)
-    assert 2.4 * 2**30 < weights < 2.6 * 2**30  # ViT-H/14: 632M parameters
+    assert 2.3 * 2**30 < weights < 2.4 * 2**30  # ViT-H/14: 632M parameters, 2.53 GB
     assert memory.needed(h14, loaded=False) > weights + memory.trace_bytes(h14) > memory.needed(h14, loaded=True)
 
 
