@@ -96,7 +96,7 @@ def one_user(url: str, user: int, image: Path, download_dir: Path) -> dict:
     calls = [
         ("analyse", lambda: client.predict(handle_file(str(image)), STANDIN_LABEL, api_name="/analyse")),
         ("predict", lambda: client.predict(handle_file(str(image)), STANDIN_LABEL, 10, api_name="/predict")),
-        ("set_layer", lambda: client.predict("0, 1, 2, 3, 4, 5, 6, 7", 2, "mean", "mean", 0.0, 1, LN,
+        ("set_layer", lambda: client.predict("0, 1, 2, 3, 4, 5, 6, 7", 2, "mean", "mean", 0.0, 1, LN, "", 1.0,
                                              api_name="/set_layer")),
     ]
     for name, call in calls:
