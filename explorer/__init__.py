@@ -1,7 +1,8 @@
 """ViT Explorer: a from-scratch Vision Transformer (Dosovitskiy et al. 2020) that shows every stage.
 
 The core (this package's modules) imports no Gradio: config, model, trace, analysis, weights, images, render, data,
-train, evaluate, families (timm and transformers checkpoints; those libraries are imported only when used).
+train, evaluate, explain, survey and distributed (python -m explorer.survey, torchrun), families (timm and
+transformers checkpoints; those libraries are imported only when used).
 The web app lives in explorer.app and is imported only when asked for.
 """
 from .config import CONFIGS, ViTConfig

@@ -78,8 +78,8 @@ def attention_rollout(attentions: torch.Tensor, head_fusion: str = "mean", disca
 
 def fused_attentions(trace: Trace, head_fusion: str = "mean") -> torch.Tensor:
     """fuse(A_l) for every layer l = 1..L: (L, h, T, T) -> (L, T, T). Rollout's first step, worth keeping when the
-    discard ratio changes (fusing one head by any rule leaves it unchanged)."""
-    return fuse_heads(trace.attentions(), head_fusion)  # (L, T, T)
+    discard ratio changes (fusing one head by any rule leaves it unchanged). One layer's A at a time."""
+    return torch.stack([fuse_heads(trace.attention(l), head_fusion) for l in range(1, trace.depth + 1)])  # (L, T, T)
 
 
 def rollout_map(trace: Trace, head_fusion: str = "mean", discard_ratio: float = 0.0,
@@ -104,8 +104,9 @@ def query_attention(trace: Trace, layer: int, query: int = 0) -> np.ndarray:
 
 
 def query_attention_layers(trace: Trace, query: int = 0) -> np.ndarray:
-    """query_attention for every layer l = 1..L: (L, h, rows, cols)."""
-    return np.stack([query_attention(trace, l, query) for l in range(1, trace.depth + 1)])  # (L, h, rows, cols)
+    """query_attention for every layer l = 1..L: (L, h, rows, cols). Only the query's row of each A is computed."""
+    rows = trace.attention_rows(query)  # (L, h, T)
+    return rows[:, :, 1:].reshape(*rows.shape[:2], *trace.grid).numpy()  # (L, h, N) -> (L, h, rows, cols)
 
 
 def attention_matrix(trace: Trace, layer: int, head: int | None = None) -> np.ndarray:
@@ -133,10 +134,8 @@ def mean_attention_distance(trace: Trace, renormalise: bool = True) -> np.ndarra
     to 1 (a distribution over patches); without, the weight given to the class token simply counts for nothing.
     """
     distances = patch_distances(trace.grid, trace.config.patch_size)  # (N, N)
-    attention = trace.attentions()[:, :, 1:, 1:].double()  # (L, h, N, N)
-    if renormalise:
-        attention = attention / attention.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    return (attention * distances).sum(dim=-1).mean(dim=-1).float().numpy()  # (L, h)
+    per_layer = [_attention_distance(trace.attention(l), distances, renormalise) for l in range(1, trace.depth + 1)]
+    return torch.stack(per_layer).float().numpy()  # one layer's A at a time: L x (h,) -> (L, h)
 
 
 def position_similarity(position_embedding: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
@@ -203,6 +202,28 @@ def equally_likely(probabilities) -> bool:
     """All K classes have the same probability 1/K (up to float32 rounding): the head says nothing."""
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)  # (K,)
     return probabilities.size > 1 and float(np.ptp(probabilities)) <= 1e-6 / probabilities.size
+
+
+def _attention_distance(attention: torch.Tensor, distances: torch.Tensor, renormalise: bool) -> torch.Tensor:
+    """mean_attention_distance of one layer: A_l (h, T, T) and the patch distances (N, N) -> (h,), float64."""
+    patches = attention[:, 1:, 1:].to(torch.float64, copy=True)  # a copy, changed in place below: (h, N, N)
+    if renormalise:
+        patches /= patches.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return patches.mul_(distances).sum(dim=-1).mean(dim=-1)  # Σ_j A[i, j] · P ||g_i − g_j||, then (1/N) Σ_i: (h,)
+
+
+def fused_attentions_and_distance(trace: Trace, head_fusion: str = "mean",
+                                  renormalise: bool = True) -> tuple[torch.Tensor, np.ndarray]:
+    """fused_attentions(trace, head_fusion) (L, T, T) and mean_attention_distance(trace, renormalise) (L, h), the same
+    numbers, from one pass over the layers: a trace computes each A_l from q and k when asked, so this computes it once
+    where the two functions would compute it twice."""
+    distances = patch_distances(trace.grid, trace.config.patch_size)  # (N, N)
+    fused, distance = [], []
+    for l in range(1, trace.depth + 1):
+        attention = trace.attention(l)  # (h, T, T)
+        fused.append(fuse_heads(attention, head_fusion))  # (T, T)
+        distance.append(_attention_distance(attention, distances, renormalise))  # (h,)
+    return torch.stack(fused), torch.stack(distance).float().numpy()  # (L, T, T), (L, h)
 
 
 # Explanations beyond attention (class-specific, tested for faithfulness) and the model at another resolution

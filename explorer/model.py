@@ -13,6 +13,8 @@ Every forward takes an optional `record` dict. When given, each stage is written
 name (see explorer.trace). The dict belongs to the caller, so nothing is stored on the modules and one model can
 serve many threads at once. Stages are stored detached, unless the record has `keep_graph = True` (a dict subclass,
 explorer.explain.GraphRecord): then they stay in the autograd graph, for gradients w.r.t. attention weights.
+A record gets the attention weights A (and so the explicit path) unless it says `attention_weights = False`
+(explorer.trace's does: it keeps q and k and recomputes A from them with `attention_weights` when asked).
 """
 from __future__ import annotations
 
@@ -30,6 +32,20 @@ Record = dict | None
 def _keep(record: Record, name: str, tensor: torch.Tensor) -> None:
     if record is not None:
         record[name] = tensor if getattr(record, "keep_graph", False) else tensor.detach()
+
+
+def _records_attention(record: Record) -> bool:
+    """Does this record want the attention weights A? Then attention takes the explicit path, whatever the switch."""
+    return record is not None and getattr(record, "attention_weights", True)
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """A = softmax(q k^T / sqrt(d)) per head (Appendix A): q (..., h, Tq, d), k (..., h, T, d) -> (..., h, Tq, T).
+
+    The one place this is computed: the explicit path below and explorer.trace's on-demand A both call it.
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (..., h, Tq, d) @ (..., h, d, T) -> (..., h, Tq, T)
+    return scores.softmax(dim=-1)  # each row sums to 1
 
 
 class PatchEmbedding(nn.Module):
@@ -65,25 +81,26 @@ class MultiHeadSelfAttention(nn.Module):
         super().__init__()
         self.heads = config.heads
         self.head_dim = config.head_dim
-        self.scale = self.head_dim ** -0.5  # 1 / sqrt(d)
         self.qkv = nn.Linear(config.hidden_dim, 3 * config.hidden_dim)  # U_qkv, rows [W_q; W_k; W_v]
         self.attention_dropout = nn.Dropout(config.attention_dropout)
         self.projection = nn.Linear(config.hidden_dim, config.hidden_dim)  # U_msa
         self.dropout = nn.Dropout(config.dropout)
-        # The one switch for the fused kernel. A traced forward always takes the explicit path.
+        # The one switch for the fused kernel. A record that wants A (see _records_attention) takes the explicit path.
         self.fused = True
 
     def forward(self, x: torch.Tensor, record: Record = None, name: str = "") -> torch.Tensor:
         B, T, D = x.shape
         qkv = self.qkv(x)  # (B, T, D) -> (B, T, 3D)
         q, k, v = qkv.reshape(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, h, T, d)
-        if self.fused and record is None:
+        _keep(record, f"{name}.q", q)
+        _keep(record, f"{name}.k", k)
+        if self.fused and not _records_attention(record):
             p = self.attention_dropout.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, T, d)
         else:
-            scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, T, d) @ (B, h, d, T) -> (B, h, T, T)
-            weights = scores.softmax(dim=-1)  # A: each row sums to 1
-            _keep(record, f"{name}.weights", weights)
+            weights = attention_weights(q, k)  # A: (B, h, T, T)
+            if _records_attention(record):
+                _keep(record, f"{name}.weights", weights)
             out = self.attention_dropout(weights) @ v  # (B, h, T, T) @ (B, h, T, d) -> (B, h, T, d)
         out = out.transpose(1, 2).reshape(B, T, D)  # concatenate heads: (B, h, T, d) -> (B, T, D)
         return self.dropout(self.projection(out))

@@ -12,7 +12,9 @@ Stage names and shapes (batch dimension removed; T = N + 1; layers l = 1..L as i
     embed.position_embedding     (T, D)        E_pos
     embed.z0                     (T, D)        z_0 (Eq. 1)
     blocks.l.ln_1                (T, D)        LN(z_{l-1})
-    blocks.l.attn.weights        (h, T, T)     softmax(q k^T / sqrt(d)) per head; rows sum to 1
+    blocks.l.attn.q              (h, T, d)     queries LN(z_{l-1}) W_q + b_q, split into h heads of d = D/h
+    blocks.l.attn.k              (h, T, d)     keys LN(z_{l-1}) W_k + b_k, split likewise
+    blocks.l.attn.weights        (h, T, T)     A = softmax(q k^T / sqrt(d)) per head; rows sum to 1 (see below)
     blocks.l.attn.output         (T, D)        MSA(LN(z_{l-1}))
     blocks.l.z_mid               (T, D)        z'_l (Eq. 2)
     blocks.l.ln_2                (T, D)        LN(z'_l)
@@ -22,44 +24,91 @@ Stage names and shapes (batch dimension removed; T = N + 1; layers l = 1..L as i
     head.y                       (D,)          y = LN(z_L^0) (Eq. 4)
     head.logits                  (K,)
     head.probabilities           (K,)
+
+The attention weights are computed when asked, not stored. A_l is h x T x T, by far the largest stage (every layer
+of ViT-H/14 at 518 x 518 is 3.8 GB, against 1.3 GB for all the (T, D) stages and 0.45 GB for q and k), and the views
+show one layer at a time or one query row of every layer. So the traced forward keeps q and k and takes the model's
+fused kernel (its one switch; the explicit path if the switch is off), and Trace.attention(l) or
+trace["blocks.l.attn.weights"] computes A_l from q and k with explorer.model.attention_weights, the explicit path's own
+function, keeping the last few layers; Trace.attention_rows(query) computes one row of every layer, the same bits.
+With the fused kernel, q and k of layers 2..L differ from the explicit path's by float rounding (about 1e-7), and A
+by as little. `trace(..., attention="full")` takes the explicit path and stores every A_l, as the model computed it.
 """
 from __future__ import annotations
 
+import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 
 from .config import ViTConfig
-from .model import ViT
+from .model import ViT, attention_weights
 
 # Stages that are views of parameters: copied so that a trace never aliases a model's weights.
 _PARAMETER_STAGES = ("embed.class_token", "embed.position_embedding")
+ATTENTION_MODES = ("on_demand", "full")
+# A_l is computed in blocks of this many queries, so that one query's row (Trace.attention_rows) is the same
+# computation as in the whole matrix, bit for bit, at about 64/T of its cost. The remainder joins the last block:
+# a block of a row or two can take another BLAS kernel than the explicit path's whole matrix and differ in the last bit.
+_QUERY_BLOCK = 64
+_RECENT_LAYERS = 2  # on-demand A_l kept: a view's repeated asks (per-head maps, then the matrix) compute it once
+_WEIGHTS = re.compile(r"blocks\.(\d+)\.attn\.weights")
 
 
 @dataclass
 class Trace:
-    """The output and every intermediate of one forward pass, detached and on the CPU."""
+    """The output and every intermediate of one forward pass, detached and on the CPU.
+
+    `stages` holds what was stored; the attention weights not among them are computed from q and k when asked.
+    """
 
     config: ViTConfig
     stages: dict[str, torch.Tensor]
     class_names: Sequence[str] | None = None
     meta: dict = field(default_factory=dict)
+    _recent: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)  # layer -> A_l
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        try:
+        if name in self.stages:
             return self.stages[name]
-        except KeyError:
-            raise KeyError(f"No stage named {name!r}; see Trace.names().") from None
+        layer = self._on_demand_layer(name)
+        if layer is None:
+            raise KeyError(f"No stage named {name!r}; see Trace.names().")
+        return self.attention(layer)
 
     def __contains__(self, name: str) -> bool:
-        return name in self.stages
+        return name in self.stages or self._on_demand_layer(name) is not None
+
+    def _on_demand_layer(self, name: str) -> int | None:
+        """l when `name` is blocks.l.attn.weights, not stored, and q and k of layer l are: A_l can be computed."""
+        match = _WEIGHTS.fullmatch(name)
+        if match is None or name in self.stages:
+            return None
+        prefix = name[: -len("weights")]
+        return int(match.group(1)) if f"{prefix}q" in self.stages and f"{prefix}k" in self.stages else None
 
     def names(self) -> list[str]:
-        return list(self.stages)
+        """Every stage, stored or computed on demand, in the order of the forward pass."""
+        names = []
+        for name in self.stages:
+            names.append(name)
+            if name.endswith(".attn.k") and self._on_demand_layer(name[: -len("k")] + "weights") is not None:
+                names.append(name[: -len("k")] + "weights")
+        return names
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {name: tuple(t.shape) for name, t in self.stages.items()}
+        shapes = {}
+        for name in self.names():
+            if name in self.stages:
+                shapes[name] = tuple(self.stages[name].shape)
+            else:  # (h, T, d) q and k -> (h, T, T), without computing A
+                q, k = self.stages[name[: -len("weights")] + "q"], self.stages[name[: -len("weights")] + "k"]
+                shapes[name] = (*q.shape[:-1], k.shape[-2])
+        return shapes
 
     @property
     def depth(self) -> int:
@@ -82,12 +131,56 @@ class Trace:
         return self.stages["input.image"]
 
     def attention(self, layer: int) -> torch.Tensor:
-        """A_l for layer l (1-based): (h, T, T)."""
-        return self[f"blocks.{layer}.attn.weights"]
+        """A_l for layer l (1-based): (h, T, T). Stored, or computed from q and k (the last few layers are kept)."""
+        name = f"blocks.{layer}.attn.weights"
+        if name in self.stages:
+            return self.stages[name]
+        with self._lock:
+            if layer in self._recent:
+                self._recent.move_to_end(layer)
+                return self._recent[layer]
+        if self._on_demand_layer(name) is None:
+            raise KeyError(f"No stage named {name!r}; see Trace.names().")
+        q, k = self.stages[f"blocks.{layer}.attn.q"], self.stages[f"blocks.{layer}.attn.k"]  # (h, T, d) each
+        h, T, _ = q.shape
+        weights = q.new_empty(h, T, k.shape[-2])  # (h, T, T)
+        for block in range(_blocks(T)):
+            queries = _block(block, T)
+            weights[:, queries] = attention_weights(q[:, queries], k)  # (h, 64 to 127, d) -> (h, 64 to 127, T)
+        with self._lock:
+            self._recent[layer] = weights
+            self._recent.move_to_end(layer)
+            while len(self._recent) > _RECENT_LAYERS:
+                self._recent.popitem(last=False)
+        return weights
 
     def attentions(self) -> torch.Tensor:
-        """All attention weights: (L, h, T, T)."""
+        """All attention weights: (L, h, T, T). Every layer at once (3.8 GB for ViT-H/14 at 518): the analyses of
+        explorer.analysis take one layer at a time instead."""
         return torch.stack([self.attention(l) for l in range(1, self.depth + 1)])
+
+    def attention_rows(self, query: int) -> torch.Tensor:
+        """Row `query` of A_l for every layer l = 1..L: (L, h, T). Token 0 is the class token, i + 1 is patch i.
+
+        Equal to attentions()[:, :, query] bit for bit, at the cost of one block of queries per layer.
+        """
+        T = self.config.seq_len
+        if not 0 <= query < T:
+            raise ValueError(f"Query token {query} is outside 0..{T - 1}.")
+        rows = []
+        for layer in range(1, self.depth + 1):
+            name = f"blocks.{layer}.attn.weights"
+            with self._lock:
+                known = self.stages.get(name, self._recent.get(layer))  # stored, or computed lately
+            if known is not None:
+                rows.append(known[:, query])  # (h, T)
+                continue
+            if self._on_demand_layer(name) is None:
+                raise KeyError(f"No stage named {name!r}; see Trace.names().")
+            q, k = self.stages[f"blocks.{layer}.attn.q"], self.stages[f"blocks.{layer}.attn.k"]  # (h, T, d) each
+            queries = _block(min(query // _QUERY_BLOCK, _blocks(T) - 1), T)  # the block attention() computes it in
+            rows.append(attention_weights(q[:, queries], k)[:, query - queries.start])  # (h, T)
+        return torch.stack(rows)  # (L, h, T)
 
     def residual_stream(self) -> torch.Tensor:
         """z_0, z_1, ..., z_L: (L + 1, T, D)."""
@@ -106,7 +199,35 @@ class Trace:
         return [(names[i], float(probabilities[i])) for i in ranking(probabilities, k).tolist()]
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.stages.values())
+        """What the trace holds: the stored stages and the on-demand attention weights it keeps."""
+        with self._lock:
+            held = list(self.stages.values()) + list(self._recent.values())
+        return sum(t.numel() * t.element_size() for t in held)
+
+
+def _blocks(T: int) -> int:
+    """How many blocks of queries A is computed in: 64 queries each, the last up to 127 (all T when T < 128)."""
+    return max(T // _QUERY_BLOCK, 1)
+
+
+def _block(index: int, T: int) -> slice:
+    """The queries of block `index` (0-based) of T."""
+    start = index * _QUERY_BLOCK
+    return slice(start, T if index == _blocks(T) - 1 else start + _QUERY_BLOCK)
+
+
+class _Record(dict):
+    """The record trace() passes to the model (explorer.model): whether it wants A, and stages that view a larger
+    buffer (q and k inside the qkv projection) copied out as they come, so the trace never keeps the rest (v) alive."""
+
+    def __init__(self, attention_weights: bool):
+        super().__init__()
+        self.attention_weights = attention_weights
+
+    def __setitem__(self, name: str, tensor: torch.Tensor) -> None:
+        if tensor.untyped_storage().nbytes() > tensor.numel() * tensor.element_size():
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        super().__setitem__(name, tensor)
 
 
 def trace(
@@ -117,19 +238,23 @@ def trace(
     std: Sequence[float] | None = None,
     class_names: Sequence[str] | None = None,
     meta: dict | None = None,
+    attention: str = "on_demand",
 ) -> Trace:
     """Run `model` on a batch of one preprocessed image x (1, C, H, W) and return its Trace.
 
     `mean` and `std` (the normalisation the input went through) give `input.image` in [0, 1];
-    without them the input is min-max scaled for display. Attention is always computed explicitly here.
+    without them the input is min-max scaled for display. `attention`: "on_demand" (A_l computed from q and k when
+    asked; the forward takes the model's fused kernel if switched on) or "full" (the explicit path, every A_l stored).
     The model is not modified, so threads may trace different images with the same model at once.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"trace takes a batch of one image (1, C, H, W) but got shape {tuple(x.shape)}.")
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {ATTENTION_MODES}, not {attention!r}.")
     parameter = next(model.parameters())
     # A private copy: input.pixels is a view of it, so a trace never aliases the caller's tensor.
     x = x.detach().to(device=parameter.device, dtype=parameter.dtype, copy=True)
-    record: dict[str, torch.Tensor] = {}
+    record = _Record(attention_weights=attention == "full")
     with torch.no_grad():
         model(x, record)
     stages: dict[str, torch.Tensor] = {}

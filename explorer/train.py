@@ -34,8 +34,10 @@ from .config import CONFIGS, ViTConfig
 from .data import (FASHION_MNIST_MEAN, FASHION_MNIST_STD, DataError, Dataset, channel_stats,
                    load_fashion_mnist, load_image_folder, prepare_images)
 from .images import Preprocessing
+from . import distributed
 from .model import ViT
-from .weights import PRETRAINED, WeightsUnavailable, get_weights, load_pretrained, save_checkpoint
+from .weights import (PRETRAINED, WeightsUnavailable, checkpoint_paths, get_weights, load_pretrained,
+                      save_checkpoint)
 
 
 class TrainingError(ValueError):
@@ -81,18 +83,48 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+@dataclasses.dataclass
+class Augmentation:
+    """The random choices of one batch: shifts (dx, dy) within the padding and which images are flipped."""
+
+    padding: int
+    dx: torch.Tensor | None = None  # (B,) in 0..2·padding
+    dy: torch.Tensor | None = None  # (B,)
+    flip: torch.Tensor | None = None  # (B,) bool
+
+    def rows(self, rows) -> "Augmentation":
+        """The choices of some of the batch's images (a slice or index tensor)."""
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return Augmentation(self.padding, pick(self.dx), pick(self.dy), pick(self.flip))
+
+
+def draw_augmentation(B: int, padding: int, flip: float, generator: torch.Generator) -> Augmentation:
+    """The random choices for a batch of B images, drawn from `generator` in augment's order: dx, dy, then flips."""
+    choices = Augmentation(padding)
+    if padding > 0:
+        choices.dx = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
+        choices.dy = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
+    if flip > 0:
+        choices.flip = torch.rand(B, generator=generator) < flip
+    return choices
+
+
+def apply_augmentation(images: torch.Tensor, choices: Augmentation) -> torch.Tensor:
+    """Shift (crop of the zero-padded image) and flip a float batch (B, C, H, W) as `choices` say."""
+    B, C, H, W = images.shape
+    padding = choices.padding
+    if choices.dx is not None and B:  # (a process's share of a small last batch may be empty)
+        padded = F.pad(images, (padding,) * 4)  # (B, C, H + 2p, W + 2p)
+        dx, dy = choices.dx, choices.dy
+        images = torch.stack([padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])  # (B, C, H, W)
+    if choices.flip is not None:
+        images = torch.where(choices.flip.view(B, 1, 1, 1), images.flip(-1), images)
+    return images
+
+
 def augment(images: torch.Tensor, padding: int, flip: float, generator: torch.Generator) -> torch.Tensor:
     """Random shifts (crop of a zero-padded image) and horizontal flips of a float batch (B, C, H, W)."""
-    B, C, H, W = images.shape
-    if padding > 0:
-        padded = F.pad(images, (padding,) * 4)  # (B, C, H + 2p, W + 2p)
-        dx = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
-        dy = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
-        images = torch.stack([padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])  # (B, C, H, W)
-    if flip > 0:
-        mask = torch.rand(B, generator=generator) < flip
-        images = torch.where(mask.view(B, 1, 1, 1), images.flip(-1), images)
-    return images
+    return apply_augmentation(images, draw_augmentation(images.shape[0], padding, flip, generator))
 
 
 def normalise(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
@@ -205,7 +237,33 @@ def frozen_features(model: ViT, images: torch.Tensor, preprocessing: Preprocessi
 
 
 def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) -> dict:
-    """Train as `args` say; `config` overrides --config (e.g. a tiny custom model). Returns the summary."""
+    """Train as `args` say; `config` overrides --config (e.g. a tiny custom model). Returns the summary.
+
+    Under torchrun with more than one process this is data-parallel training (DistributedDataParallel), as one process
+    would train: every process draws the same data order and augmentation from the same seeded generator as the
+    single-process run, takes its share of each global batch of --batch-size images (rows rank, rank + world, ...: the
+    distributed sampler), and the gradients are averaged; only rank 0 writes the checkpoint. So the parameters after
+    any step equal the single-process run's up to float rounding (tests/test_distributed.py), whatever the number of
+    processes, as long as --dropout is 0 (the default): dropout masks come from each process's own generator.
+    """
+    processes = distributed.start(args.device) if distributed.launched()[1] > 1 else None
+    try:
+        summary = _train(args, config, argv, processes)
+    except BaseException:
+        if processes is not None:
+            distributed.abandon(processes)
+        raise
+    if processes is not None:
+        distributed.finish(processes)
+    return summary
+
+
+def _train(args, config: ViTConfig | None, argv: list[str] | None,
+           processes: distributed.Processes | None) -> dict:
+    """train() in this process; `processes` is None for a single process (the plain path, unchanged)."""
+    device = args.device if processes is None else processes.device
+    is_main = processes is None or processes.main  # the process that prints and writes
+    say = print if is_main else (lambda *a, **k: None)
     if args.data and args.data_dir:
         raise TrainingError("Give either --data (Fashion-MNIST IDX files) or --data-dir (an image folder), not both.")
     if args.epochs < 1 or args.batch_size < 1:
@@ -215,7 +273,7 @@ def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) 
         args.flip = 0.5 if args.data_dir else 0.0  # resolved here, so the JSON records the value used
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the same seed in every process: the same initial weights, order and augmentation
     generator = torch.Generator().manual_seed(args.seed)
     config = config or CONFIGS[args.config]
 
@@ -227,11 +285,11 @@ def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) 
         bundle = load_pretrained(args.finetune, args.weights)
         dataset, preprocessing, data_description = load_data(args, config, bundle.preprocessing)
         torch.manual_seed(args.seed)
-        model = new_head(bundle, dataset.class_names).to(args.device)
+        model = new_head(bundle, dataset.class_names).to(device)
         trainable = list(model.head.parameters())
     else:
         dataset, preprocessing, data_description = load_data(args, config)
-        model = from_scratch(config, dataset, args.dropout, args.seed).to(args.device)
+        model = from_scratch(config, dataset, args.dropout, args.seed).to(device)
         trainable = list(model.parameters())
     train_images, train_labels = dataset.train.images, dataset.train.labels
     if args.limit:
@@ -240,66 +298,118 @@ def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) 
     if args.finetune:
         # The trunk is frozen, so each image's features never change: compute them once, then train the head on them.
         # (No augmentation then: --crop-padding and --flip apply to training from scratch only.)
-        print(f"Computing the frozen {bundle.name} trunk's features of {len(train_images) + len(dataset.test.labels):,} "
+        say(f"Computing the frozen {bundle.name} trunk's features of {len(train_images) + len(dataset.test.labels):,} "
               f"images once", flush=True)
-        train_inputs = frozen_features(model, train_images, preprocessing, args.device, desc="train features")
-        test_inputs = frozen_features(model, dataset.test.images, preprocessing, args.device, desc="test features")
+        train_inputs = frozen_features(model, train_images, preprocessing, device, desc="train features")
+        test_inputs = frozen_features(model, dataset.test.images, preprocessing, device, desc="test features")
         step_model = model.head  # (B, D) -> (B, K)
 
         def batch_inputs(batch):
-            return train_inputs[batch].to(args.device)
+            return train_inputs[batch].to(device)
 
         def test_accuracy():
-            return accuracy_of_logits(model.head, test_inputs, dataset.test.labels, args.device)
+            return accuracy_of_logits(model.head, test_inputs, dataset.test.labels, device)
     else:
         step_model = model
 
         def batch_inputs(batch):
             x = normalise(train_images[batch], preprocessing)  # (B, C, H, W)
-            return augment(x, args.crop_padding, args.flip, generator).to(args.device)
+            return augment(x, args.crop_padding, args.flip, generator).to(device)
 
         def test_accuracy():
-            return accuracy(model, dataset.test.images, dataset.test.labels, preprocessing, args.device)[0]
+            return accuracy(model, dataset.test.images, dataset.test.labels, preprocessing, device)[0]
+
+    if processes is not None:
+        import warnings
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        # The class token's gradient comes out of expand() with other strides than DDP's bucket: one copy of D floats
+        # per step, not worth the warning printed by every process.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+
+        step_model = DistributedDataParallel(step_model, device_ids=[device] if device.type == "cuda" else None,
+                                             gradient_as_bucket_view=True)
+        rows = slice(processes.rank, None, processes.world)  # this process's share of every global batch
+
+        def shard_inputs(batch):
+            """This process's rows of a global batch, augmented by the draws of the whole batch (as one process)."""
+            mine = batch[rows]
+            if args.finetune:
+                return train_inputs[mine].to(device), train_labels[mine].to(device)
+            choices = draw_augmentation(len(batch), args.crop_padding, args.flip, generator)  # every process draws all
+            x = apply_augmentation(normalise(train_images[mine], preprocessing), choices.rows(rows))
+            return x.to(device), train_labels[mine].to(device)
+
+        def shared_test_accuracy():
+            """Each process classifies its share of the test set; the counts are summed."""
+            labels = dataset.test.labels[rows]
+            correct = 0
+            if len(labels):
+                if args.finetune:
+                    with torch.no_grad():
+                        predictions = model.head.eval()(test_inputs[rows].to(device)).argmax(-1).cpu()
+                else:
+                    predictions = accuracy(model, dataset.test.images[rows], labels, preprocessing, device)[1]
+                correct = int((predictions == labels).sum())
+            return processes.all_reduce_sum([correct])[0] / len(dataset.test.labels)
 
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=tuple(args.betas), weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train_images) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     warmup = int(args.warmup_epochs * steps_per_epoch)
     history, step, start = [], 0, time.time()
-    print(f"Training {model.config.name or args.config}: {sum(p.numel() for p in trainable):,} trainable parameters, "
-          f"{len(train_images):,} images, {args.epochs} epochs, {torch.get_num_threads()} threads", flush=True)
+    say(f"Training {model.config.name or args.config}: {sum(p.numel() for p in trainable):,} trainable parameters, "
+        f"{len(train_images):,} images, {args.epochs} epochs, {torch.get_num_threads()} threads"
+        + (f" in each of {processes.world} processes ({processes.backend}), each global batch of {args.batch_size} "
+           f"split across them" if processes is not None else ""), flush=True)
     for epoch in range(1, args.epochs + 1):
         step_model.train()
         order = torch.randperm(len(train_images), generator=generator)
         seen, correct, loss_sum, epoch_start = 0, 0, 0.0, time.time()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{args.epochs}", leave=False, mininterval=2, file=sys.stdout)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{args.epochs}", leave=False, mininterval=2,
+                   file=sys.stdout, disable=not is_main)
         for i in bar:
             batch = order[i * args.batch_size:(i + 1) * args.batch_size]
-            x = batch_inputs(batch)
-            y = train_labels[batch].to(args.device)
+            if processes is None:
+                x = batch_inputs(batch)
+                y = train_labels[batch].to(device)
+            else:
+                x, y = shard_inputs(batch)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, args.lr)
             logits = step_model(x)  # (B, K)
-            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            if processes is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            else:
+                # DDP averages the gradients over the processes; each process's loss summed over its rows and scaled
+                # by world / (global batch) makes that average the gradient of the global batch's mean loss, however
+                # unevenly the batch is split (the last one of an epoch may be smaller).
+                loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing, reduction="sum")
+                loss = loss * (processes.world / len(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, args.clip_norm)
             optimizer.step()
             step += 1
-            seen += len(batch)
+            seen += len(y)
             correct += int((logits.argmax(-1) == y).sum())
-            loss_sum += loss.item() * len(batch)
+            loss_sum += loss.item() * (len(batch) if processes is None else len(batch) / processes.world)
             # refresh=False: the bar redraws at most every `mininterval` s, not on every step (a log file stays short)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             img_s=f"{seen / (time.time() - epoch_start):.0f}", refresh=False)
         bar.close()
         images_per_s = seen / (time.time() - epoch_start)
-        test_acc = test_accuracy()
+        if processes is not None:  # the epoch's figures over every process
+            seen, correct, loss_sum = processes.all_reduce_sum([seen, correct, loss_sum])
+            seen, correct = int(seen), int(correct)
+            images_per_s = seen / (time.time() - epoch_start)
+        test_acc = test_accuracy() if processes is None else shared_test_accuracy()
         history.append({"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "test_accuracy": test_acc, "elapsed_s": round(time.time() - start, 1)})
-        print(f"epoch {epoch:3d}/{args.epochs}  loss {loss_sum / seen:.4f}  train acc {correct / seen:.4f}  "
-              f"test acc {test_acc:.4f}  {images_per_s:.0f} img/s  "
-              f"elapsed {time.time() - start:.0f} s", flush=True)
+        say(f"epoch {epoch:3d}/{args.epochs}  loss {loss_sum / seen:.4f}  train acc {correct / seen:.4f}  "
+            f"test acc {test_acc:.4f}  {images_per_s:.0f} img/s  "
+            f"elapsed {time.time() - start:.0f} s", flush=True)
 
     train_time = time.time() - start
     final_acc = history[-1]["test_accuracy"]
@@ -322,15 +432,22 @@ def train(args, config: ViTConfig | None = None, argv: list[str] | None = None) 
         "history": history,
         "selection": "the final epoch (no model selection on the test set)",
     }
+    if processes is not None:
+        provenance["processes"] = {"world": processes.world, "backend": processes.backend,
+                                   "batch": f"each global batch of {args.batch_size} split across the processes"}
+        provenance["command"] = (f"torchrun --nproc-per-node={processes.world} -m explorer.train "
+                                 + " ".join(shlex.quote(a) for a in argv))
     if args.finetune:
         provenance["pretrained"] = {"name": bundle.name, "weights": bundle.weights, "source": bundle.source}
-    weights_path, json_path = save_checkpoint(args.out, model, dataset.class_names, preprocessing, provenance)
+    weights_path, json_path = checkpoint_paths(args.out)
     curves_path = json_path.with_name(json_path.stem + "_curves.png")
-    save_curves(history, curves_path, "train (features, no augmentation)" if args.finetune else "train (augmented)")
+    if is_main:  # one writer
+        weights_path, json_path = save_checkpoint(args.out, model, dataset.class_names, preprocessing, provenance)
+        save_curves(history, curves_path, "train (features, no augmentation)" if args.finetune else "train (augmented)")
     summary = {"checkpoint": str(weights_path), "test_accuracy": final_acc, "parameters": model.num_parameters(),
                "trainable_parameters": sum(p.numel() for p in trainable), "train_time_s": round(train_time, 1),
                "epochs": args.epochs, "curves": str(curves_path)}
-    print("Summary: " + json.dumps(summary), flush=True)
+    say("Summary: " + json.dumps(summary), flush=True)
     return summary
 
 

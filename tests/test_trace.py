@@ -4,6 +4,7 @@ import importlib
 import re
 import threading
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ def documented_stages() -> dict[str, tuple[str, ...]]:
 def expected_shapes(config: ViTConfig) -> dict[str, tuple[int, ...]]:
     H, W = config.image_hw
     symbols = dict(C=config.channels, H=H, W=W, P=config.patch_size, N=config.num_patches, T=config.seq_len,
-                   D=config.hidden_dim, h=config.heads, K=config.num_classes)
+                   D=config.hidden_dim, h=config.heads, d=config.head_dim, K=config.num_classes)
     shapes = {}
     for name, shape in documented_stages().items():
         size = tuple(eval(s.replace("/", "//"), {"__builtins__": {}}, symbols) for s in shape)
@@ -55,7 +56,7 @@ def tiny_trace(tiny_model):
 
 def test_docstring_lists_the_stages():
     stages = documented_stages()
-    assert len(stages) == 20  # if this fails, the docstring's table no longer parses
+    assert len(stages) == 22  # if this fails, the docstring's table no longer parses
     assert stages["blocks.l.attn.weights"] == ("h", "T", "T") and stages["embed.feature_maps"] == ("D", "H/P", "W/P")
 
 
@@ -258,3 +259,192 @@ def test_concurrent_traces_equal_sequential_traces():
             for name in t.names():
                 assert torch.equal(t[name], sequential[i][name]), (i, name)
     assert model.fused_attention  # the switch was never flipped by tracing
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attention on demand: the trace keeps q and k, and A_l is computed when asked. Compared with attention="full" (the
+# explicit path, every A_l stored): with the fused switch off both forwards are the same explicit path, and A agrees
+# bit for bit (torch.equal: one block of queries is the explicit path's own computation; with two blocks, the BLAS
+# sums each row in the same order); with the switch on (the default), the on-demand forward takes the fused kernel,
+# whose rounding moves q and k of layers 2..L by ~1e-7, so A agrees within 1e-6 (measured: 6e-8).
+
+ON_DEMAND_CONFIGS = {
+    "tiny": CONFIGS["ViT-Tiny-Test/8"],  # T = 17: one block of queries
+    "fashion": CONFIGS["ViT-Fashion/4"],  # T = 50, grayscale
+    "T=145": ViTConfig(image_size=96, patch_size=8, hidden_dim=64, depth=3, heads=4, mlp_dim=128, num_classes=10),
+}  # T = 145: A is computed in two blocks of queries (64 and 81)
+
+
+def traced_pair(config: ViTConfig, fused: bool):
+    torch.manual_seed(0)
+    model = ViT(config).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.5)
+    model.fused_attention = fused
+    x = image_for(config)
+    return model, x, trace(model, x), trace(model, x, attention="full")
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["explicit", "fused"])
+@pytest.mark.parametrize("name", list(ON_DEMAND_CONFIGS))
+def test_on_demand_attention_equals_the_stored_attention(name, fused):
+    from explorer import analysis
+
+    config = ON_DEMAND_CONFIGS[name]
+    model, x, on_demand, full = traced_pair(config, fused)
+    L, T = config.depth, config.seq_len
+
+    def same(a, b):
+        return torch.equal(a, b) if not fused else (a - b).abs().max().item() <= 1e-6
+
+    assert not any(n.endswith(".attn.weights") for n in on_demand.stages)  # none stored...
+    assert on_demand.names() == full.names() and on_demand.shapes() == full.shapes()  # ...yet all there
+    assert all(f"blocks.{l}.attn.weights" in on_demand for l in range(1, L + 1))
+    for l in range(1, L + 1):
+        assert same(on_demand.attention(l), full.attention(l)), l
+        assert same(on_demand[f"blocks.{l}.attn.weights"], full[f"blocks.{l}.attn.weights"]), l
+    assert same(on_demand.attentions(), full.attentions())
+    # Every stage the two forwards share: equal when both take the explicit path.
+    for stage in full.stages:
+        if not stage.endswith(".attn.weights"):
+            assert same(on_demand[stage], full[stage]) or fused, stage
+    # The traced logits are the plain forward's, bit for bit (the same path: fused when switched on).
+    with torch.no_grad():
+        assert torch.equal(on_demand.logits, model(x)[0])
+        model.fused_attention = False
+        assert torch.equal(full.logits, model(x)[0])
+
+    # The analyses drawn from A give the same numbers.
+    close = np.testing.assert_array_equal if not fused else (
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6))
+    for fusion in analysis.HEAD_FUSIONS:
+        close(analysis.fused_attentions(on_demand, fusion).numpy(), analysis.fused_attentions(full, fusion).numpy())
+        close(analysis.rollout_map(on_demand, fusion, 0.3), analysis.rollout_map(full, fusion, 0.3))
+    for renormalise in (True, False):
+        close(analysis.mean_attention_distance(on_demand, renormalise),
+              analysis.mean_attention_distance(full, renormalise))
+    for query in (0, 5, T - 1):
+        close(analysis.query_attention_layers(on_demand, query), analysis.query_attention_layers(full, query))
+        for l in range(1, L + 1):
+            close(analysis.query_attention(on_demand, l, query), analysis.query_attention(full, l, query))
+    close(analysis.attention_matrix(on_demand, L), analysis.attention_matrix(full, L))
+    close(analysis.attention_matrix(on_demand, 1, 2), analysis.attention_matrix(full, 1, 2))
+
+
+def test_layer_by_layer_analyses_equal_the_formulas_over_all_layers_at_once():
+    """The analyses now take one A_l at a time; the numbers are those of the formulas over the stacked (L, h, T, T)."""
+    from explorer import analysis
+
+    model, x, _, full = traced_pair(ON_DEMAND_CONFIGS["T=145"], True)
+    A = full.attentions()  # (L, h, T, T)
+    for fusion in analysis.HEAD_FUSIONS:
+        assert torch.equal(analysis.fused_attentions(full, fusion), analysis.fuse_heads(A, fusion))
+    distances = analysis.patch_distances(full.grid, full.config.patch_size)  # (N, N)
+    patches = A[:, :, 1:, 1:].double()
+    renormalised = patches / patches.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    for attention, renormalise in ((renormalised, True), (patches, False)):
+        expected = (attention * distances).sum(dim=-1).mean(dim=-1).float().numpy()  # (L, h)
+        np.testing.assert_array_equal(analysis.mean_attention_distance(full, renormalise), expected)
+    # Both from one pass over the layers (each on-demand A_l computed once): the same numbers as the two functions.
+    for t in (full, trace(model, x)):
+        for fusion, renormalise in (("mean", True), ("max", False)):
+            fused, distance = analysis.fused_attentions_and_distance(t, fusion, renormalise)
+            assert torch.equal(fused, analysis.fused_attentions(t, fusion))
+            np.testing.assert_array_equal(distance, analysis.mean_attention_distance(t, renormalise))
+
+
+def test_query_rows_are_rows_of_the_whole_matrices_bit_for_bit():
+    config = ON_DEMAND_CONFIGS["T=145"]
+    _, _, on_demand, _ = traced_pair(config, True)
+    T = config.seq_len
+    rows = {query: on_demand.attention_rows(query) for query in (0, 1, 63, 64, 130, 144)}  # both blocks, from q, k
+    assert not on_demand._recent
+    whole = torch.stack([on_demand.attention(l) for l in range(1, config.depth + 1)])  # (L, h, T, T)
+    for query, row in rows.items():
+        assert row.shape == (config.depth, config.heads, T)
+        assert torch.equal(row, whole[:, :, query]), query
+        assert torch.equal(on_demand.attention_rows(query), row)  # now partly from the layers kept
+    assert torch.allclose(rows[0].sum(-1), torch.ones(config.depth, config.heads), atol=1e-5)
+    with pytest.raises(ValueError, match=f"outside 0..{T - 1}"):
+        on_demand.attention_rows(T)
+    with pytest.raises(KeyError, match="No stage named 'blocks.4.attn.weights'"):
+        on_demand.attention(4)
+
+
+def test_q_and_k_are_the_qkv_projection_split_into_heads_and_own_their_memory(tiny_trace):
+    model, x, t = tiny_trace
+    h, d = model.config.heads, model.config.head_dim
+    for l in range(1, model.config.depth + 1):
+        with torch.no_grad():
+            qkv = model.blocks[l - 1].msa.qkv(t[f"blocks.{l}.ln_1"])  # (T, 3D), rows of U_qkv: [W_q; W_k; W_v]
+        q, k, _ = qkv.reshape(-1, 3, h, d).permute(1, 2, 0, 3)  # 3 x (h, T, d)
+        for name, expected in (("q", q), ("k", k)):
+            stage = t[f"blocks.{l}.attn.{name}"]
+            assert torch.allclose(stage, expected, atol=1e-6), (l, name)
+            # Its own storage: not a view of the qkv output, which would keep v alive too.
+            assert stage.is_contiguous() and stage.untyped_storage().nbytes() == stage.numel() * stage.element_size()
+
+
+def test_on_demand_trace_holds_less_by_the_attention_matrices():
+    config = ON_DEMAND_CONFIGS["T=145"]
+    _, _, on_demand, full = traced_pair(config, True)
+    one_layer = config.heads * config.seq_len ** 2 * 4  # (h, T, T) float32
+    assert full.nbytes() - on_demand.nbytes() == config.depth * one_layer
+    assert full.nbytes() == sum(t.numel() * t.element_size() for t in full.stages.values())
+    # The layers asked for lately are held, and counted: at most two.
+    base = on_demand.nbytes()
+    on_demand.attention(1)
+    assert on_demand.nbytes() == base + one_layer
+    again = on_demand.attention(1)
+    assert on_demand.attention(1) is again and on_demand.nbytes() == base + one_layer  # computed once
+    on_demand.attention(2), on_demand.attention(3)
+    assert on_demand.nbytes() == base + 2 * one_layer and sorted(on_demand._recent) == [2, 3]
+
+
+def test_the_fused_kernel_runs_unless_attention_weights_are_asked_for(tiny_model, monkeypatch):
+    from explorer.explain import GraphRecord
+
+    calls = []
+    fused_kernel = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused_kernel(*a, **k))
+    x = image_for(tiny_model.config)
+    L = tiny_model.config.depth
+    trace(tiny_model, x)
+    assert len(calls) == L  # on demand: the fused kernel, as the plain forward
+    trace(tiny_model, x, attention="full")
+    tiny_model(x, {})
+    record = GraphRecord()
+    tiny_model(x, record)
+    assert len(calls) == L  # the explicit path for a full trace and for any record that does not opt out
+    assert record["blocks.1.attn.weights"].grad_fn is not None  # explain.relevance's A, in the graph
+    tiny_model.fused_attention = False
+    trace(tiny_model, x)
+    assert len(calls) == L  # the switch off: the explicit path, A not stored
+    with pytest.raises(ValueError, match="attention must be one of"):
+        trace(tiny_model, x, attention="lazy")
+
+
+def test_concurrent_asks_for_attention_equal_sequential_ones():
+    config = ON_DEMAND_CONFIGS["T=145"]
+    _, _, on_demand, full = traced_pair(config, False)
+    asks = [(l, query) for l in range(1, config.depth + 1) for query in (0, 100)] * 2
+    barrier = threading.Barrier(8)
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            barrier.wait()
+            for l, query in asks[i::8] + asks[:4]:
+                results[(i, l, query)] = (on_demand.attention(l).clone(), on_demand.attention_rows(query))
+        except Exception as error:  # reported below, in the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and results
+    for (_, l, query), (attention, rows) in results.items():
+        assert torch.equal(attention, full.attention(l)) and torch.equal(rows, full.attentions()[:, :, query])
+    assert len(on_demand._recent) <= 2

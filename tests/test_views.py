@@ -7,6 +7,7 @@ against what the views actually read and what the page wires.
 """
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -370,3 +371,57 @@ def test_what_the_model_sees_is_the_crop_enlarged_without_the_grid(entry):
     side = entry.config.patch_size * scale
     picker = views.patch_picker(entry)
     assert (picker[side] == 255).all() and not (seen[side] == 255).all()  # the picker's grid line, not in `seen`
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# This image against the data set (a survey on disk)
+
+def test_the_survey_views_draw_this_image_over_its_models_survey(tmp_path):
+    """A survey written by explorer.survey next to a checkpoint (<stem>_survey) is found by the weights' digest and
+    drawn under this image's own numbers; a model without one says how to make it; a retrained checkpoint (other
+    weights, same name) does not get the old survey."""
+    import contextlib
+    import io
+
+    from explorer import survey as sv
+
+    folder = tmp_path / "checkpoints"
+    torch.manual_seed(3)
+    model = ViT(CONFIGS["ViT-Tiny-Test/8"]).eval()
+    pre = Preprocessing(resize_size=32, crop_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    save_checkpoint(folder / "vit_tiny_test", model, [f"class {i}" for i in range(10)], pre, {"dataset": "stand-in"})
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = sv.main(["--model", str(folder / "vit_tiny_test"), "--data", str(images), "--n", "6",
+                        "--faithfulness", "0", "--out", str(folder / "vit_tiny_test_survey")])
+    assert code == 0
+    survey = json.loads((folder / "vit_tiny_test_survey" / "survey.json").read_text())
+
+    server = Server(checkpoint_dir=folder, device="cpu")
+    entry = server.analyse(Image.open(images / "0.png"), TINY)
+    distance_figure, rollout_figure = views.render_views(entry, ["eq2.survey_distance", "eq2.survey_rollout"],
+                                                         views.Options())
+    band, mine = distance_figure.data[0], distance_figure.data[1]
+    np.testing.assert_allclose(np.asarray(band.y), np.ravel(survey["mean_attention_distance"]["mean"]), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(band.error_y.array), np.ravel(survey["mean_attention_distance"]["std"]),
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(mine.y), analysis.mean_attention_distance(entry.trace, True).ravel(),
+                               rtol=1e-5)
+    z = np.asarray(rollout_figure.data[0].z, dtype=np.float64)
+    gw = entry.config.grid[1]
+    np.testing.assert_allclose(z[:, :gw], analysis.rollout_map(entry.trace), rtol=1e-5)
+    np.testing.assert_allclose(z[:, -gw:], np.asarray(survey["rollout"]["mean_map"]), rtol=1e-5)
+    # Image 0 was one of the survey's six: its own values lie within the survey's range over the images.
+    assert survey["mean_attention_distance"]["images"] == 6
+
+    # Retrained: same name, other weights -> the old survey is not this model's.
+    torch.manual_seed(4)
+    save_checkpoint(folder / "vit_tiny_test", ViT(CONFIGS["ViT-Tiny-Test/8"]).eval(), [f"class {i}" for i in range(10)],
+                    pre, {"dataset": "stand-in"})
+    retrained = Server(checkpoint_dir=folder, device="cpu").analyse(Image.open(images / "0.png"), TINY)
+    note = views.render_views(retrained, ["eq2.survey_distance"], views.Options())[0]
+    assert "No survey of" in note.data[0].text[0] and "python -m explorer.survey" in note.data[0].text[0]

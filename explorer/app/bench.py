@@ -546,7 +546,8 @@ def bench_analysis(record: Recorder, subject: Subject, entry) -> None:
     L = t.depth
     weight = entry.projection_weight
     cases: dict[str, tuple[str, Callable]] = {
-        "attention_rollout": ("attention rollout, from A (L,h,T,T)", lambda: analysis.attention_rollout(t.attentions())),
+        "attention_rollout": ("attention rollout, heads fused layer by layer",
+                              lambda: analysis.attention_rollout(analysis.fused_attentions(t).unsqueeze(1))),
         "rollout_map": ("rollout map (Fig. 6), mean fusion", lambda: analysis.rollout_map(t)),
         "rollout_map.max_discard": ("rollout map, max fusion, discard 0.9", lambda: analysis.rollout_map(t, "max", 0.9)),
         "query_attention": ("attention of the class token, layer L", lambda: analysis.query_attention(t, L, 0)),
@@ -554,6 +555,8 @@ def bench_analysis(record: Recorder, subject: Subject, entry) -> None:
                                    lambda: analysis.query_attention_layers(t, 0)),
         "fused_attentions": ("heads fused (max) for every layer", lambda: analysis.fused_attentions(t, "max")),
         "attention_matrix": ("attention matrix of layer L, mean over heads", lambda: analysis.attention_matrix(t, L)),
+        "fused_attentions_and_distance": ("fused heads and mean distance, one pass over the layers",
+                                          lambda: analysis.fused_attentions_and_distance(t, "mean", True)),
         "mean_attention_distance": ("mean attention distance (Fig. 7 right)", lambda: analysis.mean_attention_distance(t)),
         "position_similarity": ("position-embedding similarity (Fig. 7 centre)",
                                 lambda: analysis.position_similarity(t["embed.position_embedding"], t.grid)),
@@ -593,7 +596,7 @@ def bench_explain(record: Recorder, model, entry) -> None:
 
 
 MEASURED_ANALYSIS = {"attention_rollout", "rollout_map", "query_attention", "query_attention_layers", "fused_attentions",
-                     "attention_matrix", "mean_attention_distance", "position_similarity",
+                     "attention_matrix", "mean_attention_distance", "position_similarity", "fused_attentions_and_distance",
                      "embedding_filter_components", "logit_lens", "token_norms"}
 # Timed as parts of the above (ranking inside the logit lens).
 INSIDE_MEASURED = {"patch_index", "patch_position", "fuse_heads", "patch_distances", "ranking", "equally_likely"}

@@ -46,6 +46,8 @@ class Entry:
     # run_model(kind, fn): fn(model, x) with this entry's model and input (1, C, H, W), counted by the server under
     # `kind`: the explanations and the shortened or resized sequences that the trace alone cannot give.
     run_model: Callable[[str, Callable], object] | None = None
+    # survey(): the survey of this model's weights on disk (explorer.survey's survey.json, as a dict), or None
+    survey: Callable[[], dict | None] | None = None
     memo: dict = field(default_factory=dict)  # derived views, computed once (see Entry.cached)
     model_memo: dict = field(default_factory=dict)  # views of the weights alone, shared by the model's entries
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # guards memo

@@ -27,16 +27,15 @@ def parameters(config: ViTConfig) -> int:
 
 def trace_bytes(config: ViTConfig) -> int:
     """What explorer.trace keeps for one image: the stream stages (T x D each: ln_1, attn.output, z_mid, ln_2,
-    mlp.output, z per layer, and the embedding's), the attention weights it stores (h x T x T per layer, or only what
-    Trace.attention_bytes says it keeps), the input and its patches."""
-    from .. import trace as trace_module
-
+    mlp.output, z per layer, and the embedding's), each layer's q and k (h x T x d each), the two layers' attention
+    (h x T x T) it keeps after computing them on demand, the input and its patches."""
     T, D, L, h = config.seq_len, config.hidden_dim, config.depth, config.heads
     H, W = config.image_hw
     stream = (6 * L + 4) * T * D
-    attention = getattr(trace_module, "attention_elements", lambda c: c.depth * c.heads * c.seq_len ** 2)(config)
+    queries_keys = 2 * L * T * D
+    attention = 2 * h * T * T
     pixels = 3 * config.channels * H * W + config.hidden_dim * config.num_patches
-    return FLOAT_BYTES * (stream + attention + pixels)
+    return FLOAT_BYTES * (stream + queries_keys + attention + pixels)
 
 
 def forward_peak_bytes(config: ViTConfig) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import threading
 import time
@@ -176,7 +177,38 @@ class Server:
         if spec.kind != "untrained":  # an untrained model's twin would be itself
             entry.untrained = lambda: self.untrained_feature_maps(entry)
         entry.run_model = lambda kind, fn: self.run_model(entry, kind, fn)
+        entry.survey = lambda: self.survey_of(spec.label)
         return entry
+
+    # -- surveys ------------------------------------------------------------------------------------------------
+    def survey_paths(self) -> list[Path]:
+        """The survey.json files on disk: each checkpoint's <stem>_survey folder, and $EXPLORER_SURVEYS's subfolders."""
+        folders = [self.registry.checkpoint_dir] if self.registry.checkpoint_dir.is_dir() else []
+        paths = [p for folder in folders for p in sorted(folder.glob("*_survey/survey.json"))]
+        surveys = self.settings.surveys_dir
+        if surveys is not None and surveys.is_dir():
+            paths += sorted(surveys.glob("survey.json")) + sorted(surveys.glob("*/survey.json"))
+        return paths
+
+    def survey_of(self, label: str) -> dict | None:
+        """The survey of this model's exact weights (matched by explorer.survey.weights_digest), read once per model;
+        None where there is none. A survey of other weights (a retrained checkpoint) is never shown for this one."""
+        memo = self.registry.model_memo(label)
+        if "survey" not in memo:
+            from ..survey import weights_digest  # only when a survey view is drawn
+
+            digest = weights_digest(self.registry.get(label).model)
+            found = None
+            for path in self.survey_paths():
+                try:
+                    survey = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue  # not a readable survey: ignored, as a folder of something else would be
+                if isinstance(survey, dict) and survey.get("model", {}).get("digest") == digest:
+                    found = dict(survey, path=str(path))
+                    break
+            memo["survey"] = found
+        return memo["survey"]
 
     def run_model(self, entry: Entry, kind: str, fn):
         """fn(model, x): the entry's model on its input x (1, C, H, W), for what the trace alone cannot give

@@ -7,6 +7,8 @@
     SPACE_ID                    set by Hugging Face Spaces: listen on 0.0.0.0, and downloads are allowed
     EXPLORER_OFFLINE            never touch the network (explorer.weights.offline)
     EXPLORER_MAX_MODELS, EXPLORER_TRACE_CACHE_ENTRIES, EXPLORER_TRACE_CACHE_MB: the server's bounds
+    EXPLORER_SURVEYS            a folder of surveys (python -m explorer.survey --out ...), one per subfolder; the
+                                checkpoints' own <stem>_survey folders are found without it
     EXPLORER_MEMORY_MB          the memory this process may use (default: what the machine has available)
     EXPLORER_HEAVY_MB           analyses estimated above this run one at a time (default 1024)
 
@@ -115,6 +117,7 @@ class Settings:
     trace_entries: int = DEFAULT_TRACE_ENTRIES
     trace_bytes: int = DEFAULT_TRACE_MB * 2**20
     max_upload_mb: int = MAX_UPLOAD_MB
+    surveys_dir: Path | None = None  # $EXPLORER_SURVEYS: surveys of any model, matched to it by its weights' digest
     memory_mb: int | None = None  # None: the machine's available memory, read when it is needed
     heavy_mb: int = DEFAULT_HEAVY_MB
 
@@ -128,6 +131,7 @@ class Settings:
             trace_entries=_int(env, "EXPLORER_TRACE_CACHE_ENTRIES", DEFAULT_TRACE_ENTRIES),
             trace_bytes=_int(env, "EXPLORER_TRACE_CACHE_MB", DEFAULT_TRACE_MB) * 2**20,
             memory_mb=_int(env, "EXPLORER_MEMORY_MB", 0) or None,
+            surveys_dir=Path(env["EXPLORER_SURVEYS"]) if env.get("EXPLORER_SURVEYS", "").strip() else None,
             heavy_mb=_int(env, "EXPLORER_HEAVY_MB", DEFAULT_HEAVY_MB),
         )
         values.update(overrides)

@@ -357,6 +357,19 @@ def _layer(entry, layer) -> int:
     return min(max(int(layer), 1), entry.config.depth)
 
 
+def _fused_and_distance(entry):
+    """Heads fused by their mean for every layer (L, T, T) and the mean attention distance (L, h), from one pass over
+    the layers' attention (computed on demand from the trace's q and k)."""
+    return entry.cached("fused_and_distance", lambda: analysis.fused_attentions_and_distance(entry.trace, "mean", True))
+
+
+def _fused(entry, fusion: str):
+    """fuse(A_l) for every layer, (L, T, T), kept per fusion."""
+    if fusion == "mean":
+        return _fused_and_distance(entry)[0]
+    return entry.cached(("fused", fusion), lambda: analysis.fused_attentions(entry.trace, fusion))
+
+
 def _query_name(options) -> str:
     return "the class token" if options.selected is None else f"patch {options.selected}"
 
@@ -551,7 +564,7 @@ control("discard", 2, "slider", "Rollout discard ratio", row="rollout",
 def _eq2_rollout(entry, options):
     fusion = options.fusion if options.fusion in HEAD_FUSIONS else "mean"
     discard = float(min(max(options.discard, 0.0), 0.99))
-    fused = entry.cached(("fused", fusion), lambda: analysis.fused_attentions(entry.trace, fusion))  # (L, T, T)
+    fused = _fused(entry, fusion)  # (L, T, T)
     rollout_map = entry.cached(("rollout", fusion, round(discard, 3)),
                                lambda: analysis.rollout_map(entry.trace, fusion, discard, fused=fused))
     return render.rollout(display_image(entry), rollout_map,
@@ -561,8 +574,45 @@ def _eq2_rollout(entry, options):
 @view("eq2.distance", 2, "plot", "Mean attention distance per head vs depth (Fig. 7 right; rows renormalised after "
       "dropping the class token)")
 def _eq2_distance(entry, options):
-    distance = entry.cached("mean_attention_distance", lambda: analysis.mean_attention_distance(entry.trace, True))
+    distance = _fused_and_distance(entry)[1]  # (L, h)
     return render.mean_attention_distance(distance, entry.config.patch_size, entry.config.image_hw[0])
+
+
+def _survey(entry):
+    """The survey of this model's weights (explorer.survey), or None."""
+    return entry.survey() if entry.survey is not None else None
+
+
+def _survey_command(entry) -> str:
+    spec = entry.spec
+    if spec.kind == "checkpoint":
+        return f"python -m explorer.survey --model {spec.path} --out {spec.path}_survey"
+    return f'python -m explorer.survey --model "{spec.label}" --out $EXPLORER_SURVEYS/<name>'
+
+
+@view("eq2.survey_distance", 2, "plot", "This image against the data set: each head's mean attention distance over "
+      "the survey's mean ± sd")
+def _eq2_survey_distance(entry, options):
+    survey = _survey(entry)
+    if survey is None:
+        return render.no_survey(entry.spec.label, _survey_command(entry))
+    distance = _fused_and_distance(entry)[1]  # (L, h)
+    survey_distance = survey["mean_attention_distance"]
+    return render.attention_distance_survey(distance, survey_distance["mean"], survey_distance["std"],
+                                            survey_distance["images"], entry.config.patch_size,
+                                            entry.config.image_hw[0])
+
+
+@view("eq2.survey_rollout", 2, "plot", "This image's attention rollout beside the data set's average")
+def _eq2_survey_rollout(entry, options):
+    survey = _survey(entry)
+    if survey is None:
+        return render.no_survey(entry.spec.label, _survey_command(entry))
+    rollout = survey["rollout"]  # the survey's maps: mean fusion, nothing discarded, each scaled to a maximum of 1
+    fusion, discard = rollout["head_fusion"], float(rollout["discard_ratio"])
+    mine = entry.cached(("rollout", fusion, round(discard, 3)), lambda: analysis.rollout_map(
+        entry.trace, fusion, discard, fused=_fused(entry, fusion)))
+    return render.rollout_survey(mine, rollout["mean_map"], rollout["images"])
 
 
 # Step 3: Eq. 3
@@ -666,7 +716,7 @@ def _faithfulness(entry, target: int):
         maps = {
             "relevance": _gradient_map(entry, "relevance", target),
             "grad_cam": _gradient_map(entry, "grad_cam", target),
-            "rollout": analysis.rollout_map(entry.trace),
+            "rollout": analysis.rollout_map(entry.trace, fused=_fused(entry, "mean")),
             "attention": analysis.query_attention(entry.trace, entry.config.depth, 0).mean(axis=0).reshape(grid),
         }
         steps = faithfulness_steps(entry.config)
