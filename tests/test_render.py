@@ -629,6 +629,8 @@ def b16_cases():
         z_mid=r.normal(size=(L, T, D)).astype(np.float32), p=softmax(r.normal(size=K)),
         lens=softmax(r.normal(size=(L + 1, K))),
     )
+    methods = ("relevance", "grad_cam", "rollout", "attention", "random")
+    curves = [(np.linspace(0, 1, 11), np.linspace(1, 0, 11), 0.5), (np.linspace(0, 1, 11), np.linspace(0, 1, 11), 0.5)]
     return {
         "patch_grid": lambda: render.patch_grid(image, P, selected=17),
         "patch_sequence": lambda: render.patch_sequence(data["patches"], selected=17),
@@ -647,6 +649,15 @@ def b16_cases():
         "layernorm_effect": lambda: render.layernorm_effect(data["tokens"], data["tokens"], 3),
         "top_k": lambda: render.top_k(data["p"], names),
         "logit_lens": lambda: render.logit_lens(data["lens"], names, [1, 2, 3, 4, 5]),
+        # Step 5 and the survey views.
+        "faithfulness": lambda: render.faithfulness({m: curves[0] for m in methods}, {m: curves[1] for m in methods},
+                                                    names[0]),
+        "prediction_change": lambda: render.prediction_change(data["p"], data["p"][::-1].copy(), names,
+                                                              ("all patches", "without 3 patches")),
+        "attention_distance_survey": lambda: render.attention_distance_survey(
+            data["rollout"][:L, :h] * 100, data["rollout"][:L, :h] * 90, data["rollout"][:L, :h] * 10, 128, P, H),
+        "rollout_survey": lambda: render.rollout_survey(data["rollout"], data["rollout"][::-1].copy(), 128),
+        "no_survey": lambda: render.no_survey("ViT-B/16", "python -m explorer.survey --model ViT-B/16"),
     }
 
 
@@ -675,3 +686,32 @@ def test_b16_figures_build_fast_and_stay_small():
         assert len(fig.to_json()) < MAX_JSON_BYTES, name
         json.loads(fig.to_json())
     assert not slow, f"slower than 50 ms (ms): {slow}"
+
+
+def test_faithfulness_draws_each_curve_once_per_side_with_both_areas_in_one_legend_entry():
+    fractions = np.linspace(0, 1, 5)
+    deletion = {"relevance": (fractions, np.array([0.9, 0.2, 0.1, 0.0, 0.0]), 0.1375),
+                "random": (fractions, np.array([0.9, 0.8, 0.6, 0.3, 0.0]), 0.5375)}
+    insertion = {"relevance": (fractions, np.array([0.0, 0.7, 0.9, 0.9, 0.9]), 0.725),
+                 "random": (fractions, np.array([0.0, 0.1, 0.3, 0.6, 0.9]), 0.3625)}
+    fig = checked(render.faithfulness(deletion, insertion, "cat"))
+    assert len(fig.data) == 4 and [t.xaxis for t in fig.data] == ["x", "x", "x2", "x2"]
+    for trace, (method, curves) in zip(fig.data, [("relevance", deletion), ("random", deletion),
+                                                  ("relevance", insertion), ("random", insertion)]):
+        np.testing.assert_allclose(np.asarray(trace.y), curves[method][1])
+    shown = [t for t in fig.data if t.showlegend]
+    assert [t.name for t in shown] == ["relevance: deletion 0.138 ↓, insertion 0.725 ↑",
+                                       "random: deletion 0.537 ↓, insertion 0.362 ↑"]
+    assert "p(cat)" in fig.layout.title.text
+
+
+def test_prediction_change_ranks_by_the_second_prediction_and_keeps_the_firsts_top_classes():
+    names = [f"class {i}" for i in range(6)]
+    before = np.array([0.5, 0.3, 0.1, 0.05, 0.03, 0.02])
+    after = np.array([0.05, 0.1, 0.6, 0.2, 0.03, 0.02])
+    fig = checked(render.prediction_change(before, after, names, ("all", "fewer"), k=2))
+    assert list(fig.layout.yaxis.ticktext) == ["class 2", "class 3", "class 0", "class 1"]  # after's top 2, then before's
+    np.testing.assert_allclose(np.asarray(fig.data[0].x), before[[2, 3, 0, 1]])
+    np.testing.assert_allclose(np.asarray(fig.data[1].x), after[[2, 3, 0, 1]])
+    alone = checked(render.prediction_change(before, None, names, ("all patches", ""), k=3))
+    assert list(alone.layout.yaxis.ticktext) == ["class 0", "class 1", "class 2"] and len(alone.data) == 1
