@@ -232,6 +232,7 @@ from .explain import (  # noqa: E402
     Curve,
     Faithfulness,
     at_resolution,
+    default_steps,
     deletion_curve,
     drop_patches,
     explanation_maps,

@@ -308,6 +308,17 @@ def _curves(model: ViT, x: torch.Tensor, target: int, requests: Sequence[tuple[n
     return [Curve(counts, fractions, p, _area(fractions, p)) for p in probabilities]
 
 
+# Each point of a curve is a forward of its own sequence: every patch is a point on grids up to this many patches,
+# else DEFAULT_STEPS evenly spaced counts (ViT-B/16's 196 patches, one point each, would cost ~100 forwards a curve).
+ALL_POINTS_UP_TO = 64
+DEFAULT_STEPS = 10
+
+
+def default_steps(config) -> int | None:
+    """The `steps` a curve of this model's patch grid is drawn with by default (None: every patch)."""
+    return None if config.num_patches <= ALL_POINTS_UP_TO else DEFAULT_STEPS
+
+
 def deletion_curve(model: ViT, x: torch.Tensor, order, target: int | None = None, steps: int | None = None) -> Curve:
     """Remove patches in `order` (most relevant first) from the image (1, C, H, W); the target's probability after
     each step, starting with none removed. target None = the top class."""

@@ -72,7 +72,7 @@ from . import distributed
 from .analysis import embedding_filter_components, patch_distances, position_similarity
 from .config import CONFIGS
 from .data import FASHION_MNIST_CLASSES, IMAGE_SUFFIXES, DataError, load_fashion_mnist, prepare_images
-from .explain import faithfulness
+from .explain import ALL_POINTS_UP_TO, DEFAULT_STEPS, default_steps, faithfulness
 from .images import ImageError, open_image
 from .model import ViT
 from .weights import (PRETRAINED, UNTRAINED, ModelBundle, WeightsUnavailable, get_weights, load_checkpoint,
@@ -82,7 +82,6 @@ SURVEY_FORMAT = "vit-explorer-survey/1"
 DEFAULT_MODEL = "vit_fashion_mnist"  # the shipped checkpoint
 PAPER_IMAGES = 128  # "averaged over 128 example images" (App. D.7)
 FILTER_COMPONENTS = 28  # Fig. 7 left: "first 28 principal components"
-FAITHFULNESS_ALL_STEPS_UP_TO = 64  # patches; above, the curves are evaluated at 10 steps (explorer.explain's cost note)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -363,7 +362,7 @@ def faithfulness_steps(model: ViT, steps: int | None = None) -> int | None:
     """The curves' resolution: every patch count up to 64 patches, else 10 evenly spaced steps (or `steps`)."""
     if steps:
         return int(steps)
-    return None if model.config.num_patches <= FAITHFULNESS_ALL_STEPS_UP_TO else 10
+    return default_steps(model.config)
 
 
 def _rounded(array, decimals: int):
@@ -1051,7 +1050,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="deletion and insertion areas for the first K images (0: none; each costs many forwards)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"points on each faithfulness curve (default: every patch count up to "
-                        f"{FAITHFULNESS_ALL_STEPS_UP_TO} patches, else 10)")
+                        f"{ALL_POINTS_UP_TO} patches, else {DEFAULT_STEPS})")
     p.add_argument("--device", default="auto", help="auto (cuda if there is a GPU), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--bench", action="store_true",

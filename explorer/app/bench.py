@@ -575,12 +575,11 @@ def bench_explain(record: Recorder, model, entry) -> None:
     """explorer.explain on the traced image: relevance and Grad-CAM (one forward + one backward each), and deletion
     curves over every patch and at the app's resolution (batched shortened sequences). Slow rows run fewer times."""
     from .. import analysis
-    from .views import faithfulness_steps
 
     x = entry.trace["input.pixels"].unsqueeze(0).to(record.device)  # (1, C, H, W)
     N = entry.config.num_patches
     order = analysis.patch_order(analysis.rollout_map(entry.trace))  # (N,), any order costs the same
-    steps = faithfulness_steps(entry.config) or N
+    steps = analysis.default_steps(entry.config) or N
     record.time("explain.relevance", "relevance (Chefer et al.): one forward + one backward",
                 lambda: analysis.relevance(model, x))
     record.time("explain.grad_cam", "Grad-CAM, last block: one forward + one backward",

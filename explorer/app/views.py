@@ -704,12 +704,6 @@ def _gradient_map(entry, method: str, target: int) -> np.ndarray:
     return entry.cached((method, target), lambda: entry.run_model(method, lambda model, x: explain(model, x, target)))
 
 
-def faithfulness_steps(config: ViTConfig) -> int | None:
-    """Points on each curve: every patch for small grids; 10 evenly spaced counts above 64 patches (each point is a
-    forward of its own sequence, so ViT-B/16's 196 patches would cost ~100 forwards per curve)."""
-    return None if config.num_patches <= 64 else 10
-
-
 def _faithfulness(entry, target: int):
     def compute():
         grid = entry.config.grid
@@ -719,7 +713,7 @@ def _faithfulness(entry, target: int):
             "rollout": analysis.rollout_map(entry.trace, fused=_fused(entry, "mean")),
             "attention": analysis.query_attention(entry.trace, entry.config.depth, 0).mean(axis=0).reshape(grid),
         }
-        steps = faithfulness_steps(entry.config)
+        steps = analysis.default_steps(entry.config)
         return entry.run_model("faithfulness", lambda model, x: analysis.faithfulness(model, x, target, maps, steps))
     return entry.cached(("faithfulness", target), compute)
 
