@@ -4,23 +4,17 @@ The core (this package's modules) imports no Gradio: config, model, trace, analy
 train, evaluate, explain, survey and distributed (python -m explorer.survey, torchrun), families (timm and
 transformers checkpoints; those libraries are imported only when used).
 The web app lives in explorer.app and is imported only when asked for.
-"""
-from .config import CONFIGS, ViTConfig
-from .families import PAPER_CHECKPOINTS, UnsupportedModel, from_timm, from_transformers, load
-from .model import ViT
-from .trace import Trace, trace
-from .weights import (
-    PRETRAINED,
-    UNTRAINED,
-    WeightsUnavailable,
-    from_torchvision,
-    load_checkpoint,
-    load_pretrained,
-    save_checkpoint,
-)
 
-__all__ = [
-    "CONFIGS", "ViTConfig", "ViT", "Trace", "trace", "from_torchvision", "load_pretrained",
-    "load_checkpoint", "save_checkpoint", "PRETRAINED", "UNTRAINED", "WeightsUnavailable",
-    "from_timm", "from_transformers", "load", "UnsupportedModel", "PAPER_CHECKPOINTS",
-]
+The names below are imported when first used (lazy_loader.attach): `import explorer` (and so `import explorer.app`)
+does not import torch, which lets the app's page come up before torch has loaded (explorer/deferred.py).
+"""
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "config": ["CONFIGS", "ViTConfig"],
+    "families": ["PAPER_CHECKPOINTS", "UnsupportedModel", "from_timm", "from_transformers", "load"],
+    "model": ["ViT"],
+    "trace": ["Trace", "trace"],
+    "weights": ["PRETRAINED", "UNTRAINED", "WeightsUnavailable", "from_torchvision", "load_checkpoint",
+                "load_pretrained", "save_checkpoint"],
+})

@@ -45,13 +45,15 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
-
 from .config import CONFIGS, ViTConfig
+from .deferred import deferred
 from .images import _INTERPOLATIONS, Preprocessing
-from .model import ViT
 from .weights import PRETRAINED, ModelBundle, WeightsUnavailable, load_checkpoint, offline
+
+# Imported when first used (explorer/deferred.py): the app's menu reads PAPER_CHECKPOINTS and model folders' configs
+# without them. explorer.model is imported by the function that builds a ViT.
+torch = deferred("torch")
+safetensors_torch = deferred("safetensors.torch")
 
 __all__ = [
     "UnsupportedModel", "from_timm", "from_transformers", "load", "PaperCheckpoint", "PAPER_CHECKPOINTS",
@@ -82,6 +84,8 @@ def _convert(state_dict: dict[str, torch.Tensor], table: KeyTable, config: ViTCo
              zero: frozenset[str] = frozenset(), ignore: frozenset[str] = frozenset(), copy: bool = True) -> ViT:
     """A ViT(config) holding `state_dict`'s tensors, renamed by `table`. Keys in `zero` are biases the source layer
     does not have (b = 0, the same computation); keys in `ignore` are source tensors its own forward never reads."""
+    from .model import ViT
+
     with torch.device("meta"):
         model = ViT(config)
     ours = model.state_dict()
@@ -601,7 +605,7 @@ def _reason(error: BaseException) -> str:
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
-        return load_file(str(path), device="cpu")
+        return safetensors_torch.load_file(str(path), device="cpu")
     except Exception as error:  # safetensors raises its own error type for a damaged header
         raise WeightsUnavailable(f"{path} is not a readable safetensors file ({_reason(error)}); save the model "
                                  f"again.") from None

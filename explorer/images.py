@@ -13,8 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .deferred import deferred
+
+torch = deferred("torch")  # imported when first used (explorer/deferred.py)
 
 # Decoded images above this many pixels are refused (a defence against decompression bombs).
 MAX_PIXELS = 64_000_000

@@ -157,8 +157,12 @@ class ViT(nn.Module):
         self.config = config
         D = config.hidden_dim
         self.patch_embedding = PatchEmbedding(config)  # E
+        # Built on the meta device (to take a file's weights, explorer.weights / .families), nothing is initialised:
+        # there is nothing to fill, and normal_ there imports torch._dynamo (seconds, at the app's first load).
+        on_meta = torch.get_default_device().type == "meta"
         self.class_token = nn.Parameter(torch.zeros(1, 1, D))  # x_class = z_0^0, learnable
-        self.position_embedding = nn.Parameter(torch.empty(1, config.seq_len, D).normal_(std=0.02))  # E_pos
+        position_embedding = torch.empty(1, config.seq_len, D)  # E_pos
+        self.position_embedding = nn.Parameter(position_embedding if on_meta else position_embedding.normal_(std=0.02))
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([EncoderBlock(config) for _ in range(config.depth)])
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)  # the LN of Eq. 4
@@ -168,7 +172,8 @@ class ViT(nn.Module):
         else:  # pre-training head: one hidden layer with tanh
             self.pre_logits = nn.Sequential(nn.Linear(D, config.representation_size), nn.Tanh())
             self.head = nn.Linear(config.representation_size, config.num_classes)
-        self._init_weights()
+        if not on_meta:
+            self._init_weights()
 
     def _init_weights(self) -> None:
         # Like torchvision's VisionTransformer where the layers match: the patch projection LeCun-normal (truncated,

@@ -37,7 +37,9 @@ by as little. `trace(..., attention="full")` takes the explicit path and stores 
 from __future__ import annotations
 
 import re
+import sys
 import threading
+import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -277,3 +279,16 @@ def _displayable(pixels: torch.Tensor, mean, std) -> torch.Tensor:
         low, high = pixels.min(), pixels.max()
         image = (pixels - low) / (high - low).clamp_min(1e-12)
     return image.clamp(0, 1).permute(1, 2, 0).contiguous()
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as its `trace` function. `explorer.trace` is the function while the package's names are
+    imported lazily (explorer/__init__.py), but once any module has imported explorer.trace, Python sets the package
+    attribute to this module; so the module answers a call as the function would, and `explorer.trace(model, x)`
+    works whichever came first."""
+
+    def __call__(self, *args, **kwargs) -> Trace:
+        return trace(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

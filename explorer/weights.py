@@ -33,12 +33,14 @@ try:
 except ImportError:  # pragma: no cover
     fcntl = None
 
-import torch
-from safetensors.torch import load_file, save_file
-
 from .config import CONFIGS, ViTConfig
+from .deferred import deferred
 from .images import Preprocessing
-from .model import ViT
+
+# Imported when first used (explorer/deferred.py): the app's menu reads this module without them. So are
+# explorer.model (in the functions that build a ViT), safetensors.torch and torchvision.
+torch = deferred("torch")
+safetensors_torch = deferred("safetensors.torch")
 
 CHECKPOINT_FORMAT = "vit-explorer/1"
 # An untrained model, in one wording everywhere: its weights' name, and the sentence shown wherever it predicts.
@@ -147,6 +149,8 @@ def from_torchvision(model_or_state_dict, heads: int | None = None, name: str = 
     else:
         state_dict = dict(model_or_state_dict)
     config = config_from_torchvision(state_dict, heads, name)
+    from .model import ViT
+
     with torch.device("meta"):
         model = ViT(config)
     ours = model.state_dict()
@@ -197,12 +201,52 @@ def weights_enum(name: str):
     return getattr(tvm, PRETRAINED[name][1])
 
 
+@dataclass(frozen=True)
+class TorchvisionWeights:
+    """What the model menu says of one of torchvision's weight files, known without importing torchvision (seconds
+    at start-up). tests/test_weights.py checks every field against torchvision's own weights enums."""
+
+    variant: str  # the enum member's name, e.g. "IMAGENET1K_V1"
+    file: str  # the file name of its URL, which is also its name in the cache
+    crop: int  # the input size of its preprocessing (the model's image_size)
+    acc1: float  # ImageNet-1k top-1 accuracy, as torchvision's meta gives it
+    default: bool = False  # the enum's DEFAULT
+
+
+TORCHVISION_WEIGHTS: dict[str, tuple[TorchvisionWeights, ...]] = {
+    "ViT-B/16": (TorchvisionWeights("IMAGENET1K_V1", "vit_b_16-c867db91.pth", 224, 81.072, default=True),
+                 TorchvisionWeights("IMAGENET1K_SWAG_E2E_V1", "vit_b_16_swag-9ac1b537.pth", 384, 85.304),
+                 TorchvisionWeights("IMAGENET1K_SWAG_LINEAR_V1", "vit_b_16_lc_swag-4e70ced5.pth", 224, 81.886)),
+    "ViT-B/32": (TorchvisionWeights("IMAGENET1K_V1", "vit_b_32-d86f8d99.pth", 224, 75.912, default=True),),
+    "ViT-L/16": (TorchvisionWeights("IMAGENET1K_V1", "vit_l_16-852ce7e3.pth", 224, 79.662, default=True),
+                 TorchvisionWeights("IMAGENET1K_SWAG_E2E_V1", "vit_l_16_swag-4f3808c9.pth", 512, 88.064),
+                 TorchvisionWeights("IMAGENET1K_SWAG_LINEAR_V1", "vit_l_16_lc_swag-4d563306.pth", 224, 85.146)),
+    "ViT-L/32": (TorchvisionWeights("IMAGENET1K_V1", "vit_l_32-c7638314.pth", 224, 76.972, default=True),),
+    "ViT-H/14": (TorchvisionWeights("IMAGENET1K_SWAG_E2E_V1", "vit_h_14_swag-80465313.pth", 518, 88.552, default=True),
+                 TorchvisionWeights("IMAGENET1K_SWAG_LINEAR_V1", "vit_h_14_lc_swag-c1eb923e.pth", 224, 85.708)),
+}
+
+
 def weight_variants(name: str) -> list[str]:
     """The weight variants torchvision offers for a preset, e.g. ["IMAGENET1K_V1", "IMAGENET1K_SWAG_E2E_V1", ...]."""
-    return [w.name for w in weights_enum(name)]
+    return [w.variant for w in torchvision_weights(name)]
+
+
+def torchvision_weights(name: str, variant: str | None = None):
+    """TORCHVISION_WEIGHTS' entries for a preset, or the one of `variant` ("DEFAULT": the enum's default)."""
+    if name not in TORCHVISION_WEIGHTS:
+        raise ValueError(f"No torchvision weights for {name!r}; choose one of {sorted(TORCHVISION_WEIGHTS)}.")
+    entries = TORCHVISION_WEIGHTS[name]
+    if variant is None:
+        return entries
+    found = [w for w in entries if w.variant == variant or (variant == "DEFAULT" and w.default)]
+    if not found:
+        raise ValueError(f"{name} has no weights {variant!r}; choose one of {weight_variants(name)}.")
+    return found[0]
 
 
 def get_weights(name: str, variant: str = "DEFAULT"):
+    """torchvision's weights enum member (imports torchvision)."""
     enum = weights_enum(name)
     try:
         return enum[variant] if variant != "DEFAULT" else enum.DEFAULT
@@ -210,13 +254,27 @@ def get_weights(name: str, variant: str = "DEFAULT"):
         raise ValueError(f"{name} has no weights {variant!r}; choose one of {weight_variants(name)}.") from None
 
 
+def torch_hub_dir() -> Path:
+    """torch.hub.get_dir() without importing torch: $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub, else
+    ~/.cache/torch/hub (torch.hub's own rule; a torch.hub.set_dir() in this process wins once torch is imported).
+    tests/test_weights.py checks it against torch.hub.get_dir() under each environment."""
+    import sys
+
+    if "torch" in sys.modules:
+        return Path(torch.hub.get_dir())
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache")), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
 def cache_path(weights) -> Path:
-    """Where torchvision caches this weights file: $TORCH_HOME/hub/checkpoints/<file name>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    """Where torchvision caches this weights file: $TORCH_HOME/hub/checkpoints/<file name>. `weights` is a
+    torchvision enum member or a TorchvisionWeights entry."""
+    file = weights.file if isinstance(weights, TorchvisionWeights) else os.path.basename(weights.url)
+    return torch_hub_dir() / "checkpoints" / file
 
 
 def is_cached(name: str, variant: str = "DEFAULT") -> bool:
-    return cache_path(get_weights(name, variant)).is_file()
+    return cache_path(torchvision_weights(name, variant)).is_file()
 
 
 def pretrained_state_dict(weights, progress: bool = True) -> dict[str, torch.Tensor]:
@@ -447,6 +505,8 @@ def _shape_summary(config: ViTConfig) -> str:
 
 def random_bundle(name: str, seed: int = 0) -> ModelBundle:
     """An untrained Table 1 model: real shapes, meaningless predictions. ImageNet preprocessing and class names."""
+    from .model import ViT
+
     config = CONFIGS[name]
     torch.manual_seed(seed)
     model = ViT(config).eval()
@@ -474,7 +534,7 @@ def save_checkpoint(path: str | os.PathLike, model: ViT, class_names: list[str],
     stem.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights_path, json_path = _with(stem, ".safetensors"), _with(stem, ".json")
-    save_file(tensors, str(weights_path), metadata={"format": CHECKPOINT_FORMAT})
+    safetensors_torch.save_file(tensors, str(weights_path), metadata={"format": CHECKPOINT_FORMAT})
     side = {
         "format": CHECKPOINT_FORMAT,
         "config": model.config.to_dict(),
@@ -537,9 +597,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except (KeyError, TypeError, ValueError) as error:
         raise WeightsUnavailable(f"{_with(stem, '.json')} is incomplete ({_reason(error)}); save the checkpoint again.") from None
     try:
-        tensors = load_file(str(weights_path), device="cpu")
+        tensors = safetensors_torch.load_file(str(weights_path), device="cpu")
     except Exception as error:  # safetensors raises its own error type for a damaged header
         raise WeightsUnavailable(f"{weights_path} is not a readable safetensors file ({_reason(error)}); save the checkpoint again.") from None
+    from .model import ViT
+
     with torch.device("meta"):
         model = ViT(config)
     expected = model.state_dict()

@@ -49,3 +49,53 @@ def test_gradio_is_imported_only_by_the_app_sub_package():
     users = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
              if any(m == "gradio" or m.startswith("gradio.") for m in _imports(path))}
     assert users and all(name.startswith("app/") for name in users), users
+
+
+def test_the_page_is_built_before_torch_is_imported(tmp_path):
+    """Issue 15's cold start: the page (menu, card, steps, controls) is built from modules that defer torch
+    (explorer/deferred.py), so `python app.py` answers before torch and torchvision are loaded; the first analysis
+    then imports them and works."""
+    example = sorted((PACKAGE.parent / "assets").rglob("*.png"))[0]
+    code = f"""
+import os, sys
+os.environ.update(EXPLORER_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1",
+                  TORCH_HOME={str(tmp_path / 'torch')!r}, GRADIO_TEMP_DIR={str(tmp_path / 'gradio')!r})
+import explorer, explorer.app
+from explorer.app.server import Server
+from explorer.app.settings import Settings
+from explorer.app.ui import build_app
+app = build_app(Server(Settings.from_env()))
+heavy = [m for m in ("torch", "torchvision", "safetensors.torch", "plotly", "explorer.model", "explorer.analysis",
+                     "explorer.render", "explorer.trace") if m in sys.modules]
+assert not heavy, heavy
+labels = [label for _, label in app.server.registry.choices()]
+assert "ViT-H/14 · IMAGENET1K_SWAG_E2E_V1" in labels and "ViT-B/16 · random init" in labels, labels
+entry = app.server.analyse({str(example)!r}, app.server.registry.fallback_label())
+assert "torch" in sys.modules and entry.trace.logits.shape[-1] == entry.config.num_classes
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")
+
+
+def test_a_deferred_module_is_whole_for_every_thread_that_touches_it_first(tmp_path):
+    """Many threads touch a deferred module while it is still importing (slowly): each sees the finished module
+    (importlib.util.LazyLoader on Python < 3.12 can hand out a half-made one: the reason for explorer/deferred.py)."""
+    (tmp_path / "slow_module.py").write_text("import time\ntime.sleep(0.5)\nVALUE = 42\n")
+    code = """
+import sys, threading
+from explorer.deferred import deferred
+slow = deferred("slow_module")
+assert "slow_module" not in sys.modules  # nothing imported yet
+seen = []
+threads = [threading.Thread(target=lambda: seen.append(slow.VALUE)) for _ in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(seen)
+"""
+    env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{PACKAGE.parent}"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str([42] * 16)

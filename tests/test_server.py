@@ -448,13 +448,16 @@ def test_the_estimate_counts_the_trace_it_will_keep(session):
 
 def test_heavy_analyses_queue_one_at_a_time(checkpoints, tmp_path, monkeypatch):
     """With every analysis counted as heavy (EXPLORER_HEAVY_MB=0), eight visitors at once trace one at a time."""
-    import explorer.app.server as server_module
+    import importlib
+
     from explorer.app.settings import Settings
+
+    trace_module = importlib.import_module("explorer.trace")  # the server calls it as tracing.trace (deferred)
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     active, most = [0], [0]
     guard = threading.Lock()
-    real_trace = server_module.trace
+    real_trace = trace_module.trace
 
     def counting_trace(*args, **kwargs):
         with guard:
@@ -467,7 +470,7 @@ def test_heavy_analyses_queue_one_at_a_time(checkpoints, tmp_path, monkeypatch):
             with guard:
                 active[0] -= 1
 
-    monkeypatch.setattr(server_module, "trace", counting_trace)
+    monkeypatch.setattr(trace_module, "trace", counting_trace)
     for heavy_mb, expected in ((0, 1), (10**6, 2)):
         session = Server(Settings.from_env(checkpoint_dir=checkpoints, heavy_mb=heavy_mb), device="cpu")
         session.registry.get(FASHION)

@@ -425,3 +425,9 @@ def test_the_survey_views_draw_this_image_over_its_models_survey(tmp_path):
     retrained = Server(checkpoint_dir=folder, device="cpu").analyse(Image.open(images / "0.png"), TINY)
     note = views.render_views(retrained, ["eq2.survey_distance"], views.Options())[0]
     assert "No survey of" in note.data[0].text[0] and "python -m explorer.survey" in note.data[0].text[0]
+
+
+def test_the_pages_head_fusions_are_the_analysis_functions():
+    """views.HEAD_FUSIONS is spelt out (the page is built without importing analysis): the same as analysis'."""
+    assert views.HEAD_FUSIONS == analysis.HEAD_FUSIONS
+    assert views.CONTROLS["fusion"].props["choices"] == list(analysis.HEAD_FUSIONS)

@@ -20,6 +20,7 @@ import types
 import urllib.error
 import zipfile
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -338,6 +339,38 @@ def test_weight_variants_and_errors():
         get_weights("ViT-B/16", "IMAGENET22K")
     with pytest.raises(ValueError, match="ViT-B/16"):
         get_weights("ViT-Tiny-Test/8")
+
+
+def test_the_menus_table_of_torchvision_weights_is_torchvisions():
+    """weights.TORCHVISION_WEIGHTS (what the menu shows without importing torchvision) against torchvision's enums:
+    the same variants in the same order, file names, crop sizes, accuracies and defaults."""
+    from explorer.weights import TORCHVISION_WEIGHTS, torchvision_weights
+
+    assert set(TORCHVISION_WEIGHTS) == set(PRETRAINED)
+    for name in PRETRAINED:
+        enum = getattr(torchvision.models, PRETRAINED[name][1])
+        assert [w.variant for w in TORCHVISION_WEIGHTS[name]] == [w.name for w in enum]
+        for entry, weights in zip(TORCHVISION_WEIGHTS[name], enum):
+            assert entry.file == os.path.basename(weights.url)
+            assert entry.crop == weights.transforms().crop_size[0]
+            assert entry.acc1 == weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+            assert entry.default == (weights == enum.DEFAULT)
+            assert cache_path(entry) == cache_path(weights)
+        assert torchvision_weights(name, "DEFAULT").variant == enum.DEFAULT.name
+
+
+@pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "/tmp/th"}, {"XDG_CACHE_HOME": "/tmp/xdg"},
+                                 {"TORCH_HOME": "~/th", "XDG_CACHE_HOME": "/tmp/xdg"}], ids=str)
+def test_torch_hub_dir_without_torch_is_torch_hub_get_dir(env):
+    """Where is_cached looks before torch is imported is where torch.hub (and so torchvision) caches the file."""
+    code = ("import sys; from explorer.weights import torch_hub_dir; before = torch_hub_dir(); "
+            "assert 'torch' not in sys.modules; import torch; "
+            "print(before == __import__('pathlib').Path(torch.hub.get_dir()))")
+    clean = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**clean, **env}, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"
 
 
 # ---------------------------------------------------------------------------------------------------------------

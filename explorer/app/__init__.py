@@ -32,12 +32,15 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=settings.port,
                         help=f"port (default here: {settings.port}; env EXPLORER_PORT, GRADIO_SERVER_PORT, else 7860)")
     args = parser.parse_args(argv)
-    configure_threads()
 
     from .server import Server
     from .ui import build_demo as build, launch_options
 
+    # The page needs neither torch nor torchvision (explorer/deferred.py): it is served first, then torch is imported
+    # (configure_threads) and the default model loads in the background.
     server = Server(settings)
-    server.warm_up()  # the page is up at once; the default model loads meanwhile
     demo = build(server)
-    demo.launch(server_name=args.host, server_port=args.port, **launch_options(server))
+    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **launch_options(server))
+    configure_threads()
+    server.warm_up()
+    demo.block_thread()

@@ -13,15 +13,22 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
 
-from .. import analysis
 from ..config import ViTConfig
-from ..trace import Trace
+from ..deferred import deferred
 from ..weights import UNTRAINED
 from .registry import ModelSpec
+
+if TYPE_CHECKING:
+    from .. import analysis
+    from ..trace import Trace
+
+# Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
+torch = deferred("torch")
 
 
 @dataclass

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..config import ViTConfig
-from ..model import ViT
+from ..deferred import deferred
+
+# Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
+torch = deferred("torch")
 
 FLOAT_BYTES = 4  # float32 weights and stages
 SAFETY = 1.25  # allocator slack and the views' own arrays on top of the estimate
@@ -21,6 +22,8 @@ SAFETY = 1.25  # allocator slack and the views' own arrays on top of the estimat
 
 def parameters(config: ViTConfig) -> int:
     """The number of parameters of ViT(config), counted on the meta device (nothing allocated)."""
+    from ..model import ViT
+
     with torch.device("meta"):
         return ViT(config).num_parameters()
 

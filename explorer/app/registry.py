@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ..config import CONFIGS, ViTConfig
 from ..families import (
     _PICKLE_SUFFIXES,
@@ -37,24 +35,25 @@ from ..families import (
     load,
     preprocessing_from_transformers,
 )
-from ..model import ViT
 from ..weights import (
     PRETRAINED,
     UNTRAINED,
     UNTRAINED_NOTE,
     ModelBundle,
     WeightsUnavailable,
-    get_weights,
     is_cached,
     load_checkpoint,
     load_pretrained,
     offline,
     random_bundle,
     read_checkpoint_info,
-    weight_variants,
-    weights_enum,
+    torchvision_weights,
 )
+from ..deferred import deferred
 from .settings import DEFAULT_MAX_MODELS, default_checkpoint_dir, default_device, default_models_dir, on_space
+
+# Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
+torch = deferred("torch")
 
 Progress = Callable[..., object]
 
@@ -134,18 +133,17 @@ class ModelSpec:
 
 
 def _pretrained_specs() -> list[ModelSpec]:
+    """torchvision's weights of each Table 1 model, described from weights.TORCHVISION_WEIGHTS (torchvision is not
+    imported to build the menu)."""
     specs = []
     for preset in TABLE_1:
-        default = weights_enum(preset).DEFAULT.name
-        for variant in weight_variants(preset):
-            weights = get_weights(preset, variant)
-            acc = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
-            crop = weights.transforms().crop_size[0]
-            what = "SWAG" if "SWAG" in variant else "ImageNet-1k"
-            text = f"torchvision, {what}, {crop}px" + (f", acc@1 {acc:.1f}%" if acc is not None else "")
-            if variant == default:
+        for weights in torchvision_weights(preset):
+            what = "SWAG" if "SWAG" in weights.variant else "ImageNet-1k"
+            text = f"torchvision, {what}, {weights.crop}px, acc@1 {weights.acc1:.1f}%"
+            if weights.default:
                 text += ", default"
-            specs.append(ModelSpec(f"{preset} · {variant}", "pretrained", preset, variant=variant, description=text))
+            specs.append(ModelSpec(f"{preset} · {weights.variant}", "pretrained", preset, variant=weights.variant,
+                                   description=text))
     return specs
 
 
@@ -262,7 +260,7 @@ class ModelRegistry:
                  max_models: int | None = None, models_dir: str | os.PathLike | None = None):
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir()
         self.models_dir = Path(models_dir) if models_dir else default_models_dir()
-        self.device = device or default_device()
+        self._device = device  # None: default_device(), asked when first needed (it imports torch)
         self.max_models = max_models or int(os.environ.get("EXPLORER_MAX_MODELS", "") or DEFAULT_MAX_MODELS)
         checkpoints, self.problems = _checkpoint_specs(self.checkpoint_dir)
         others = _hub_specs() + _pretrained_specs() + _random_specs()
@@ -276,6 +274,12 @@ class ModelRegistry:
         self._loading: dict[str, threading.Lock] = {}
         self._model_memos: OrderedDict[str, dict] = OrderedDict()  # label -> views of its weights (small)
         self.loads = 0
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            self._device = default_device()
+        return self._device
 
     # -- the menu ---------------------------------------------------------------------------------------------
     def labels(self) -> list[str]:
@@ -304,7 +308,7 @@ class ModelRegistry:
                 return spec
         if wanted in (p.lower() for p in PRETRAINED):
             preset = next(p for p in PRETRAINED if p.lower() == wanted)
-            return self.specs[f"{preset} · {weights_enum(preset).DEFAULT.name}"]
+            return self.specs[f"{preset} · {torchvision_weights(preset, 'DEFAULT').variant}"]
         raise UnknownModel(f"There is no model called {name!r}; choose one of: {', '.join(self.specs)}.")
 
     def default_label(self) -> str:
@@ -465,6 +469,8 @@ class ModelRegistry:
                 embedding = random_bundle(config.name).model.patch_embedding
         else:
             with _SEEDED:
+                from ..model import ViT
+
                 torch.manual_seed(0)
                 embedding = ViT(config).patch_embedding
         embedding = embedding.to(self.device).eval()

@@ -19,18 +19,21 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .. import analysis
-from ..images import ImageError, open_image
-from ..trace import trace
 from ..config import CONFIGS, ViTConfig
-from ..weights import WeightsUnavailable, get_weights
+from ..deferred import deferred
+from ..images import ImageError, open_image
+from ..weights import WeightsUnavailable, torchvision_weights
 from . import memory
 from .cache import Entry, TraceCache
 from .registry import TABLE_1, ModelRegistry, ModelSpec, Progress, UnknownModel, no_progress
 from .settings import Settings
+
+# Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
+torch = deferred("torch")
+analysis = deferred("explorer.analysis")
+tracing = deferred("explorer.trace")
 
 
 class TraceExpired(LookupError):
@@ -71,7 +74,6 @@ class Server:
         self.settings = settings
         self.registry = ModelRegistry(checkpoint_dir or settings.checkpoint_dir, device or settings.device,
                                       max_models or settings.max_models, models_dir=settings.models_dir)
-        self.device = self.registry.device
         self.cache = TraceCache(max_entries or settings.trace_entries, max_bytes or settings.trace_bytes)
         self._lock = threading.Lock()
         self.runs = 0  # forward passes of a model in the menu (one per traced (image, model, device))
@@ -82,6 +84,11 @@ class Server:
         # model queue here instead of multiplying its memory.
         self._heavy = threading.Lock()
         self.refusals = 0
+
+    @property
+    def device(self) -> str:
+        """Where the models run (the registry's; decided when first asked, which imports torch)."""
+        return self.registry.device
 
     # -- the one place a model runs ---------------------------------------------------------------------------
     def analyse(self, image, model: str, progress: Progress = no_progress) -> Entry:
@@ -113,7 +120,7 @@ class Server:
         if spec.kind in ("pretrained", "untrained") and spec.preset in CONFIGS:
             config = CONFIGS[spec.preset]
             if spec.kind == "pretrained":
-                config = config.replace(image_size=get_weights(spec.preset, spec.variant).transforms().crop_size[0])
+                config = config.replace(image_size=torchvision_weights(spec.preset, spec.variant).crop)
             return config
         return None
 
@@ -160,7 +167,7 @@ class Server:
         heavy = self._heavy if need > self.settings.heavy_mb * 2**20 else contextlib.nullcontext()
         with heavy:  # big analyses one at a time
             start = time.perf_counter()
-            result = trace(bundle.model, x, mean=bundle.preprocessing.mean, std=bundle.preprocessing.std,
+            result = tracing.trace(bundle.model, x, mean=bundle.preprocessing.mean, std=bundle.preprocessing.std,
                            class_names=bundle.class_names, meta={"model": spec.label})
             seconds = time.perf_counter() - start
         lens = analysis.logit_lens(result, bundle.model, k=5)

@@ -21,9 +21,11 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
+from ..deferred import deferred
 from ..weights import offline
+
+# Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
+torch = deferred("torch")
 
 PACKAGE = Path(__file__).resolve().parent.parent  # explorer/
 REPO = PACKAGE.parent  # a source checkout: app.py, assets/, checkpoints/
@@ -50,6 +52,7 @@ def configure_threads(threads: int | None = None) -> int:
 
 
 def default_device() -> str:
+    """CUDA where torch sees a GPU, else the CPU (this imports torch: the app asks when a model is first needed)."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -110,7 +113,7 @@ class Settings:
     checkpoint_dir: Path = field(default_factory=default_checkpoint_dir)
     models_dir: Path | None = field(default_factory=default_models_dir)  # the user's own models, one per subfolder
     assets_dir: Path = field(default_factory=lambda: data_dir("assets"))
-    device: str = field(default_factory=default_device)
+    device: str | None = None  # None: default_device(), decided when a model is first needed (it imports torch)
     host: str = "127.0.0.1"
     port: int = 7860
     max_models: int = DEFAULT_MAX_MODELS

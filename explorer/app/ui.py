@@ -84,7 +84,7 @@ class Handlers:
         self.availability = server.registry.availability_note()
 
     def runs_text(self) -> str:
-        return f"model runs: {self.server.stats()['model_runs']}"
+        return f"model runs: {self.server.runs}"  # not stats(): that names the device, which imports torch
 
     def _entry(self, key, source):
         """The entry of this visitor's upload (the server traces it again if the cache dropped it), or None with a

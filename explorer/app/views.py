@@ -19,15 +19,21 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
-from .. import analysis, render
 from ..config import ViTConfig
+from ..deferred import deferred
 from ..weights import UNTRAINED_NOTE
 from .text import STEPS, explanation
 
-HEAD_FUSIONS = analysis.HEAD_FUSIONS
+# Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
+torch = deferred("torch")
+analysis = deferred("explorer.analysis")
+render = deferred("explorer.render")
+
+# analysis.HEAD_FUSIONS, spelt out so that the page is built without importing analysis (and torch);
+# tests/test_views.py checks that the two are equal.
+HEAD_FUSIONS = ("mean", "max", "min")
 LN_CHOICES = ("LN before MSA (Eq. 2)", "LN before MLP (Eq. 3)")
 PICKER_SIDE = 448  # the patch picker is drawn at least this many pixels wide
 MAX_FEATURE_MAPS = 16
