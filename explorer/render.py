@@ -51,6 +51,11 @@ _MAX_OVERVIEW_CELLS = 80_000  # layers x heads x patches above this are pooled (
 _MAX_MATRIX_COLUMNS = 4096  # token matrices wider than this show one column in s
 _MAX_MATRIX_SIDE = 320  # attention matrices above this many tokens are block-averaged
 _DISPLAY_SIDE = 256  # images are sent at most this many pixels on a side (per panel)
+# Heat maps above this many cells travel as a picture (one pixel per cell, _COLOUR_LEVELS colours of the scale, as a
+# palette PNG) instead of numbers with hover values: ViT-B/16's T x D matrices are 151k cells, 1 MB each as numbers,
+# ~130 KB as pictures, so that a step of the page stays under 1 MB (issue 15). Small models keep their hover values.
+_MAX_HOVER_CELLS = 20_000
+_COLOUR_LEVELS = 64
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -113,6 +118,40 @@ def _data_uri(rgb: np.ndarray, photo: bool, fine: bool = False) -> str:
         Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
         kind = "png"
     return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _colour_levels(z: np.ndarray, zmin: float, zmax: float, levels: int = _COLOUR_LEVELS) -> np.ndarray:
+    """Values -> colour levels 0 .. levels - 1 (zmin -> 0, zmax -> levels - 1, clipped); NaN -> `levels` (a gap)."""
+    scaled = (np.nan_to_num(z, nan=zmin) - zmin) / max(zmax - zmin, 1e-12) * (levels - 1)
+    codes = np.clip(np.round(scaled), 0, levels - 1).astype(np.uint8)
+    codes[np.isnan(z)] = levels
+    return codes
+
+
+def _palette(colourscale: str, levels: int = _COLOUR_LEVELS) -> list[tuple[int, int, int]]:
+    """`levels` colours sampled evenly from a plotly colour scale, then white (for gaps)."""
+    samples = plotly.colors.sample_colorscale(colourscale, list(np.linspace(0.0, 1.0, levels)), colortype="tuple")
+    colours = [tuple(int(round(v if v > 1 else v * 255)) for v in colour) for colour in samples]
+    return colours + [(255, 255, 255)]
+
+
+def _heatmap_picture(z: np.ndarray, colourscale: str, zmin: float, zmax: float, x0: float = 0.0, dx: float = 1.0,
+                     y0: float = 0.0, dy: float = 1.0, hovertemplate: str | None = None) -> list:
+    """A heat map sent as a picture: one pixel per cell in _COLOUR_LEVELS colours of `colourscale` over [zmin, zmax]
+    (a palette PNG: one byte per cell before compression), and an empty marker trace that carries the colour bar.
+    Cell (i, j) is centred on (x0 + j dx, y0 + i dy), as in a Heatmap with the same x0, dx, y0, dy."""
+    codes = _colour_levels(np.asarray(z, dtype=np.float32), zmin, zmax)  # (rows, columns)
+    picture = Image.fromarray(codes, mode="P")
+    picture.putpalette([channel for colour in _palette(colourscale) for channel in colour])
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=6)
+    source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    image = go.Image(source=source, x0=x0, dx=dx, y0=y0, dy=dy,
+                     **(dict(hovertemplate=hovertemplate) if hovertemplate else dict(hoverinfo="skip")))
+    scale = go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                       marker=dict(colorscale=colourscale, cmin=zmin, cmax=zmax, color=[zmin], showscale=True,
+                                   colorbar=dict(thickness=10)))
+    return [image, scale]
 
 
 def _image_trace(rgb: np.ndarray, left: float, top: float, width: float, height: float,
@@ -423,7 +462,9 @@ def token_matrix(matrix, title: str, row_names: Sequence[str] | None = None) -> 
 
     Large matrices are subsampled, never averaged (the values shown are true entries): one column in s_c when
     there are more than _MAX_MATRIX_COLUMNS columns (e.g. the H·W pixels of each input channel), then one row in
-    s_r so that at most 2 * _MAX_HEATMAP_CELLS cells are sent.
+    s_r so that at most 2 * _MAX_HEATMAP_CELLS cells are sent. Above _MAX_HOVER_CELLS cells (ViT-B/16's 197 x 768)
+    the matrix is sent as a picture in _COLOUR_LEVELS colours (hover: token and dimension; meta records the levels and
+    the colour range), not as numbers.
     """
     matrix = np.asarray(matrix, dtype=np.float32)  # (rows, D)
     rows, D = matrix.shape
@@ -442,15 +483,24 @@ def token_matrix(matrix, title: str, row_names: Sequence[str] | None = None) -> 
         [f"one column in {column_stride}"] if column_stride > 1 else [])
     if notes:
         title = f"{title} ({', '.join(notes)} shown)"
+    height = int(np.clip(120 + 4 * len(shown), 260, 640))
+    meta = dict(kind="token_matrix", row_stride=row_stride, column_stride=column_stride)
+    xaxis = dict(title=dict(text="dimension"), showgrid=False, zeroline=False)
+    if z.size > _MAX_HOVER_CELLS:  # a picture, its rows named on the axis (the values: the selected-token panel)
+        row_of = "token %{y}" if row_names is not None and names[0] == "cls" else "row %{y}"
+        traces = _heatmap_picture(z, SIMILARITY_COLOURS, -limit, limit, dx=column_stride, dy=row_stride,
+                                  hovertemplate=f"{row_of} · dim %{{x}}<extra></extra>")
+        ticks = shown[::max(1, math.ceil(len(shown) / 12))]
+        meta.update(picture=True, levels=_COLOUR_LEVELS, zmin=-limit, zmax=limit)
+        return _figure(traces, title, height, meta=meta, xaxis=dict(range=[-0.5 * column_stride, D - 0.5], **xaxis),
+                       yaxis=dict(range=[rows - 0.5, -0.5], showgrid=False, zeroline=False, tickmode="array",
+                                  tickvals=ticks.tolist(), ticktext=[names[i] for i in ticks]))
     traces = [go.Heatmap(
         z=z, y=[names[i] for i in shown], x0=0, dx=column_stride, colorscale=SIMILARITY_COLOURS, zmid=0,
         zmin=-limit, zmax=limit, colorbar=dict(thickness=10),
         hovertemplate="%{y} · dim %{x}: %{z:.4g}<extra></extra>",
     )]
-    height = int(np.clip(120 + 4 * len(shown), 260, 640))
-    return _figure(traces, title, height,
-                   meta=dict(kind="token_matrix", row_stride=row_stride, column_stride=column_stride),
-                   xaxis=dict(title=dict(text="dimension"), showgrid=False, zeroline=False),
+    return _figure(traces, title, height, meta=meta, xaxis=xaxis,
                    yaxis=dict(autorange="reversed", showgrid=False, type="category"))
 
 
@@ -467,7 +517,10 @@ def _similarity_stride(gh: int, gw: int) -> int:
 
 
 def position_similarity(similarity, selected: int | None = None) -> go.Figure:
-    """Fig. 7 centre: tile (r, c) = cosine similarity of the position embedding of patch (r, c) with every patch."""
+    """Fig. 7 centre: tile (r, c) = cosine similarity of the position embedding of patch (r, c) with every patch.
+
+    Above _MAX_HOVER_CELLS cells (ViT-B/16's 196 tiles) the mosaic is sent as a picture without hover values
+    (position_similarity_tile gives the selected patch's tile with them)."""
     similarity = np.asarray(similarity, dtype=np.float32)  # (gh, gw, gh, gw)
     gh, gw = similarity.shape[:2]
     stride = _similarity_stride(gh, gw)
@@ -483,12 +536,17 @@ def position_similarity(similarity, selected: int | None = None) -> go.Figure:
     custom[..., 1] = target
     customdata = _mosaic(custom, C, (gap, gap), fill=np.int16(0))  # gaps: NaN in z, never hovered
 
-    traces = [go.Heatmap(
-        z=z, customdata=customdata, colorscale=SIMILARITY_COLOURS, zmin=-1, zmax=1, hoverongaps=False,
-        colorbar=dict(title=dict(text="cosine similarity", side="right"), thickness=10),
-        hovertemplate="E<sub>pos</sub> of patch %{customdata[0]} · patch %{customdata[1]}: "
-                      "cos %{z:.3f}<extra></extra>",
-    )]
+    picture = z.size > _MAX_HOVER_CELLS  # ViT-B/16: 196 tiles of 14 x 14; the values: the selected patch's tile
+    if picture:
+        traces = _heatmap_picture(z, SIMILARITY_COLOURS, -1.0, 1.0)
+        traces[1].marker.colorbar.title = dict(text="cosine similarity", side="right")
+    else:
+        traces = [go.Heatmap(
+            z=z, customdata=customdata, colorscale=SIMILARITY_COLOURS, zmin=-1, zmax=1, hoverongaps=False,
+            colorbar=dict(title=dict(text="cosine similarity", side="right"), thickness=10),
+            hovertemplate="E<sub>pos</sub> of patch %{customdata[0]} · patch %{customdata[1]}: "
+                          "cos %{z:.3f}<extra></extra>",
+        )]
     shapes = []
     if selected is not None:
         r, c = divmod(int(selected), gw)
@@ -503,7 +561,8 @@ def position_similarity(similarity, selected: int | None = None) -> go.Figure:
     common = dict(showgrid=False, zeroline=False, ticks="", constrain="domain")
     return _figure(
         traces, title, 560, shapes=shapes,
-        meta=dict(kind="position_similarity", tile=[gh, gw], gap=[gap, gap], per_row=C, stride=stride),
+        meta=dict(kind="position_similarity", tile=[gh, gw], gap=[gap, gap], per_row=C, stride=stride,
+                  picture=picture, **(dict(levels=_COLOUR_LEVELS, zmin=-1.0, zmax=1.0) if picture else {})),
         xaxis=dict(range=[-0.5, z.shape[1] - 0.5], tickvals=(xt * (gw + gap) + (gw - 1) / 2).tolist(),
                    ticktext=[str(int(c)) for c in shown_cols[xt]], title=dict(text="input patch column"), **common),
         yaxis=dict(range=[z.shape[0] - 0.5, -0.5], tickvals=(yt * (gh + gap) + (gh - 1) / 2).tolist(),

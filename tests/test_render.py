@@ -16,6 +16,7 @@ import re
 import time
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 import pytest
 from PIL import Image
@@ -61,6 +62,38 @@ def decode_image(trace) -> np.ndarray:
     header, data = trace.source.split(",", 1)
     assert header.startswith("data:image/") and header.endswith(";base64")
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
+def picture_levels(fig: go.Figure) -> np.ndarray:
+    """A heat map sent as a picture, read back: the colour level (0 .. levels - 1; `levels` for a white gap) of each
+    pixel, found by matching it to the colour bar's scale sampled here with plotly."""
+    meta = fig.layout.meta
+    levels = meta["levels"]
+    (image,), (bar,) = traces(fig, "image"), [t for t in traces(fig, "scatter") if t.marker.showscale]
+    assert (bar.marker.cmin, bar.marker.cmax) == (meta["zmin"], meta["zmax"])
+    colours = plotly.colors.sample_colorscale([list(pair) for pair in bar.marker.colorscale], list(np.linspace(0, 1, levels)),
+                                              colortype="tuple")
+    palette = np.array([[round(c * 255) for c in colour] for colour in colours] + [[255, 255, 255]])
+    rgb = decode_image(image).astype(int)  # (rows, columns, 3)
+    distance = np.abs(rgb[:, :, None, :] - palette[None, None]).sum(-1)  # (rows, columns, levels + 1)
+    assert (distance.min(-1) <= 3).all()  # every pixel is a colour of the scale (or white)
+    return distance.argmin(-1)
+
+
+def expected_levels(values: np.ndarray, zmin: float, zmax: float, levels: int) -> np.ndarray:
+    """Level of each value, by the documented rule: zmin -> 0, zmax -> levels - 1, rounded, clipped; NaN -> gap."""
+    scaled = np.clip(np.round((values - zmin) / (zmax - zmin) * (levels - 1)), 0, levels - 1)
+    return np.where(np.isnan(values), levels, scaled).astype(int)
+
+
+def assert_picture_is(fig: go.Figure, values: np.ndarray) -> None:
+    """The picture's levels are those of `values`; at most a level off where a value sits on a level boundary
+    (float32 vs float64 rounding, and the palette's colours that are equal at neighbouring levels)."""
+    meta = fig.layout.meta
+    found = picture_levels(fig)
+    expected = expected_levels(values.astype(np.float64), meta["zmin"], meta["zmax"], meta["levels"])
+    assert found.shape == expected.shape
+    assert (np.abs(found - expected) <= 1).all() and (found == expected).mean() > 0.99
 
 
 def tile(z: np.ndarray, meta, k: int) -> np.ndarray:
@@ -245,10 +278,20 @@ def test_token_matrix_is_the_matrix_with_named_rows(size):
     matrix = rng().normal(size=(T, D)).astype(np.float32)
     names = ["cls"] + [f"patch {i}" for i in range(T - 1)]
     fig = checked(render.token_matrix(matrix, "z_0", names))
-    (heat,) = fig.data
-    np.testing.assert_array_equal(np.asarray(heat.z), matrix)
-    assert list(heat.y) == names
-    assert heat.zmid == 0 and heat.zmin == -heat.zmax
+    if T * D <= render._MAX_HOVER_CELLS:  # numbers, with hover values
+        (heat,) = fig.data
+        np.testing.assert_array_equal(np.asarray(heat.z), matrix)
+        assert list(heat.y) == names
+        assert heat.zmid == 0 and heat.zmin == -heat.zmax
+    else:  # ViT-B/16's 197 x 768: a picture of the same cells, rows named on the axis
+        meta = fig.layout.meta
+        assert meta["picture"] and meta["zmin"] == -meta["zmax"] and meta["zmax"] > 0
+        assert_picture_is(fig, matrix)
+        (image,) = traces(fig, "image")
+        assert (image.x0, image.dx, image.y0, image.dy) == (0, 1, 0, 1)
+        assert "token %{y} · dim %{x}" in image.hovertemplate
+        assert [names[int(v)] for v in fig.layout.yaxis.tickvals] == list(fig.layout.yaxis.ticktext)
+        assert len(fig.to_json()) < 250_000  # was 1 MB as numbers
 
 
 def test_token_matrix_keeps_duplicate_names_apart_and_caps_large_inputs():
@@ -258,8 +301,8 @@ def test_token_matrix_keeps_duplicate_names_apart_and_caps_large_inputs():
     fig = checked(render.token_matrix(big, "z_0"))
     stride = fig.layout.meta["row_stride"]
     assert stride > 1 and fig.layout.meta["column_stride"] == 1
-    np.testing.assert_array_equal(np.asarray(fig.data[0].z), big[::stride])
-    assert list(fig.data[0].y) == [f"row {i}" for i in range(0, 1370, stride)]
+    assert_picture_is(fig, big[::stride])
+    assert traces(fig, "image")[0].dy == stride and "row %{y}" in traces(fig, "image")[0].hovertemplate
     # the normalised input at 518 x 518: three channel rows of H·W values, all rows kept, columns subsampled
     pixels = rng().normal(size=(3, 518 * 518)).astype(np.float32)
     fig = checked(render.token_matrix(pixels, "x", ["R", "G", "B"]))
@@ -285,16 +328,28 @@ def test_position_similarity_tile_rc_is_similarity_rc(size):
     similarity = random_similarity(gh, gw)
     selected = gw + 1  # patch (1, 1)
     fig = checked(render.position_similarity(similarity, selected=selected))
-    heat = traces(fig, "heatmap")[0]
-    z, custom, meta = np.asarray(heat.z), np.asarray(heat.customdata), fig.layout.meta
-    assert meta["stride"] == 1 and (heat.zmin, heat.zmax) == (-1, 1)
-    for r in range(gh):
-        for c in range(gw):
-            k = r * gw + c
-            np.testing.assert_array_equal(tile(z, meta, k), similarity[r, c])
-            assert (tile(custom[..., 0], meta, k) == k).all()
-            np.testing.assert_array_equal(tile(custom[..., 1], meta, k), np.arange(gh * gw).reshape(gh, gw))
-    assert np.isnan(z[gh]).all()  # gap row between tile rows
+    meta = fig.layout.meta
+    assert meta["stride"] == 1
+    if not meta["picture"]:  # numbers, with hover values naming both patches
+        heat = traces(fig, "heatmap")[0]
+        z, custom = np.asarray(heat.z), np.asarray(heat.customdata)
+        assert (heat.zmin, heat.zmax) == (-1, 1)
+        for r in range(gh):
+            for c in range(gw):
+                k = r * gw + c
+                np.testing.assert_array_equal(tile(z, meta, k), similarity[r, c])
+                assert (tile(custom[..., 0], meta, k) == k).all()
+                np.testing.assert_array_equal(tile(custom[..., 1], meta, k), np.arange(gh * gw).reshape(gh, gw))
+        assert np.isnan(z[gh]).all()  # gap row between tile rows
+    else:  # ViT-B/16's 196 tiles: a picture over [-1, 1], tile by tile the same cells, white gaps
+        assert gh * gw > 64 and (meta["zmin"], meta["zmax"]) == (-1, 1)
+        levels = picture_levels(fig)
+        for r in range(gh):
+            for c in range(gw):
+                found = tile(levels, meta, r * gw + c)
+                expected = expected_levels(similarity[r, c].astype(np.float64), -1, 1, meta["levels"])
+                assert (np.abs(found - expected) <= 1).all()
+        assert (levels[gh] == meta["levels"]).all()  # gap row between tile rows
     (shape,) = fig.layout.shapes  # outline around tile (1, 1)
     assert (shape.x0, shape.x1, shape.y0, shape.y1) == (gw + 1 - 1, 2 * gw + 1, gh + 1 - 1, 2 * gh + 1)
     assert list(fig.layout.xaxis.ticktext) == [str(c) for c in range(gw)]
@@ -304,11 +359,12 @@ def test_position_similarity_large_grid_shows_every_sth_patch_within_budget():
     gh = gw = 37  # ViT-H/14 at 518
     similarity = random_similarity(gh, gw)
     fig = checked(render.position_similarity(similarity, selected=0))
-    meta, z = fig.layout.meta, np.asarray(fig.data[0].z)
+    meta, levels = fig.layout.meta, picture_levels(fig)
     s = meta["stride"]
-    assert s > 1 and z.size <= render._MAX_HEATMAP_CELLS
+    assert s > 1 and levels.size <= render._MAX_HEATMAP_CELLS
     per_row = meta["per_row"]
-    np.testing.assert_array_equal(tile(z, meta, 1 * per_row + 2), similarity[s, 2 * s])
+    expected = expected_levels(similarity[s, 2 * s].astype(np.float64), -1, 1, meta["levels"])
+    assert (np.abs(tile(levels, meta, 1 * per_row + 2) - expected) <= 1).all()
     assert len(fig.layout.shapes) == 1
 
 
