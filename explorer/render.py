@@ -493,7 +493,10 @@ def token_matrix(matrix, title: str, row_names: Sequence[str] | None = None) -> 
         ticks = shown[::max(1, math.ceil(len(shown) / 12))]
         meta.update(picture=True, levels=_COLOUR_LEVELS, zmin=-limit, zmax=limit)
         return _figure(traces, title, height, meta=meta, xaxis=dict(range=[-0.5 * column_stride, D - 0.5], **xaxis),
-                       yaxis=dict(range=[rows - 0.5, -0.5], showgrid=False, zeroline=False, tickmode="array",
+                       # scaleanchor=False: the picture fills the plot, as the heat map did (an image trace
+                       # otherwise keeps its pixels square: 768 x 197 would be a thin strip)
+                       yaxis=dict(range=[rows - 0.5, -0.5], scaleanchor=False, showgrid=False, zeroline=False,
+                                  tickmode="array",
                                   tickvals=ticks.tolist(), ticktext=[names[i] for i in ticks]))
     traces = [go.Heatmap(
         z=z, y=[names[i] for i in shown], x0=0, dx=column_stride, colorscale=SIMILARITY_COLOURS, zmid=0,

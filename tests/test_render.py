@@ -290,6 +290,7 @@ def test_token_matrix_is_the_matrix_with_named_rows(size):
         (image,) = traces(fig, "image")
         assert (image.x0, image.dx, image.y0, image.dy) == (0, 1, 0, 1)
         assert "token %{y} · dim %{x}" in image.hovertemplate
+        assert fig.layout.yaxis.scaleanchor is False  # the picture fills the plot, not a thin strip of square pixels
         assert [names[int(v)] for v in fig.layout.yaxis.tickvals] == list(fig.layout.yaxis.ticktext)
         assert len(fig.to_json()) < 250_000  # was 1 MB as numbers
 
