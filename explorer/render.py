@@ -128,11 +128,13 @@ def _colour_levels(z: np.ndarray, zmin: float, zmax: float, levels: int = _COLOU
     return codes
 
 
-def _palette(colourscale: str, levels: int = _COLOUR_LEVELS) -> list[tuple[int, int, int]]:
-    """`levels` colours sampled evenly from a plotly colour scale, then white (for gaps)."""
+@functools.lru_cache(maxsize=8)
+def _palette(colourscale: str, levels: int = _COLOUR_LEVELS) -> tuple[int, ...]:
+    """`levels` colours sampled evenly from a plotly colour scale, then white (for gaps), as PIL's flat palette
+    (r, g, b, r, g, b, ...)."""
     samples = plotly.colors.sample_colorscale(colourscale, list(np.linspace(0.0, 1.0, levels)), colortype="tuple")
     colours = [tuple(int(round(v if v > 1 else v * 255)) for v in colour) for colour in samples]
-    return colours + [(255, 255, 255)]
+    return tuple(channel for colour in colours + [(255, 255, 255)] for channel in colour)
 
 
 def _heatmap_picture(z: np.ndarray, colourscale: str, zmin: float, zmax: float, x0: float = 0.0, dx: float = 1.0,
@@ -142,7 +144,7 @@ def _heatmap_picture(z: np.ndarray, colourscale: str, zmin: float, zmax: float, 
     Cell (i, j) is centred on (x0 + j dx, y0 + i dy), as in a Heatmap with the same x0, dx, y0, dy."""
     codes = _colour_levels(np.asarray(z, dtype=np.float32), zmin, zmax)  # (rows, columns)
     picture = Image.fromarray(codes, mode="P")
-    picture.putpalette([channel for colour in _palette(colourscale) for channel in colour])
+    picture.putpalette(_palette(colourscale))
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", compress_level=6)
     source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -532,18 +534,16 @@ def position_similarity(similarity, selected: int | None = None) -> go.Figure:
     tiles = similarity[shown_rows][:, shown_cols].reshape(R * C, gh, gw)  # (R C, gh, gw)
     gap = 1
     z = _mosaic(tiles, C, (gap, gap))  # (R (gh + 1) - 1, C (gw + 1) - 1)
-    source = (shown_rows[:, None] * gw + shown_cols[None, :]).reshape(R * C)  # patch index of each tile
-    target = np.arange(gh * gw).reshape(gh, gw)
-    custom = np.empty((R * C, gh, gw, 2), dtype=np.int16)
-    custom[..., 0] = source[:, None, None]
-    custom[..., 1] = target
-    customdata = _mosaic(custom, C, (gap, gap), fill=np.int16(0))  # gaps: NaN in z, never hovered
-
     picture = z.size > _MAX_HOVER_CELLS  # ViT-B/16: 196 tiles of 14 x 14; the values: the selected patch's tile
     if picture:
         traces = _heatmap_picture(z, SIMILARITY_COLOURS, -1.0, 1.0)
         traces[1].marker.colorbar.title = dict(text="cosine similarity", side="right")
     else:
+        source = (shown_rows[:, None] * gw + shown_cols[None, :]).reshape(R * C)  # patch index of each tile
+        custom = np.empty((R * C, gh, gw, 2), dtype=np.int16)
+        custom[..., 0] = source[:, None, None]
+        custom[..., 1] = np.arange(gh * gw).reshape(gh, gw)
+        customdata = _mosaic(custom, C, (gap, gap), fill=np.int16(0))  # gaps: NaN in z, never hovered
         traces = [go.Heatmap(
             z=z, customdata=customdata, colorscale=SIMILARITY_COLOURS, zmin=-1, zmax=1, hoverongaps=False,
             colorbar=dict(title=dict(text="cosine similarity", side="right"), thickness=10),

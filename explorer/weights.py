@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import re
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -229,19 +230,17 @@ TORCHVISION_WEIGHTS: dict[str, tuple[TorchvisionWeights, ...]] = {
 
 def weight_variants(name: str) -> list[str]:
     """The weight variants torchvision offers for a preset, e.g. ["IMAGENET1K_V1", "IMAGENET1K_SWAG_E2E_V1", ...]."""
-    return [w.variant for w in torchvision_weights(name)]
-
-
-def torchvision_weights(name: str, variant: str | None = None):
-    """TORCHVISION_WEIGHTS' entries for a preset, or the one of `variant` ("DEFAULT": the enum's default)."""
     if name not in TORCHVISION_WEIGHTS:
         raise ValueError(f"No torchvision weights for {name!r}; choose one of {sorted(TORCHVISION_WEIGHTS)}.")
-    entries = TORCHVISION_WEIGHTS[name]
-    if variant is None:
-        return entries
-    found = [w for w in entries if w.variant == variant or (variant == "DEFAULT" and w.default)]
+    return [w.variant for w in TORCHVISION_WEIGHTS[name]]
+
+
+def torchvision_weights(name: str, variant: str = "DEFAULT") -> TorchvisionWeights:
+    """TORCHVISION_WEIGHTS' entry of a preset's `variant` ("DEFAULT": the enum's default)."""
+    variants = weight_variants(name)
+    found = [w for w in TORCHVISION_WEIGHTS[name] if w.variant == variant or (variant == "DEFAULT" and w.default)]
     if not found:
-        raise ValueError(f"{name} has no weights {variant!r}; choose one of {weight_variants(name)}.")
+        raise ValueError(f"{name} has no weights {variant!r}; choose one of {variants}.")
     return found[0]
 
 
@@ -258,8 +257,6 @@ def torch_hub_dir() -> Path:
     """torch.hub.get_dir() without importing torch: $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub, else
     ~/.cache/torch/hub (torch.hub's own rule; a torch.hub.set_dir() in this process wins once torch is imported).
     tests/test_weights.py checks it against torch.hub.get_dir() under each environment."""
-    import sys
-
     if "torch" in sys.modules:
         return Path(torch.hub.get_dir())
     home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache")), "torch"))

@@ -805,15 +805,19 @@ demo.queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), ssr_m
 """
 
 
+def app_command(port: int) -> list[str]:
+    """`python app.py` on 127.0.0.1:port in a source checkout; `python -m explorer.app` (the same main) where the
+    package was pip-installed."""
+    start_app = [str(ROOT / "app.py")] if (ROOT / "app.py").is_file() else ["-m", "explorer.app"]
+    return [sys.executable, *start_app, "--host", "127.0.0.1", "--port", str(port)]
+
+
 def cold_start(checkpoint_dir: Path | None, temp: Path, timeout: float = 180.0, bare: bool = False) -> dict:
     """Start `python app.py` on a free port; seconds to the first HTTP 200 and to the default model being loaded.
     bare=True: the same for BARE_GRADIO (HTTP 200 only)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    # app.py in a source checkout; `python -m explorer.app` (the same main) where the package was pip-installed.
-    start_app = [str(ROOT / "app.py")] if (ROOT / "app.py").is_file() else ["-m", "explorer.app"]
-    command = ([sys.executable, "-c", BARE_GRADIO, str(port)] if bare
-               else [sys.executable, *start_app, "--host", "127.0.0.1", "--port", str(port)])
+    command = [sys.executable, "-c", BARE_GRADIO, str(port)] if bare else app_command(port)
     log = open(temp / f"app-{port}.log", "w+")
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, env=_app_env(checkpoint_dir, temp), stdout=log,

@@ -67,10 +67,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import views
-from .bench import (DEFAULT_CHECKPOINT, DEFAULT_IMAGE, ROOT, SHIPPED, _app_env, _http_ok, cpu_busy, free_port,
-                    machine_info, machine_line, percentile, prepare_checkpoints, session_model)
+from .bench import (DEFAULT_CHECKPOINT, DEFAULT_IMAGE, ROOT, SHIPPED, _app_env, _http_ok, app_command, cpu_busy,
+                    free_port, machine_info, machine_line, percentile, prepare_checkpoints, session_model)
 from .text import STEPS
-from .ui import _elem_id
+from .ui import control_elem_id, view_elem_id
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; never `playwright install` (it downloads a browser)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -90,9 +90,9 @@ PAGE_SCRIPT = r"""
 (() => {
   if (window.__bench) return;
   const VIEWS = '[id^="view-"], #picker, #selection';
-  const B = window.__bench = {viewPaint: {}, reactLog: [], lastMut: 0, paint: 0, paintFor: -1, armedAt: null, start: null, joins: [], joinsAt: 0,
+  const B = window.__bench = {lastMut: 0, paint: 0, paintFor: -1, armedAt: null, start: null, joins: [], joinsAt: 0,
                                pendingJoins: 0, events: {}, owners: {}, plots: [], images: [], lastAny: 0,
-                               settled: 0, reacts: 0};
+                               settled: 0, viewPaint: {}, reactLog: []};
   // Anything that changed, Plotly's own redraws included: the frame after the last one is "settled".
   const any = () => {
     const now = B.lastAny = performance.now();
@@ -110,7 +110,6 @@ PAGE_SCRIPT = r"""
       const result = react.call(this, gd, ...rest);
       const returned = performance.now();
       Promise.resolve(result).then(() => {
-        B.reacts += 1;
         const view = gd.closest && gd.closest(VIEWS);
         const where = view ? view.id : (gd.isConnected ? 'outside a view' : 'a detached plot');
         if (B.armedAt !== null) B.reactLog.push([where, called, returned, performance.now()]);
@@ -221,8 +220,8 @@ PAGE_SCRIPT = r"""
     }
     return response;
   };
-  B.arm = () => { B.armedAt = performance.now(); B.start = null; B.paint = 0; B.settled = 0; B.viewPaint = {}; B.reactLog = []; B.joinsAt = B.joins.length;
-                  B.owners = {}; return B.armedAt; };
+  B.arm = () => { B.armedAt = performance.now(); B.start = null; B.paint = 0; B.settled = 0; B.joinsAt = B.joins.length;
+                  B.owners = {}; B.viewPaint = {}; B.reactLog = []; return B.armedAt; };
   B.collect = reason => {
     const out = {reason, armedAt: B.armedAt, start: B.start, lastMut: B.lastMut, paint: B.paint,
                  settled: Math.max(B.settled, B.paint), viewPaint: B.viewPaint, reactLog: B.reactLog, events: [],
@@ -381,12 +380,11 @@ class AppProcess:
         self.started_s: float | None = None
 
     def __enter__(self) -> "AppProcess":
-        start_app = [str(ROOT / "app.py")] if (ROOT / "app.py").is_file() else ["-m", "explorer.app"]
         env = dict(_app_env(self.checkpoint_dir, self.temp), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
         self._log = self.log_path.open("wb")
         began = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, *start_app, "--host", "127.0.0.1", "--port", str(self.port)],
-                                        cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(app_command(self.port), cwd=ROOT, env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
         try:
             while not _http_ok(self.url):
                 if self.process.poll() is not None:
@@ -423,11 +421,6 @@ class AppProcess:
     def config(self) -> dict:
         with urllib.request.urlopen(self.url + "config", timeout=30) as response:
             return json.loads(response.read())
-
-
-def view_elem_id(name: str) -> str:
-    """The page's element id of a view (as explorer.app.ui gives it: "view-<name>", unless the view sets its own)."""
-    return views.VIEWS[name].props.get("elem_id") or "view-" + _elem_id(name)
 
 
 class Names:
@@ -631,7 +624,7 @@ class ControlDriver:
 
     def prepare(self, name: str, kind: str, repeat: int):
         """Do what comes before the change (open a menu, type text); return (the change, what to do after it)."""
-        page, selector = self.page, "#" + _elem_id(name)
+        page, selector = self.page, "#" + control_elem_id(name)
         page.locator(selector).scroll_into_view_if_needed()
         if kind == "slider":
             box = page.locator(f"{selector} input[type=range]")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import CONFIGS, ViTConfig
+from ..deferred import deferred
 from ..families import (
     _PICKLE_SUFFIXES,
     PAPER_CHECKPOINTS,
@@ -37,6 +38,7 @@ from ..families import (
 )
 from ..weights import (
     PRETRAINED,
+    TORCHVISION_WEIGHTS,
     UNTRAINED,
     UNTRAINED_NOTE,
     ModelBundle,
@@ -49,7 +51,6 @@ from ..weights import (
     read_checkpoint_info,
     torchvision_weights,
 )
-from ..deferred import deferred
 from .settings import DEFAULT_MAX_MODELS, default_checkpoint_dir, default_device, default_models_dir, on_space
 
 # Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
@@ -137,7 +138,7 @@ def _pretrained_specs() -> list[ModelSpec]:
     imported to build the menu)."""
     specs = []
     for preset in TABLE_1:
-        for weights in torchvision_weights(preset):
+        for weights in TORCHVISION_WEIGHTS[preset]:
             what = "SWAG" if "SWAG" in weights.variant else "ImageNet-1k"
             text = f"torchvision, {what}, {weights.crop}px, acc@1 {weights.acc1:.1f}%"
             if weights.default:
@@ -308,7 +309,7 @@ class ModelRegistry:
                 return spec
         if wanted in (p.lower() for p in PRETRAINED):
             preset = next(p for p in PRETRAINED if p.lower() == wanted)
-            return self.specs[f"{preset} · {torchvision_weights(preset, 'DEFAULT').variant}"]
+            return self.specs[f"{preset} · {torchvision_weights(preset).variant}"]
         raise UnknownModel(f"There is no model called {name!r}; choose one of: {', '.join(self.specs)}.")
 
     def default_label(self) -> str:

@@ -255,8 +255,19 @@ def _elem_id(name: str) -> str:
     return name.replace(".", "-").replace("_", "-")
 
 
+def view_elem_id(name: str) -> str:
+    """A view's element id on the page: "view-<name>" (dots and underscores as dashes), unless the view sets its own.
+    (The browser benchmark finds views by it.)"""
+    return views.VIEWS[name].props.get("elem_id") or "view-" + _elem_id(name)
+
+
+def control_elem_id(name: str) -> str:
+    """A control's element id on the page."""
+    return CONTROLS[name].props.get("elem_id") or _elem_id(name)
+
+
 def _view_component(spec: views.View) -> gr.components.Component:
-    props = {"elem_id": "view-" + _elem_id(spec.name), **spec.props}
+    props = {**spec.props, "elem_id": view_elem_id(spec.name)}
     if spec.kind == "markdown":
         return gr.Markdown(latex_delimiters=LATEX, **props)
     if spec.kind == "plot":
@@ -267,7 +278,7 @@ def _view_component(spec: views.View) -> gr.components.Component:
 
 
 def _control_component(spec: Control) -> gr.components.Component:
-    props = {"elem_id": _elem_id(spec.name), "label": spec.label, **spec.props}
+    props = {"label": spec.label, **spec.props, "elem_id": control_elem_id(spec.name)}
     kinds = {"slider": gr.Slider, "dropdown": gr.Dropdown, "radio": gr.Radio, "textbox": gr.Textbox}
     if spec.kind not in kinds:
         raise ValueError(f"Control {spec.name} has an unknown kind {spec.kind!r}.")
