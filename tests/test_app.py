@@ -120,12 +120,20 @@ def test_upload_then_controls_redraw_without_running_the_model(client):
     model, card, status, runs = outputs[:4]
     assert model == LABEL and LABEL in card and status == "" and runs == f"model runs: {before + 1}"
     assert "photos are mapped to what it expects" in card
-    options = ("0, 1, 2", 3, "2", "max", 0.3, 2, LN, "", 1.0)  # every control, in OPTION_NAMES order
-    for endpoint in ("/set_layer", "/set_head", "/set_fusion", "/set_discard", "/set_ln_layer", "/step_1",
-                     "/step_2", "/step_3", "/step_4", "/class_token"):
-        result = client.predict(*options, api_name=endpoint)
+    # Every control's value, by name; each event takes the options its views read (ui.reads), in Options' order.
+    values = dict(indices="0, 1, 2", layer=3, head="2", fusion="max", discard=0.3, ln_layer=2, ln_which=LN, target="",
+                  scale=1.0)
+    events = {"/set_layer": views.affected(2, "layer"), "/set_head": views.affected(2, "head"),
+              "/set_fusion": views.affected(2, "fusion"), "/set_discard": views.affected(2, "discard"),
+              "/set_ln_layer": views.affected(3, "ln_layer"), "/class_token": ui.SELECTED_VIEWS,
+              **{f"/step_{n}": views.step_views(n) for n in range(1, 5)}}
+    sent = {}
+    for endpoint, drawn in events.items():
+        sent[endpoint] = [values[name] for name in ui.reads(drawn) if name in values]
+        result = client.predict(*sent[endpoint], api_name=endpoint)
         assert result is not None, endpoint
-    layer_outputs = client.predict(*options, api_name="/set_layer")
+    assert sent["/set_layer"] == [3, "2"] and sent["/set_fusion"] == ["max", 0.3]  # (selected is a State)
+    layer_outputs = client.predict(*sent["/set_layer"], api_name="/set_layer")
     assert "layer ℓ = 3" in layer_outputs[0]
     assert all(isinstance(value, dict) and value.get("type") == "plotly" for value in layer_outputs[1:])
     assert _runs(client) == before + 1  # no control ran the model
@@ -208,7 +216,8 @@ def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(serv
     class Click:  # what gr.SelectData carries: [x, y] in the picker image's pixels
         index = [2.5 * 64, 4.5 * 64]  # ViT-Fashion/4's picker: 28 px x 16 = 448 px, 64 px per 4-pixel patch
 
-    outputs = app.handlers.select_patch(Click, key, None, 2, None, "0", 3, "mean", "mean", 0.0, 1, LN)
+    every = dict(indices="0", layer=3, head="mean", fusion="mean", discard=0.0, ln_layer=1, ln_which=LN)
+    outputs = app.handlers.select_patch(Click, key, None, 2, *(every[name] for name in ui.SELECTED_READS))
     selected, picker, selection = outputs[:3]
     assert selected == 4 * 7 + 2 and "patch 30" in selection and picker.shape == (448, 448, 3)
     drawn = dict(zip(ui.SELECTED_VIEWS, outputs[3:]))
@@ -230,18 +239,21 @@ def test_a_dropped_trace_is_traced_again_from_the_upload_without_a_warning(serve
     key, source = header["key"], header["source"]
     assert source == (str(upload), LABEL)
     names = views.affected(2, "layer")
-    options = (None, "0", 3, "mean", "mean", 0.0, 1, LN)
+    every = dict(selected=None, indices="0", layer=3, head="mean", fusion="mean", discard=0.0, ln_layer=1, ln_which=LN)
+
+    def options(drawn, exclude=()):  # what an event that draws these views sends (ui.reads)
+        return tuple(every.get(name) for name in ui.reads(drawn) if name not in exclude)
     handlers, server = app.handlers, app.server
-    cached = handlers.redraw(names)(key, source, *options)
+    cached = handlers.redraw(names)(key, source, *options(names))
     server.cache.clear()
     runs = server.runs
-    again = handlers.redraw(names)(key, source, *options)
+    again = handlers.redraw(names)(key, source, *options(names))
     assert server.runs == runs + 1 and key in server.cache
     assert again[0] == cached[0] and "layer ℓ = 3" in again[0]
     assert again[1].to_json() == cached[1].to_json()  # the same attention, drawn from the new trace
-    for handler, args in ((handlers.show_step(4), (key, source) + options),
-                          (handlers.select_class_token, (key, source, 2) + options),
-                          (handlers.new_random_indices, (key, source) + options)):
+    for handler, args in ((handlers.show_step(4), (key, source) + options(views.step_views(4))),
+                          (handlers.select_class_token, (key, source, 2) + options(ui.SELECTED_VIEWS, ("selected",))),
+                          (handlers.new_random_indices, (key, source) + options(views.affected(1, "indices")))):
         server.cache.clear()
         values = handler(*args)
         assert not any(isinstance(value, dict) and value == {"__type__": "update"} for value in values[1:3]), handler
@@ -250,7 +262,7 @@ def test_a_dropped_trace_is_traced_again_from_the_upload_without_a_warning(serve
     server.cache.clear()
     upload.unlink()
     with pytest.warns(UserWarning, match="upload it again"):
-        values = handlers.redraw(names)(key, source, *options)
+        values = handlers.redraw(names)(key, source, *options(names))
     assert all(isinstance(value, dict) and value == {"__type__": "update"} for value in values)
 
 
@@ -290,18 +302,20 @@ def test_the_upload_box_states_the_size_limit_the_server_enforces(served):
 def test_every_event_is_wired_from_the_view_registry(served):
     """The page's events, read back from the Blocks the factory built: a control's event has as outputs exactly the
     views of its step that read it; a tab, exactly its step's views; a patch click, the views that read `selected`;
-    and every view input is the same list of options, in Options' order."""
+    and each event's option inputs are the options its views read (ui.reads), in Options' order."""
     app = served[0]
     names = {id(component): name for name, component in app.components.items()}
     events = {fn.api_name: fn for fn in app.demo.fns.values() if fn.api_name}
-    option_inputs = list(views.OPTION_NAMES)
     for option, control in views.CONTROLS.items():
         event = events[f"set_{option}"]
-        assert [names[id(c)] for c in event.outputs] == views.affected(control.step, option), option
-        assert [names[id(c)] for c in event.inputs] == ["key", "source"] + option_inputs
+        drawn = views.affected(control.step, option)
+        assert [names[id(c)] for c in event.outputs] == drawn, option
+        read = [o for o in views.OPTION_NAMES if any(o in views.VIEWS[name].reads for name in drawn)]
+        assert option in read and [names[id(c)] for c in event.inputs] == ["key", "source"] + read, option
     for step in range(len(views.STEPS)):
         event = events[f"step_{step}"]
         assert [names[id(c)] for c in event.outputs] == ["step"] + views.step_views(step)
+        assert [names[id(c)] for c in event.inputs] == ["key", "source"] + list(ui.reads(views.step_views(step)))
     for api_name in ("select_patch", "class_token"):
         outputs = [names[id(c)] for c in events[api_name].outputs]
         assert outputs == ["selected", "picker", "selection"] + ui.SELECTED_VIEWS

@@ -37,7 +37,6 @@ RSS_BOUND_KB = 2 * 1024 * 1024
 # 3 images drawn by /analyse (picker, original, seen). More than this per user means files pile up per request.
 TEMP_FILES_PER_USER = 6
 ARTIFACTS = REPO / "test-artifacts"
-LN = "LN before MSA (Eq. 2)"
 BUSY_WORDS = ("queue is full", "busy", "try again")
 
 
@@ -96,8 +95,7 @@ def one_user(url: str, user: int, image: Path, download_dir: Path) -> dict:
     calls = [
         ("analyse", lambda: client.predict(handle_file(str(image)), STANDIN_LABEL, api_name="/analyse")),
         ("predict", lambda: client.predict(handle_file(str(image)), STANDIN_LABEL, 10, api_name="/predict")),
-        ("set_layer", lambda: client.predict("0, 1, 2, 3, 4, 5, 6, 7", 2, "mean", "mean", 0.0, 1, LN, "", 1.0,
-                                             api_name="/set_layer")),
+        ("set_layer", lambda: client.predict(2, "mean", api_name="/set_layer")),  # layer, head (ui.reads)
     ]
     for name, call in calls:
         start = time.perf_counter()

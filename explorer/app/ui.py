@@ -19,6 +19,7 @@ from itertools import groupby  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from . import views  # noqa: E402
+from .plot import PlotView, plotly_js  # noqa: E402
 from .registry import JFT_NOTE  # noqa: E402
 from .server import USER_ERRORS, Server  # noqa: E402
 from .text import STEPS, model_card  # noqa: E402
@@ -42,7 +43,8 @@ DELETE_CACHE = (1800, 3600)  # uploads: checked every 30 min, removed after an h
 
 def launch_options(server: Server) -> dict:
     settings = server.settings
-    return dict(share=False, max_file_size=f"{settings.max_upload_mb}mb", allowed_paths=[str(settings.assets_dir)],
+    return dict(share=False, max_file_size=f"{settings.max_upload_mb}mb",
+                allowed_paths=[str(settings.assets_dir), str(plotly_js())],
                 ssr_mode=False, footer_links=["api"])
 
 
@@ -60,17 +62,32 @@ class ImageUpload(gr.Image):
         return str(payload.path)
 
 
+def reads(view_names) -> tuple[str, ...]:
+    """The options these views read (their `reads=`), in Options' field order: the inputs their events send. A view
+    sees only what it declares (views.DeclaredOptions), so the others need not travel with the event; each input
+    fewer is less for Gradio's page to gather and mark busy on every change."""
+    wanted = {option for name in view_names for option in views.VIEWS[name].reads}
+    return tuple(name for name in OPTION_NAMES if name in wanted)
+
+
 def _options(selected, *values) -> Options:
-    """Options from the option inputs (Options' field order), each converted to its field's type; a missing input,
-    or an empty one for a number, keeps the default. Derived from Options, so a new control needs nothing here."""
+    """Options from every option input (Options' field order): see _named_options."""
+    return _named_options(OPTION_NAMES, (selected,) + values)
+
+
+def _named_options(names, values) -> Options:
+    """Options from the named option inputs, each converted to its field's type; an option not given, or an empty
+    one for a number, keeps the default. Derived from Options, so a new control needs nothing here."""
     default = Options()
-    given = dict(zip(OPTION_NAMES, (selected,) + values))
-    changes = {"selected": None if selected is None else int(selected)}
-    for name in OPTION_NAMES[1:]:
-        raw, kind = given.get(name), type(getattr(default, name))
-        if raw is None or (raw == "" and kind is not str):
+    changes = {}
+    for name, raw in zip(names, values):
+        kind = type(getattr(default, name))
+        if name == "selected":
+            changes[name] = None if raw is None else int(raw)
+        elif raw is None or (raw == "" and kind is not str):
             continue
-        changes[name] = tuple(sorted(int(i) for i in raw)) if kind is tuple else kind(raw)
+        else:
+            changes[name] = tuple(sorted(int(i) for i in raw)) if kind is tuple else kind(raw)
     return Options(**changes)
 
 
@@ -150,20 +167,23 @@ class Handlers:
     def show_step(self, step: int):
         """A tab clicked: draw its views."""
         names = views.step_views(step)
+        options_read = reads(names)
 
         def handler(key, source, *option_values):
             entry = self._entry(key, source)
             if entry is None:
                 return [step] + [gr.skip()] * len(names)
-            return [step] + views.render_views(entry, names, _options(*option_values))
+            return [step] + views.render_views(entry, names, _named_options(options_read, option_values))
         return handler
 
     def redraw(self, names: list[str]):
         """A control changed: redraw the views that read it (views.affected)."""
+        options_read = reads(names)
+
         def handler(key, source, *option_values):
             entry = self._entry(key, source)
             values = ([gr.skip()] * len(names) if entry is None
-                      else views.render_views(entry, names, _options(*option_values)))
+                      else views.render_views(entry, names, _named_options(options_read, option_values)))
             return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
         return handler
 
@@ -183,7 +203,7 @@ class Handlers:
         return self._selected(entry, None, step, option_values)
 
     def _selected(self, entry, selected, step, option_values):
-        options = _options(selected, *option_values[1:])
+        options = _named_options(SELECTED_READS, option_values).replace(selected=selected)
         visible = views.affected(int(step or 0), "selected")
         drawn = dict(zip(visible, views.render_views(entry, visible, options)))
         return ([selected, views.patch_picker(entry, selected), views.selection_text(entry, selected)]
@@ -193,12 +213,13 @@ class Handlers:
         """A click on a view whose clicks toggle patches in `option` (views.View.click): that patch goes out of (or
         back into) the option's tuple, and the visible views that read it are redrawn."""
         names = [name for step in range(len(STEPS)) for name in views.affected(step, option)]
+        options_read = reads(names)
 
         def handler(evt: gr.SelectData, key, source, step, *option_values):
             entry = self._entry(key, source)
             if entry is None:
                 return [gr.skip()] * (1 + len(names))
-            options = _options(*option_values)
+            options = _named_options(options_read, option_values)
             patch = views.patch_at(entry.config, evt.index[0], evt.index[1])
             options = options.replace(**{option: views.toggle_patch(getattr(options, option), patch,
                                                                     entry.config.num_patches)})
@@ -208,12 +229,13 @@ class Handlers:
     def clear_patches(self, option: str):
         """Every patch back into the option's tuple."""
         names = [name for step in range(len(STEPS)) for name in views.affected(step, option)]
+        options_read = reads(names)
 
         def handler(key, source, step, *option_values):
             entry = self._entry(key, source)
             if entry is None:
                 return [gr.skip()] * (1 + len(names))
-            options = _options(*option_values).replace(**{option: ()})
+            options = _named_options(options_read, option_values).replace(**{option: ()})
             return [()] + self._visible(entry, names, step, options)
         return handler
 
@@ -226,8 +248,8 @@ class Handlers:
     def new_random_indices(self, key, source, *option_values):
         entry = self._entry(key, source)
         D = entry.config.hidden_dim if entry is not None else 768
-        options = _options(*option_values).replace(indices=views.random_indices(D))
         names = views.affected(1, "indices")
+        options = _named_options(reads(names), option_values).replace(indices=views.random_indices(D))
         values = views.render_views(entry, names, options) if entry is not None else [gr.skip()] * len(names)
         return [options.indices] + values
 
@@ -248,6 +270,8 @@ class Handlers:
 
 # The views that read the selected patch, over all steps; only the visible step's are drawn.
 SELECTED_VIEWS = [name for step in range(len(STEPS)) for name in views.affected(step, "selected")]
+# The options a patch click sends (the patch itself comes from the click).
+SELECTED_READS = tuple(name for name in reads(SELECTED_VIEWS) if name != "selected")
 VIEWS_BY_STEP = {name: spec.step for name, spec in views.VIEWS.items()}
 
 
@@ -271,7 +295,7 @@ def _view_component(spec: views.View) -> gr.components.Component:
     if spec.kind == "markdown":
         return gr.Markdown(latex_delimiters=LATEX, **props)
     if spec.kind == "plot":
-        return gr.Plot(label=spec.label, **props)
+        return PlotView(label=spec.label, **props)
     if spec.kind == "image":
         return gr.Image(label=spec.label, interactive=False, buttons=[], **props)
     raise ValueError(f"View {spec.name} has an unknown kind {spec.kind!r}.")
@@ -377,6 +401,9 @@ def build_app(server: Server) -> App:
 def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button, random_button, clear_buttons) -> None:
     """Every event, derived from the declarations: an upload or model change, a tab, a control, a patch click."""
     option_inputs = [c[name] for name in OPTION_NAMES]
+
+    def read_by(names):  # the option inputs of an event that draws these views
+        return [c[name] for name in reads(names)]
     state = [c["key"], c["source"]]
     view_outputs = [c[name] for name in views.all_views()]
     # An upload (file or paste), a model chosen, an example clicked. Not image.change: it fires twice when one image
@@ -387,32 +414,34 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
     gr.on([c["image"].upload, c["model"].select], handlers.analyse, api_name="analyse", **analyse_wiring)
     examples.load_input_event.then(handlers.analyse, api_visibility="private", **analyse_wiring)
     for number, tab in enumerate(tabs):
-        tab.select(handlers.show_step(number), inputs=state + option_inputs,
+        tab.select(handlers.show_step(number), inputs=state + read_by(views.step_views(number)),
                    outputs=[c["step"]] + [c[n] for n in views.step_views(number)],
                    api_name=f"step_{number}", api_visibility="undocumented")
     selected_outputs = [c["selected"], c["picker"], c["selection"]] + [c[n] for n in SELECTED_VIEWS]
-    c["picker"].select(handlers.select_patch, inputs=state + [c["step"]] + option_inputs, outputs=selected_outputs,
+    selected_inputs = state + [c["step"]] + [c[name] for name in SELECTED_READS]
+    c["picker"].select(handlers.select_patch, inputs=selected_inputs, outputs=selected_outputs,
                        api_visibility="private", show_progress="hidden")
-    class_token_button.click(handlers.select_class_token, inputs=state + [c["step"]] + option_inputs,
+    class_token_button.click(handlers.select_class_token, inputs=selected_inputs,
                              outputs=selected_outputs, api_name="class_token", api_visibility="undocumented",
                              show_progress="hidden")
     for name, control in CONTROLS.items():
         names = views.affected(control.step, name)
-        gr.on(_control_triggers(c[name], control.kind), handlers.redraw(names), inputs=state + option_inputs,
+        gr.on(_control_triggers(c[name], control.kind), handlers.redraw(names), inputs=state + read_by(names),
               outputs=[c[n] for n in names], api_name=f"set_{name}", api_visibility="undocumented",
               trigger_mode="always_last", show_progress="hidden")
     for name, spec in views.VIEWS.items():  # images whose clicks take patches in and out of an option
         if spec.click is None:
             continue
-        reading = [c[n] for step in range(len(STEPS)) for n in views.affected(step, spec.click)]
+        reading_names = [n for step in range(len(STEPS)) for n in views.affected(step, spec.click)]
+        reading = [c[n] for n in reading_names]
         # Every click counts and each sees the one before (the tuple is server-side state): one at a time, in order.
-        c[name].select(handlers.toggle_patch(spec.click), inputs=state + [c["step"]] + option_inputs,
+        c[name].select(handlers.toggle_patch(spec.click), inputs=state + [c["step"]] + read_by(reading_names),
                        outputs=[c[spec.click]] + reading, api_visibility="private", show_progress="hidden",
                        trigger_mode="multiple", concurrency_limit=1, concurrency_id=f"toggle_{spec.click}")
-        clear_buttons[name].click(handlers.clear_patches(spec.click), inputs=state + [c["step"]] + option_inputs,
+        clear_buttons[name].click(handlers.clear_patches(spec.click), inputs=state + [c["step"]] + read_by(reading_names),
                                   outputs=[c[spec.click]] + reading, api_name=f"clear_{spec.click}",
                                   api_visibility="undocumented", show_progress="hidden")
-    random_button.click(handlers.new_random_indices, inputs=state + option_inputs,
+    random_button.click(handlers.new_random_indices, inputs=state + read_by(views.affected(1, "indices")),
                         outputs=[c["indices"]] + [c[n] for n in views.affected(1, "indices")],
                         api_name="random_indices", api_visibility="undocumented", show_progress="hidden")
 

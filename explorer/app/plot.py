@@ -1,0 +1,121 @@
+"""A plot view whose chart is updated in place: `PlotView`, a gr.HTML that draws a plotly figure with Plotly.js.
+
+Why not gr.Plot: in gradio 6.31 a new figure value re-keys gr.Plot's component, so every update throws the chart away
+and builds a new one (`Plotly.react` on the old chart, again on a new one, then `Plotly.Plots.resize`): 60–140 ms per
+call per plot on a 2-core machine, which alone put every control change past "its server time + 300 ms" in the browser
+(README, "In the browser"). Here each view keeps one chart for its lifetime, and a new figure is one `Plotly.react` on
+it, which redraws only what changed (the heat map's colours, not the axes, the colour bar or the DOM around them).
+
+The value is gr.Plot's own, `{"type": "plotly", "plot": figure JSON}`, so API clients and the tests read both alike.
+Plotly.js is the copy that ships with the plotly Python package (the same version that wrote the JSON), served by
+Gradio from its file route; nothing is fetched from the internet.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+
+def plotly_js() -> Path:
+    """plotly.min.js of the installed plotly package, found without importing plotly (start-up does not need it)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("The plotly package is not installed; pip install -r requirements.txt.")
+    return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+
+
+# The chart lives in `.vit-plot`; the template never mentions the value, so Gradio's re-render on a new value leaves
+# the chart's DOM alone, and `watch` hands the new figure to Plotly.react. Layout as gr.Plot sets it (autosize,
+# responsive, room for the title under the label), so the figures look the same as before.
+TEMPLATE = '<div class="vit-plot" data-testid="plotly"></div>'
+CSS = ".vit-plot { width: 100%; } .vit-plot.vit-plot-empty { min-height: 48px; } .vit-plot-error { color: #b00; }"
+ON_LOAD = r"""
+const host = element.querySelector('.vit-plot');
+let drawing = null, again = false;
+function figure() {
+  const value = props.value;
+  if (!value || !value.plot) return null;
+  return typeof value.plot === 'string' ? JSON.parse(value.plot) : value.plot;
+}
+function draw() {
+  const Plotly = window.Plotly;
+  const value = props.value;
+  if (!Plotly) {
+    host.textContent = 'The plotting library could not be loaded; reload the page.';
+    host.classList.add('vit-plot-error');
+    return null;
+  }
+  if (value && value.drawn) return null;  // our own note (below): already on screen
+  const fig = figure();
+  if (!fig) {
+    Plotly.purge(host);
+    host.classList.add('vit-plot-empty');
+    return null;
+  }
+  host.classList.remove('vit-plot-empty');
+  const layout = fig.layout || {};
+  layout.autosize = true;
+  layout.margin = layout.margin || {};
+  layout.margin.autoexpand = true;
+  if (layout.title) layout.margin.t = Math.max(100, layout.margin.t || 0);
+  // Tick labels may overflow the div (they never do here): Plotly's default, "hide past div", measures every tick
+  // label's box on every draw, a forced layout each — a third of a redraw's time.
+  for (const key of Object.keys(layout)) {
+    if (/^[xy]axis\d*$/.test(key) && layout[key] && layout[key].ticklabeloverflow === undefined) {
+      layout[key].ticklabeloverflow = 'allow';
+    }
+  }
+  const config = Object.assign({}, fig.config || {}, {responsive: true});
+  const drawn = Plotly.react(host, fig.data || [], layout, config);
+  // The figure now lives in Plotly's chart; the component keeps a note of it instead of the JSON. Gradio copies every
+  // output's value each time an event's status changes (pending, complete), for every view on the page: with the
+  // figures' JSON kept there, that copying grew with every tab visited (about 100 ms per event once all were open).
+  if (props.value === value) props.value = {type: 'plotly', plot: null, drawn: (value.plot || '').length};
+  return drawn;
+}
+// One draw at a time; values that arrive meanwhile are coalesced into one more draw of the newest.
+function request() {
+  if (drawing) { again = true; return; }
+  drawing = Promise.resolve().then(draw).catch(error => console.error('plot view:', error)).finally(() => {
+    drawing = null;
+    if (again) { again = false; request(); }
+  });
+}
+request();
+watch('value', request);
+"""
+
+
+class PlotView(gr.HTML):
+    """A plotly figure, drawn once and updated in place (see the module's docstring). Takes a plotly Figure (or None)
+    as gr.Plot does and sends gr.Plot's value."""
+
+    def __init__(self, value: Any = None, *, label: str | None = None, **kwargs):
+        src = "gradio_api/file=" + str(plotly_js())  # relative: right under any mount path
+        super().__init__(value, label=label, show_label=bool(label), container=True, html_template=TEMPLATE,
+                         css_template=CSS, js_on_load=ON_LOAD, apply_default_css=False,
+                         head=f'<script src="{src}"></script>', **kwargs)
+
+    def postprocess(self, value: Any) -> dict | None:
+        """A plotly Figure (or gr.Plot's value) -> {"type": "plotly", "plot": its JSON}, as gr.Plot sends it."""
+        if value is None:
+            return None
+        if isinstance(value, dict) and value.get("type") == "plotly":
+            return value
+        return {"type": "plotly", "plot": value.to_json()}
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+    def api_info(self) -> dict[str, Any]:
+        return {"type": "object", "properties": {"type": {"type": "string", "const": "plotly"},
+                                                 "plot": {"type": "string", "description": "the figure's JSON"}}}
+
+    def example_payload(self) -> Any:
+        return None
+
+    def example_value(self) -> Any:
+        return None
