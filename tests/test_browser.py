@@ -155,9 +155,13 @@ def test_eq2_layer_and_head_redraw_without_running_the_model(session, stats):
     assert titles[0].startswith("layer 1:") and "layer 1, mean over the 4 heads" in titles[1], titles
     assert page.get_attribute("#layer input[type=range]", "max") == "6"  # L = 6 for the stand-in model
     # the slider, by keyboard, as a person would: layer 1 -> 2
+    charts = page.evaluate_handle("() => Array.from(document.querySelectorAll('#tab-2 .js-plotly-plot'))")
     page.focus("#layer input[type=range]")
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => document.querySelectorAll('#tab-2 .js-plotly-plot')[0].layout.title.text.startsWith('layer 2:')")
+    # Redrawn in place (explorer.app.plot.PlotView): the same chart elements, still on the page, now layer 2.
+    assert page.evaluate("old => old.every((e, i) => e.isConnected && e === document.querySelectorAll("
+                         "'#tab-2 .js-plotly-plot')[i])", charts)
     # the number box: layer 3
     page.fill("#layer input[type=number]", "3")
     page.keyboard.press("Enter")

@@ -265,6 +265,23 @@ def test_an_asset_is_served(server):
         assert headers["content-type"] == "image/jpeg"
 
 
+def test_plotly_js_is_served_and_nothing_beside_it(server):
+    """The plot views load plotly.min.js from the plotly package (explorer.app.plot): that one file is served, as
+    JavaScript; the package's other files are not."""
+    from explorer.app.plot import plotly_js
+
+    script = plotly_js()
+    status, body, headers = get(server, f"/gradio_api/file={script}")
+    assert status == 200 and body == script.read_bytes() and b"plotly.js" in body[:2000]
+    assert "javascript" in headers["content-type"], headers
+    for sibling in (script.parent.parent / "__init__.py", script.parent / "widgetbundle.js"):
+        assert sibling.is_file(), sibling
+        for target in (f"/gradio_api/file={sibling}", f"/gradio_api/file={script}/../{sibling.name}",
+                       f"/gradio_api/file={script.parent}/%2e%2e/__init__.py"):
+            status, body, _ = get(server, target)
+            assert status in (400, 403, 404) and body != sibling.read_bytes(), (target, status)
+
+
 def test_own_upload_is_served_and_markup_only_as_an_attachment(server, tmp_path):
     import httpx
 

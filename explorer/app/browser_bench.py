@@ -18,11 +18,11 @@ and measures, for each action:
                 animation frame that follows the last change of a view the action's events output (the views, the
                 patch picker, the selection text: DOM mutations inside them, an image loaded, a plot drawn; other
                 elements, such as the inputs Gradio marks while an event runs, do not count), where a plot is drawn when
-                Gradio's call of Plotly.react has resolved: the page's Plotly.react is wrapped to see it; Gradio then
-                calls Plotly.Plots.resize, which after a 100 ms timer lays the plot out again at the same size, DOM
-                mutations with nothing new on screen: they count for "settled_ms" in the JSON, not for painted),
+                the plot view's call of Plotly.react has resolved (explorer.app.plot: the chart is updated in place):
+                the page's Plotly.react is wrapped to see it; later relayouts at the same size are DOM mutations
+                with nothing new on screen: they count for "settled_ms" in the JSON, not for painted),
                 once every event the action started has completed,
-                every plot and image on screen is drawn (Gradio loads Plotly's bundle on first use, after a pause)
+                every plot and image on screen is drawn (the plot views load plotly.js on first use, after a pause)
                 and nothing has changed for --quiet-ms (300 ms). A MutationObserver over the whole document and an
                 image `load` listener, installed before the page's own scripts, record these times
     server      the handler's own time for the same event(s): Gradio's process_completed message carries it
@@ -70,6 +70,7 @@ from . import views
 from .bench import (DEFAULT_CHECKPOINT, DEFAULT_IMAGE, ROOT, SHIPPED, _app_env, _http_ok, app_command, cpu_busy,
                     free_port, machine_info, machine_line, percentile, prepare_checkpoints, session_model)
 from .text import STEPS
+from .plot import plotly_js
 from .ui import control_elem_id, view_elem_id
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; never `playwright install` (it downloads a browser)
@@ -98,10 +99,10 @@ PAGE_SCRIPT = r"""
     const now = B.lastAny = performance.now();
     requestAnimationFrame(() => { if (B.lastAny === now) B.settled = performance.now(); });
   };
-  // A plot is painted when Gradio's call of Plotly.react has drawn it (the frame after its promise resolves). Gradio
-  // then calls Plotly.Plots.resize, which waits 100 ms and lays the plot out again at the same size: DOM mutations
-  // with nothing new on screen, so mutations inside a plot count for "settled" only. Plotly arrives as window.Plotly
-  // (Gradio loads it on first use); its react is wrapped in place, which Gradio's module calls.
+  // A plot is painted when the plot view's call of Plotly.react has drawn it (the frame after its promise resolves).
+  // Plotly may lay a plot out again afterwards (a responsive resize): DOM mutations with nothing new on screen, so
+  // mutations inside a plot count for "settled" only. Plotly arrives as window.Plotly (the plot views load it on
+  // first use); its react is wrapped in place, and the views call window.Plotly.react.
   const wrap = P => {
     if (!P || P.__benchWrapped || typeof P.react !== 'function') return;
     const react = P.react;
@@ -136,7 +137,7 @@ PAGE_SCRIPT = r"""
     if (B.armedAt !== null) {  // where it happened: the nearest element with an id (a view, a control)
       for (const r of (records || []).slice(0, 40)) {
         const el = r.target && (r.target.nodeType === 1 ? r.target : r.target.parentElement);
-        const owner = el && el.closest('[id]');
+        const owner = el && (el.closest(VIEWS) || el.closest('[id]'));
         B.owners[owner ? owner.id : (el ? el.tagName.toLowerCase() : '?')] = now;
       }
       // Per view (and picker, selection text): the frame after its last change. An action is painted when the
@@ -248,7 +249,7 @@ PAGE_SCRIPT = r"""
     }
     return out;
   };
-  // Views on screen that are not drawn yet: a plot without Plotly's SVG (Gradio loads Plotly's bundle on first use,
+  // Views on screen that are not drawn yet: a plot without Plotly's SVG (the plot views load plotly.js on first use,
   // after a pause that a quiet period alone would take for the end), an image still loading.
   B.undrawn = () => {
     const out = [];
@@ -493,8 +494,9 @@ class Network:
 
 
 def is_static(url: str) -> bool:
-    """The page's own code, styles and fonts (not what the app sends for an action)."""
-    return "/gradio_api/" not in url
+    """The page's own code, styles and fonts (not what the app sends for an action): Gradio's, and the plotly.js
+    the plot views load on first use (explorer.app.plot)."""
+    return "/gradio_api/" not in url or url.split("?")[0].endswith("/" + plotly_js().name)
 
 
 class Page:
@@ -576,7 +578,7 @@ class Page:
             problems.append("nothing was painted after the action")
         sample["error"] = "; ".join(problems)
         sample["painted_ms"] = paint - start
-        sample["settled_ms"] = result["settled"] - start  # Plotly's same-size relayout (Plots.resize) included
+        sample["settled_ms"] = result["settled"] - start  # Plotly's later same-size relayouts included
         sample["server_ms"] = sum(_ms(e.get("duration")) or 0.0 for e in events)
         completed = [e["completed"] for e in events if e.get("completed") is not None]
         sent = [e["sent"] for e in events if e.get("sent") is not None]

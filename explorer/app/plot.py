@@ -42,13 +42,11 @@ function figure() {
 }
 function draw() {
   const Plotly = window.Plotly;
-  const value = props.value;
   if (!Plotly) {
     host.textContent = 'The plotting library could not be loaded; reload the page.';
     host.classList.add('vit-plot-error');
     return null;
   }
-  if (value && value.drawn) return null;  // our own note (below): already on screen
   const fig = figure();
   if (!fig) {
     Plotly.purge(host);
@@ -69,12 +67,7 @@ function draw() {
     }
   }
   const config = Object.assign({}, fig.config || {}, {responsive: true});
-  const drawn = Plotly.react(host, fig.data || [], layout, config);
-  // The figure now lives in Plotly's chart; the component keeps a note of it instead of the JSON. Gradio copies every
-  // output's value each time an event's status changes (pending, complete), for every view on the page: with the
-  // figures' JSON kept there, that copying grew with every tab visited (about 100 ms per event once all were open).
-  if (props.value === value) props.value = {type: 'plotly', plot: null, drawn: (value.plot || '').length};
-  return drawn;
+  return Plotly.react(host, fig.data || [], layout, config);
 }
 // One draw at a time; values that arrive meanwhile are coalesced into one more draw of the newest.
 function request() {

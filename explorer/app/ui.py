@@ -165,15 +165,20 @@ class Handlers:
         return [header[name] for name in HEADER_OUTPUTS] + [drawn.get(name, None) for name in views.all_views()]
 
     def show_step(self, step: int):
-        """A tab clicked: draw its views."""
+        """A tab clicked: draw its views, and take the other steps' views off the page (OTHER_VIEWS): Gradio's page
+        does work for every component on it at each event (it copies each one's props whenever an event's status
+        changes), so views left mounted in hidden tabs made every later event slower. They are drawn again, from
+        the cached trace, when their tab is opened."""
         names = views.step_views(step)
         options_read = reads(names)
+        hidden = [gr.update(visible=False)] * len(OTHER_VIEWS[step])
 
         def handler(key, source, *option_values):
             entry = self._entry(key, source)
             if entry is None:
-                return [step] + [gr.skip()] * len(names)
-            return [step] + views.render_views(entry, names, _named_options(options_read, option_values))
+                return [step] + [gr.update(visible=True)] * len(names) + hidden
+            drawn = views.render_views(entry, names, _named_options(options_read, option_values))
+            return [step] + [gr.update(visible=True, value=value) for value in drawn] + hidden
         return handler
 
     def redraw(self, names: list[str]):
@@ -273,6 +278,8 @@ SELECTED_VIEWS = [name for step in range(len(STEPS)) for name in views.affected(
 # The options a patch click sends (the patch itself comes from the click).
 SELECTED_READS = tuple(name for name in reads(SELECTED_VIEWS) if name != "selected")
 VIEWS_BY_STEP = {name: spec.step for name, spec in views.VIEWS.items()}
+# For each step, the views of every other step: a tab click takes them off the page (Handlers.show_step).
+OTHER_VIEWS = [[name for name in views.all_views() if VIEWS_BY_STEP[name] != step] for step in range(len(STEPS))]
 
 
 def _elem_id(name: str) -> str:
@@ -415,7 +422,7 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
     examples.load_input_event.then(handlers.analyse, api_visibility="private", **analyse_wiring)
     for number, tab in enumerate(tabs):
         tab.select(handlers.show_step(number), inputs=state + read_by(views.step_views(number)),
-                   outputs=[c["step"]] + [c[n] for n in views.step_views(number)],
+                   outputs=[c["step"]] + [c[n] for n in views.step_views(number) + OTHER_VIEWS[number]],
                    api_name=f"step_{number}", api_visibility="undocumented")
     selected_outputs = [c["selected"], c["picker"], c["selection"]] + [c[n] for n in SELECTED_VIEWS]
     selected_inputs = state + [c["step"]] + [c[name] for name in SELECTED_READS]
