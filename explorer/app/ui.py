@@ -36,7 +36,7 @@ STATES = ("key", "source", "selected", "dropped", "step", "model_in_use")
 HEADER_OUTPUTS = ("key", "source", "selected", "dropped", "model_in_use", "model", "card", "status", "runs", "picker",
                   "selection", *(name for name, c in CONTROLS.items() if c.adapt is not None))
 # Launch and queue settings, shared with the tests: never a share link, uploads up to the settings' limit, only
-# assets/ served from disk; two requests at once, 32 waiting.
+# assets/ (and the plot views' plotly.js) served from disk; two requests at once, 32 waiting.
 QUEUE = dict(default_concurrency_limit=2, max_size=32)
 DELETE_CACHE = (1800, 3600)  # uploads: checked every 30 min, removed after an hour
 
