@@ -774,7 +774,9 @@ def attention_overview(maps, query: int | None) -> go.Figure:
 
     maps (L, h, gh, gw); query = patch index i (token i + 1), None = class token. Tiles are average-pooled when
     L h N would exceed _MAX_OVERVIEW_CELLS cells. Gaps between tiles hold NaN (customdata 0 there: base64 of -1
-    is '////', which plotly's to_json escapes to 24 characters).
+    is '////', which plotly's to_json escapes to 24 characters). Above _MAX_HOVER_CELLS cells (ViT-B/16 and up) the
+    mosaic is sent as a picture, with a hover that names each tile's layer and head (462 KB -> ~40 KB for B/16,
+    redrawn on every patch click); the values of a layer's heads are in attention_heads, with hover values.
     """
     maps = np.asarray(maps, dtype=np.float32)  # (L, h, gh, gw)
     L, h, gh, gw = maps.shape
@@ -785,20 +787,33 @@ def attention_overview(maps, query: int | None) -> go.Figure:
     th, tw = tiles.shape[2:]
     gap = 1
     z = _mosaic(tiles.reshape(L * h, th, tw), h, (gap, gap))  # (L (th + 1) - 1, h (tw + 1) - 1)
-    layer = np.broadcast_to(np.arange(1, L + 1, dtype=np.int16)[:, None, None, None], (L, h, th, tw))
-    head = np.broadcast_to(np.arange(1, h + 1, dtype=np.int16)[None, :, None, None], (L, h, th, tw))
-    rr, cc = np.meshgrid(np.arange(th) * factor, np.arange(tw) * factor, indexing="ij")
-    patch = np.broadcast_to((rr * gw + cc).astype(np.int16), (L, h, th, tw))
-    custom = np.stack([layer, head, patch], -1).reshape(L * h, th, tw, 3)
-    customdata = _mosaic(custom, h, (gap, gap), fill=np.int16(0))  # gaps: NaN in z, never hovered
     top_value = _robust_max(tiles)  # the colour range of what is shown
     block = f" (pooled {factor}×{factor})" if factor > 1 else ""
-    traces = [go.Heatmap(
-        z=z, customdata=customdata, colorscale=ATTENTION_COLOURS, zmin=0, zmax=top_value, hoverongaps=False,
-        colorbar=dict(title=dict(text="attention", side="right"), thickness=10),
-        hovertemplate="layer %{customdata[0]} · head %{customdata[1]} · patch %{customdata[2]}" + block
-                      + ": %{z:.4f}<extra></extra>",
-    )]
+    picture = z.size > _MAX_HOVER_CELLS  # ViT-B/16: 144 tiles of 14 x 14; the values: eq2.heads, layer by layer
+    if picture:
+        traces = _heatmap_picture(z, ATTENTION_COLOURS, 0.0, top_value)
+        traces[1].marker.colorbar.title = dict(text="attention", side="right")
+        # hover: one transparent cell over each tile, naming its layer and head
+        tile_index = np.arange(L * h).reshape(L, h)  # (L, h)
+        traces.append(go.Heatmap(
+            z=tile_index, customdata=np.stack([tile_index // h + 1, tile_index % h + 1], -1).astype(np.int16),
+            x0=(tw - 1) / 2, dx=tw + gap, y0=(th - 1) / 2, dy=th + gap, colorscale=_TRANSPARENT, showscale=False,
+            zmin=0, zmax=max(L * h - 1, 1), name="tiles",
+            hovertemplate="layer %{customdata[0]} · head %{customdata[1]}" + block
+                          + " (values: that layer's heads, above)<extra></extra>"))
+    else:
+        layer = np.broadcast_to(np.arange(1, L + 1, dtype=np.int16)[:, None, None, None], (L, h, th, tw))
+        head = np.broadcast_to(np.arange(1, h + 1, dtype=np.int16)[None, :, None, None], (L, h, th, tw))
+        rr, cc = np.meshgrid(np.arange(th) * factor, np.arange(tw) * factor, indexing="ij")
+        patch = np.broadcast_to((rr * gw + cc).astype(np.int16), (L, h, th, tw))
+        custom = np.stack([layer, head, patch], -1).reshape(L * h, th, tw, 3)
+        customdata = _mosaic(custom, h, (gap, gap), fill=np.int16(0))  # gaps: NaN in z, never hovered
+        traces = [go.Heatmap(
+            z=z, customdata=customdata, colorscale=ATTENTION_COLOURS, zmin=0, zmax=top_value, hoverongaps=False,
+            colorbar=dict(title=dict(text="attention", side="right"), thickness=10),
+            hovertemplate="layer %{customdata[0]} · head %{customdata[1]} · patch %{customdata[2]}" + block
+                          + ": %{z:.4f}<extra></extra>",
+        )]
     if query is not None:
         qr, qc = divmod(int(query), gw)
         top, left = _tile_origins(L * h, h, (th + gap, tw + gap))
@@ -811,7 +826,8 @@ def attention_overview(maps, query: int | None) -> go.Figure:
     height = int(np.clip(90 + L * 44, 300, 1400))
     return _figure(
         traces, f"Attention of {who} in every layer and head{block}", height,
-        meta=dict(kind="attention_overview", tile=[th, tw], gap=[gap, gap], per_row=h, pool=factor),
+        meta=dict(kind="attention_overview", tile=[th, tw], gap=[gap, gap], per_row=h, pool=factor, picture=picture,
+                  **(dict(levels=_COLOUR_LEVELS, zmin=0.0, zmax=float(top_value)) if picture else {})),
         xaxis=dict(range=[-0.5, z.shape[1] - 0.5], side="top", title=dict(text="head"),
                    tickvals=[j * (tw + gap) + (tw - 1) / 2 for j in range(0, h, head_every)],
                    ticktext=[str(j + 1) for j in range(0, h, head_every)], **common),

@@ -512,15 +512,31 @@ def test_attention_overview_cell_layer_l_head_k_is_maps_l_k(size):
     L, h, gh, gw = s["L"], s["h"], s["gh"], s["gw"]
     maps = softmax(rng().normal(size=(L, h, gh * gw))).reshape(L, h, gh, gw)
     fig = checked(render.attention_overview(maps, query=1))
-    heat = traces(fig, "heatmap")[0]
-    z, custom, meta = np.asarray(heat.z), np.asarray(heat.customdata), fig.layout.meta
+    meta = fig.layout.meta
     assert meta["pool"] == 1 and meta["per_row"] == h
-    for l in range(L):
-        for k in range(h):
-            np.testing.assert_array_equal(tile(z, meta, l * h + k), maps[l, k])
-            assert (tile(custom[..., 0], meta, l * h + k) == l + 1).all()
-            assert (tile(custom[..., 1], meta, l * h + k) == k + 1).all()
-    assert len(rectangles(traces(fig, "scatter")[0])) == L * h
+    th, tw = meta["tile"]
+    if not meta["picture"]:  # numbers, with hover values naming layer, head and patch
+        heat = traces(fig, "heatmap")[0]
+        z, custom = np.asarray(heat.z), np.asarray(heat.customdata)
+        for l in range(L):
+            for k in range(h):
+                np.testing.assert_array_equal(tile(z, meta, l * h + k), maps[l, k])
+                assert (tile(custom[..., 0], meta, l * h + k) == l + 1).all()
+                assert (tile(custom[..., 1], meta, l * h + k) == k + 1).all()
+    else:  # ViT-B/16's 144 tiles: a picture over [0, robust max], tile by tile the same cells; hover per tile
+        assert L * h * gh * gw > render._MAX_HOVER_CELLS and meta["zmin"] == 0 and meta["zmax"] > 0
+        levels = picture_levels(fig)
+        for l in range(L):
+            for k in range(h):
+                expected = expected_levels(maps[l, k].astype(np.float64), 0, meta["zmax"], meta["levels"])
+                assert (np.abs(tile(levels, meta, l * h + k) - expected) <= 1).all()
+        (hover,) = traces(fig, "heatmap")  # one transparent cell centred on each tile: its layer and head
+        custom = np.asarray(hover.customdata)
+        assert custom.shape == (L, h, 2) and (custom[..., 0] == np.arange(1, L + 1)[:, None]).all()
+        assert (custom[..., 1] == np.arange(1, h + 1)[None, :]).all()
+        assert (hover.x0, hover.dx, hover.y0, hover.dy) == ((tw - 1) / 2, tw + 1, (th - 1) / 2, th + 1)
+    (outline,) = [t for t in traces(fig, "scatter") if t.mode == "lines"]
+    assert len(rectangles(outline)) == L * h
     assert list(fig.layout.xaxis.ticktext)[0] == "1" and list(fig.layout.yaxis.ticktext)[-1] == str(L)
 
 
@@ -528,11 +544,13 @@ def test_attention_overview_vit_h_is_pooled_within_budget():
     L, h, g = 32, 16, 37
     maps = rng().random((L, h, g, g), dtype=np.float32)
     fig = checked(render.attention_overview(maps, None))
-    meta, z = fig.layout.meta, np.asarray(fig.data[0].z)
+    meta, levels = fig.layout.meta, picture_levels(fig)
     f = meta["pool"]
-    assert f > 1 and np.isfinite(z).sum() <= render._MAX_OVERVIEW_CELLS
-    assert tile(z, meta, 5 * h + 3)[1, 2] == pytest.approx(maps[5, 3, f: 2 * f, 2 * f: 3 * f].mean(), rel=1e-5)
-    assert len(fig.data) == 1  # no query outline for the class token
+    assert f > 1 and meta["picture"] and (levels < meta["levels"]).sum() <= render._MAX_OVERVIEW_CELLS
+    pooled = maps[5, 3, f: 2 * f, 2 * f: 3 * f].mean()
+    assert abs(tile(levels, meta, 5 * h + 3)[1, 2] - expected_levels(np.array(pooled), 0, meta["zmax"],
+                                                                      meta["levels"])) <= 1
+    assert not [t for t in traces(fig, "scatter") if t.mode == "lines"]  # no query outline for the class token
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -18,9 +18,10 @@ and measures, for each action:
                 animation frame that follows the last change of a view the action's events output (the views, the
                 patch picker, the selection text: DOM mutations inside them, an image loaded, a plot drawn; other
                 elements, such as the inputs Gradio marks while an event runs, do not count), where a plot is drawn when
-                the plot view's call of Plotly.react has resolved (explorer.app.plot: the chart is updated in place):
-                the page's Plotly.react is wrapped to see it; later relayouts at the same size are DOM mutations
-                with nothing new on screen: they count for "settled_ms" in the JSON, not for painted),
+                the plot view's call of Plotly.react (or Plotly.relayout, when only the layout changed) has resolved
+                (explorer.app.plot: the chart is updated in place): the page's Plotly functions are wrapped to see
+                it; Plotly's own later relayouts at the same size are DOM mutations with nothing new on screen: they
+                count for "settled_ms" in the JSON, not for painted),
                 once every event the action started has completed,
                 every plot and image on screen is drawn (the plot views load plotly.js on first use, after a pause)
                 and nothing has changed for --quiet-ms (300 ms). A MutationObserver over the whole document and an
@@ -102,13 +103,18 @@ PAGE_SCRIPT = r"""
   // A plot is painted when the plot view's call of Plotly.react has drawn it (the frame after its promise resolves).
   // Plotly may lay a plot out again afterwards (a responsive resize): DOM mutations with nothing new on screen, so
   // mutations inside a plot count for "settled" only. Plotly arrives as window.Plotly (the plot views load it on
-  // first use); its react is wrapped in place, and the views call window.Plotly.react.
+  // first use); its react and relayout (a layout-only update: the same traces) are wrapped in place, and the views
+  // call window.Plotly.react / .relayout.
   const wrap = P => {
     if (!P || P.__benchWrapped || typeof P.react !== 'function') return;
-    const react = P.react;
-    P.react = function (gd, ...rest) {
+    for (const name of ['react', 'relayout']) wrapOne(P, name);
+    P.__benchWrapped = true;
+  };
+  const wrapOne = (P, name) => {
+    const original = P[name];
+    P[name] = function (gd, ...rest) {
       const called = performance.now();
-      const result = react.call(this, gd, ...rest);
+      const result = original.call(this, gd, ...rest);
       const returned = performance.now();
       Promise.resolve(result).then(() => {
         const view = gd.closest && gd.closest(VIEWS);
@@ -118,7 +124,6 @@ PAGE_SCRIPT = r"""
       });
       return result;
     };
-    P.__benchWrapped = true;
   };
   let plotly = window.Plotly;
   wrap(plotly);

@@ -12,11 +12,15 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
+import io  # noqa: E402
 from contextlib import nullcontext  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from itertools import groupby  # noqa: E402
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+from gradio import processing_utils  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
 
 from . import views  # noqa: E402
 from .plot import PlotView, plotly_js  # noqa: E402
@@ -68,6 +72,21 @@ def reads(view_names) -> tuple[str, ...]:
     fewer is less for Gradio's page to gather and mark busy on every change."""
     wanted = {option for name in view_names for option in views.VIEWS[name].reads}
     return tuple(name for name in OPTION_NAMES if name in wanted)
+
+
+class PictureView(gr.Image):
+    """gr.Image for pictures the app draws (the patch picker, image views): an array is written as a PNG at zlib
+    level 1, not PIL's default 6: for ViT-B/16's 448 x 448 picker 18 ms instead of 91 ms on every patch click, for a
+    file ~15% larger (the same pixels: PNG is lossless)."""
+
+    is_template = True  # the browser side is gr.Image's
+
+    def postprocess(self, value):
+        if isinstance(value, np.ndarray) and self.format == "png":
+            buffer = io.BytesIO()
+            PILImage.fromarray(np.ascontiguousarray(value)).save(buffer, format="PNG", compress_level=1)
+            value = processing_utils.save_bytes_to_cache(buffer.getvalue(), "image.png", cache_dir=self.GRADIO_CACHE)
+        return super().postprocess(value)
 
 
 def _options(selected, *values) -> Options:
@@ -304,7 +323,7 @@ def _view_component(spec: views.View) -> gr.components.Component:
     if spec.kind == "plot":
         return PlotView(label=spec.label, **props)
     if spec.kind == "image":
-        return gr.Image(label=spec.label, interactive=False, buttons=[], **props)
+        return PictureView(label=spec.label, interactive=False, buttons=[], **props)
     raise ValueError(f"View {spec.name} has an unknown kind {spec.kind!r}.")
 
 
@@ -360,7 +379,7 @@ def build_app(server: Server) -> App:
                 c["model"] = gr.Dropdown(choices=server.registry.choices(), value=default_model, label="Model",
                                          info=JFT_NOTE, elem_id="model")
                 c["status"] = gr.Markdown("", elem_id="status")
-                c["picker"] = gr.Image(label="What the model sees, with its patch grid: click a patch",
+                c["picker"] = PictureView(label="What the model sees, with its patch grid: click a patch",
                                        interactive=False, format="png", elem_id="picker", height=360, buttons=[])
                 c["selection"] = gr.Markdown(NO_SELECTION, elem_id="selection")
                 class_token_button = gr.Button("Query the class token", size="sm")
