@@ -48,8 +48,6 @@ function draw() {
     host.classList.add('vit-plot-error');
     return null;
   }
-  const value = props.value;
-  if (value && value.drawn) return null;  // our own note (below): the chart already shows it
   const fig = figure();
   if (!fig) {
     shown = null;
@@ -76,10 +74,6 @@ function draw() {
   for (const key of Object.keys(layout)) now.layout[key] = JSON.stringify(layout[key]);
   const before = shown;
   shown = now;
-  // The figure is handed to Plotly; the component keeps a small note in its place. Gradio's page copies every
-  // mounted component's props each time an event's status changes (pending, complete): with ViT-B/16's step 1 that
-  // was ~1 MB of figure JSON copied several times per event, before it was even sent.
-  props.value = {type: 'plotly', plot: null, drawn: true};
   if (before && before.data === now.data && host.data) {
     // The same traces (a patch click that moves an outline, a new title): only the layout keys that changed, by
     // Plotly.relayout — Plotly.react would redraw every trace (for ViT-B/16's patch grid, 196 number labels: ~100 ms).
