@@ -314,8 +314,9 @@ def test_every_event_is_wired_from_the_view_registry(served):
         assert option in read and [names[id(c)] for c in event.inputs] == ["key", "source"] + read, option
     for step in range(len(views.STEPS)):
         event = events[f"step_{step}"]
-        # its views, and every step's column (its own shown, the others taken off the page)
-        assert [names[id(c)] for c in event.outputs] == ["step"] + views.step_views(step) + ui.STEP_COLUMNS
+        # its views; every control (its own shown, the others taken off the page) and the other steps' views
+        others = [name for name in views.all_views() if views.VIEWS[name].step != step]
+        assert [names[id(c)] for c in event.outputs] == ["step"] + views.step_views(step) + list(views.CONTROLS) + others
         assert [names[id(c)] for c in event.inputs] == ["key", "source"] + list(ui.reads(views.step_views(step)))
     for api_name in ("select_patch", "class_token"):
         outputs = [names[id(c)] for c in events[api_name].outputs]

@@ -184,20 +184,22 @@ class Handlers:
         return [header[name] for name in HEADER_OUTPUTS] + [drawn.get(name, None) for name in views.all_views()]
 
     def show_step(self, step: int):
-        """A tab clicked: draw its views, show its step's column and take the other steps' off the page
-        (STEP_COLUMNS): Gradio's page does work for every mounted component at each event (it copies each one's
-        props whenever an event's status changes), so steps left mounted in hidden tabs made every later event
-        slower (ViT-B/16's class picker alone, 1,000 classes: ~60 ms per event). A step is drawn again, from the
-        cached trace, when its tab is opened."""
+        """A tab clicked: draw its views and show its controls, and take the other steps' views and controls off
+        the page (STEP_TOGGLED): Gradio's page does work for every mounted component at each event (it copies each
+        one's props whenever an event's status changes), so steps left mounted in hidden tabs made every later
+        event slower (~100 ms once every tab had been opened; ViT-B/16's 1,000-class picker alone ~60 ms). A step
+        is drawn again, from the cached trace, when its tab is opened. (Components one by one: a layout block as an
+        output would have Gradio copy every component inside it at each status change.)"""
         names = views.step_views(step)
         options_read = reads(names)
-        columns = [gr.update(visible=number == step) for number in range(len(STEPS))]
+        toggled = [gr.update(visible=_step_of(name) == step) for name in STEP_TOGGLED[step]]
 
         def handler(key, source, *option_values):
             entry = self._entry(key, source)
             if entry is None:
-                return [step] + [gr.skip()] * len(names) + columns
-            return [step] + views.render_views(entry, names, _named_options(options_read, option_values)) + columns
+                return [step] + [gr.update(visible=True)] * len(names) + toggled
+            drawn = views.render_views(entry, names, _named_options(options_read, option_values))
+            return [step] + [gr.update(visible=True, value=value) for value in drawn] + toggled
         return handler
 
     def redraw(self, names: list[str]):
@@ -297,8 +299,15 @@ SELECTED_VIEWS = [name for step in range(len(STEPS)) for name in views.affected(
 # The options a patch click sends (the patch itself comes from the click).
 SELECTED_READS = tuple(name for name in reads(SELECTED_VIEWS) if name != "selected")
 VIEWS_BY_STEP = {name: spec.step for name, spec in views.VIEWS.items()}
-# Each step's content is in a column of its tab; a tab click shows its own and takes the others off the page.
-STEP_COLUMNS = [f"step_column_{number}" for number in range(len(STEPS))]
+def _step_of(name: str) -> int:
+    """The step a view or a control is on."""
+    return VIEWS_BY_STEP[name] if name in VIEWS_BY_STEP else CONTROLS[name].step
+
+
+# For each step, what its tab click shows or takes off the page besides its own views: every control (its own
+# shown, the others hidden) and the other steps' views (Handlers.show_step).
+STEP_TOGGLED = [list(CONTROLS) + [name for name in views.all_views() if VIEWS_BY_STEP[name] != step]
+                for step in range(len(STEPS))]
 
 
 def _elem_id(name: str) -> str:
@@ -393,23 +402,21 @@ def build_app(server: Server) -> App:
                     for number, title in enumerate(STEPS):
                         with gr.Tab(title, id=number, elem_id=f"tab-{number}") as tab:
                             tabs.append(tab)
-                            # The step's content, taken off the page while another step is shown (show_step)
-                            with gr.Column(elem_id=f"step-{number}") as c[STEP_COLUMNS[number]]:
-                                items = [item for item in PAGE if item.step == number]
-                                for row, group in groupby(items, key=lambda item: item.row):
-                                    group = list(group)
-                                    with (gr.Row() if row is not None and len(group) > 1 else nullcontext()):
-                                        for item in group:
-                                            if isinstance(item, Control):
-                                                c[item.name] = _control_component(item)
-                                                if item.name == "indices":
-                                                    random_button = gr.Button("Random", scale=1, elem_id="random-indices")
-                                            else:
-                                                c[item.name] = _view_component(item)
-                                    for item in group:  # under a clickable view's row: the button that undoes clicks
-                                        if isinstance(item, views.View) and item.click is not None:
-                                            clear_buttons[item.name] = gr.Button(
-                                                "Put every patch back", size="sm", elem_id=f"clear-{_elem_id(item.name)}")
+                            items = [item for item in PAGE if item.step == number]
+                            for row, group in groupby(items, key=lambda item: item.row):
+                                group = list(group)
+                                with (gr.Row() if row is not None and len(group) > 1 else nullcontext()):
+                                    for item in group:
+                                        if isinstance(item, Control):
+                                            c[item.name] = _control_component(item)
+                                            if item.name == "indices":
+                                                random_button = gr.Button("Random", scale=1, elem_id="random-indices")
+                                        else:
+                                            c[item.name] = _view_component(item)
+                                for item in group:  # under a clickable view's row: the button that undoes clicks
+                                    if isinstance(item, views.View) and item.click is not None:
+                                        clear_buttons[item.name] = gr.Button(
+                                            "Put every patch back", size="sm", elem_id=f"clear-{_elem_id(item.name)}")
 
         # Hidden components of the /predict API.
         with gr.Row(visible=False):
@@ -443,7 +450,7 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
     examples.load_input_event.then(handlers.analyse, api_visibility="private", **analyse_wiring)
     for number, tab in enumerate(tabs):
         tab.select(handlers.show_step(number), inputs=state + read_by(views.step_views(number)),
-                   outputs=[c["step"]] + [c[n] for n in views.step_views(number) + STEP_COLUMNS],
+                   outputs=[c["step"]] + [c[n] for n in views.step_views(number) + STEP_TOGGLED[number]],
                    api_name=f"step_{number}", api_visibility="undocumented")
     selected_outputs = [c["selected"], c["picker"], c["selection"]] + [c[n] for n in SELECTED_VIEWS]
     selected_inputs = state + [c["step"]] + [c[name] for name in SELECTED_READS]
