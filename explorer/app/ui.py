@@ -89,11 +89,6 @@ class PictureView(gr.Image):
         return super().postprocess(value)
 
 
-def _options(selected, *values) -> Options:
-    """Options from every option input (Options' field order): see _named_options."""
-    return _named_options(OPTION_NAMES, (selected,) + values)
-
-
 def _named_options(names, values) -> Options:
     """Options from the named option inputs, each converted to its field's type; an option not given, or an empty
     one for a number, keeps the default. Derived from Options, so a new control needs nothing here."""
@@ -136,7 +131,8 @@ class Handlers:
     def analyse(self, image, model, step, model_in_use, *option_values, progress=gr.Progress(track_tqdm=True),
                 status=""):
         """Upload or model change: run the model once (unless cached) and draw the visible step."""
-        options = _options(None, *option_values[1:]).replace(dropped=())  # a new image: every patch back
+        # a new image: no patch selected, every patch back
+        options = _named_options(OPTION_NAMES[1:], option_values[1:]).replace(dropped=())
         registry = self.server.registry
         try:
             spec = registry.resolve(model or self.default_model)
