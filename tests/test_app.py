@@ -221,9 +221,8 @@ def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(serv
     selected, picker, selection = outputs[:3]
     assert selected == 4 * 7 + 2 and "patch 30" in selection and picker.shape == (448, 448, 3)
     drawn = dict(zip(ui.SELECTED_VIEWS, outputs[3:]))
-    skip = {"__type__": "update"}  # gr.skip(): the hidden steps keep what they show until their tab is opened
-    for name, value in drawn.items():
-        assert (value != skip) == name.startswith("eq2."), name
+    for name, value in drawn.items():  # the hidden steps' views are emptied: their tab draws them when opened
+        assert (value is not None) == name.startswith("eq2."), name
     assert "query patch 30" in drawn["eq2.text"]
     assert app.server.runs == runs
 

@@ -12,6 +12,7 @@ Gradio from its file route; nothing is fetched from the internet.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import gradio as gr
 
 
+@functools.cache  # Gradio makes a new PlotView for every gr.update of one
 def plotly_js() -> Path:
     """plotly.min.js of the installed plotly package, found without importing plotly (start-up does not need it)."""
     spec = importlib.util.find_spec("plotly")
