@@ -325,3 +325,25 @@ def test_every_event_is_wired_from_the_view_registry(served):
     assert analyse == list(ui.HEADER_OUTPUTS) + views.all_views()
     # Every view is on the page once, in its step's tab, in registry order.
     assert all(name in app.components for name in views.VIEWS)
+
+
+def test_pictures_travel_as_png_when_drawn_and_as_jpeg_when_photographs(tmp_path):
+    """PictureView: a drawing (few colours) keeps every pixel (PNG); a photograph (the cat, enlarged like ViT-B/16's
+    picker) becomes a JPEG a fraction of the PNG's size that decodes to nearly the same pixels."""
+    from PIL import Image
+
+    view = ui.PictureView(format="png", interactive=False)
+    view.GRADIO_CACHE = str(tmp_path)
+    drawing = np.zeros((448, 448, 3), np.uint8)
+    drawing[::32] = 255  # a grid of white lines
+    drawing[64:96, 64:68] = (255, 40, 40)  # an outline's edge
+    photo = np.asarray(Image.open(ASSETS / "cat_chelsea.jpg").convert("RGB").resize((448, 448)))
+    sent = {}
+    for name, picture in (("drawing", drawing), ("photo", photo)):
+        path = Path(view.postprocess(picture).path)
+        sent[name] = (path.suffix, path.stat().st_size, np.asarray(Image.open(path).convert("RGB")).astype(int))
+    assert sent["drawing"][0] == ".png" and np.array_equal(sent["drawing"][2], drawing)
+    assert sent["photo"][0] == ".jpg"
+    assert np.abs(sent["photo"][2] - photo).mean() < 2.0  # quality 92, no chroma subsampling
+    lossless = len(zlib.compress(photo.tobytes(), 1))  # what a PNG at level 1 costs at least (its deflate stream)
+    assert sent["photo"][1] < lossless / 2
