@@ -112,16 +112,15 @@ def cell_of(trace, x: float, y: float) -> tuple[int, int]:
     return math.floor((y - (y0 - dy / 2)) / dy), math.floor((x - (x0 - dx / 2)) / dx)
 
 
-def rectangles(trace) -> list[tuple[float, float, float, float]]:
-    """The (x0, x1, y0, y1) of every closed outline in a NaN-separated polyline trace."""
-    xs, ys = np.asarray(trace.x, dtype=float), np.asarray(trace.y, dtype=float)
-    breaks = np.flatnonzero(np.isnan(xs))
-    out, start = [], 0
-    for stop in list(breaks) + [len(xs)]:
-        if stop > start:
-            px, py = xs[start:stop], ys[start:stop]
-            out.append((px.min(), px.max(), py.min(), py.max()))
-        start = stop + 1
+def rectangles(shape) -> list[tuple[float, float, float, float]]:
+    """The (x0, x1, y0, y1) of every closed sub-path ("M x,y H x V y H x Z") of a path shape."""
+    out = []
+    for part in shape.path.split("Z"):
+        numbers = [float(v) for v in re.findall(r"-?[\d.]+(?:e-?\d+)?", part)]
+        if numbers:
+            x, y, x1, y1, x_back = numbers
+            assert x_back == x
+            out.append((min(x, x1), max(x, x1), min(y, y1), max(y, y1)))
     return out
 
 
@@ -449,7 +448,8 @@ def test_attention_heads_tiles_are_heads_and_query_is_outlined(size):
         np.testing.assert_array_equal(tile(z, meta, k), maps[k])
         assert (tile(custom[..., 0], meta, k) == k + 1).all()
         np.testing.assert_array_equal(tile(custom[..., 1], meta, k), np.arange(gh * gw).reshape(gh, gw))
-    outline, labels = traces(fig, "scatter")
+    (labels,) = traces(fig, "scatter")
+    (outline,) = fig.layout.shapes  # one path: the query in every tile
     boxes = rectangles(outline)
     assert len(boxes) == h
     (th, tw), (gy, gx), per_row = meta["tile"], meta["gap"], meta["per_row"]
@@ -469,7 +469,7 @@ def test_attention_heads_tiles_are_heads_and_query_is_outlined(size):
 def test_attention_heads_class_token_query_has_no_outline():
     maps = softmax(rng().normal(size=(4, 9))).reshape(4, 3, 3)
     fig = checked(render.attention_heads(np.zeros((24, 24, 3)), maps, None, "layer 1"))
-    assert len(traces(fig, "scatter")) == 1  # labels only
+    assert len(traces(fig, "scatter")) == 1 and not fig.layout.shapes  # labels only
     assert "class token" in fig.layout.title.text
 
 
@@ -535,8 +535,13 @@ def test_attention_overview_cell_layer_l_head_k_is_maps_l_k(size):
         assert custom.shape == (L, h, 2) and (custom[..., 0] == np.arange(1, L + 1)[:, None]).all()
         assert (custom[..., 1] == np.arange(1, h + 1)[None, :]).all()
         assert (hover.x0, hover.dx, hover.y0, hover.dy) == ((tw - 1) / 2, tw + 1, (th - 1) / 2, th + 1)
-    (outline,) = [t for t in traces(fig, "scatter") if t.mode == "lines"]
-    assert len(rectangles(outline)) == L * h
+    (outline,) = fig.layout.shapes  # the query (patch 1: row 0, column 1) in every tile
+    boxes = rectangles(outline)
+    assert len(boxes) == L * h
+    for k, (x0, x1, y0, y1) in enumerate(boxes):
+        a, b = divmod(k, h)
+        assert (x0, x1) == (b * (tw + 1) + 1 - 0.5, b * (tw + 1) + 1 + 0.5)
+        assert (y0, y1) == (a * (th + 1) - 0.5, a * (th + 1) + 0.5)
     assert list(fig.layout.xaxis.ticktext)[0] == "1" and list(fig.layout.yaxis.ticktext)[-1] == str(L)
 
 
