@@ -138,9 +138,11 @@ def _palette(colourscale: str, levels: int = _COLOUR_LEVELS) -> tuple[int, ...]:
 
 
 def _heatmap_picture(z: np.ndarray, colourscale: str, zmin: float, zmax: float, x0: float = 0.0, dx: float = 1.0,
-                     y0: float = 0.0, dy: float = 1.0, hovertemplate: str | None = None) -> list:
+                     y0: float = 0.0, dy: float = 1.0, hovertemplate: str | None = None,
+                     colourbar_title: str | None = None) -> list:
     """A heat map sent as a picture: one pixel per cell in _COLOUR_LEVELS colours of `colourscale` over [zmin, zmax]
-    (a palette PNG: one byte per cell before compression), and an empty marker trace that carries the colour bar.
+    (a palette PNG: one byte per cell before compression), and an empty marker trace that carries the colour bar
+    (titled `colourbar_title`).
     Cell (i, j) is centred on (x0 + j dx, y0 + i dy), as in a Heatmap with the same x0, dx, y0, dy."""
     codes = _colour_levels(np.asarray(z, dtype=np.float32), zmin, zmax)  # (rows, columns)
     picture = Image.fromarray(codes, mode="P")
@@ -152,7 +154,8 @@ def _heatmap_picture(z: np.ndarray, colourscale: str, zmin: float, zmax: float, 
                      **(dict(hovertemplate=hovertemplate) if hovertemplate else dict(hoverinfo="skip")))
     scale = go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
                        marker=dict(colorscale=colourscale, cmin=zmin, cmax=zmax, color=[zmin], showscale=True,
-                                   colorbar=dict(thickness=10)))
+                                   colorbar=dict(thickness=10, **(dict(title=dict(text=colourbar_title, side="right"))
+                                                                  if colourbar_title else {}))))
     return [image, scale]
 
 
@@ -536,8 +539,7 @@ def position_similarity(similarity, selected: int | None = None) -> go.Figure:
     z = _mosaic(tiles, C, (gap, gap))  # (R (gh + 1) - 1, C (gw + 1) - 1)
     picture = z.size > _MAX_HOVER_CELLS  # ViT-B/16: 196 tiles of 14 x 14; the values: the selected patch's tile
     if picture:
-        traces = _heatmap_picture(z, SIMILARITY_COLOURS, -1.0, 1.0)
-        traces[1].marker.colorbar.title = dict(text="cosine similarity", side="right")
+        traces = _heatmap_picture(z, SIMILARITY_COLOURS, -1.0, 1.0, colourbar_title="cosine similarity")
     else:
         source = (shown_rows[:, None] * gw + shown_cols[None, :]).reshape(R * C)  # patch index of each tile
         custom = np.empty((R * C, gh, gw, 2), dtype=np.int16)
@@ -792,8 +794,7 @@ def attention_overview(maps, query: int | None) -> go.Figure:
     block = f" (pooled {factor}×{factor})" if factor > 1 else ""
     picture = z.size > _MAX_HOVER_CELLS  # ViT-B/16: 144 tiles of 14 x 14; the values: eq2.heads, layer by layer
     if picture:
-        traces = _heatmap_picture(z, ATTENTION_COLOURS, 0.0, top_value)
-        traces[1].marker.colorbar.title = dict(text="attention", side="right")
+        traces = _heatmap_picture(z, ATTENTION_COLOURS, 0.0, top_value, colourbar_title="attention")
         # hover: one transparent cell over each tile, naming its layer and head
         tile_index = np.arange(L * h).reshape(L, h)  # (L, h)
         traces.append(go.Heatmap(

@@ -185,7 +185,7 @@ class Handlers:
         visible = views.step_views(int(step or 0))
         drawn = dict(zip(visible, views.render_views(entry, visible, options)))
         self.server.prefetch_untrained(entry)
-        return [header[name] for name in HEADER_OUTPUTS] + [drawn.get(name, None) for name in views.all_views()]
+        return [header[name] for name in HEADER_OUTPUTS] + [drawn.get(name, HIDDEN) for name in views.all_views()]
 
     def show_step(self, step: int):
         """A tab clicked: draw its views and show its controls, and take the other steps' views and controls off
