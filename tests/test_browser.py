@@ -222,6 +222,55 @@ def test_eq4_shows_the_prediction_of_a_direct_forward(session, stats):
     shoot(page, "07_eq4")
 
 
+def charts_alive(page) -> dict:
+    """Every plot view's chart the page still holds, attached or not (found through the DevTools protocol, which sees
+    detached elements too), and the window's resize listeners."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("HeapProfiler.collectGarbage")
+        prototype = cdp.send("Runtime.evaluate", {"expression": "HTMLDivElement.prototype"})["result"]["objectId"]
+        divs = cdp.send("Runtime.queryObjects", {"prototypeObjectId": prototype})["objects"]["objectId"]
+        charts = cdp.send("Runtime.callFunctionOn", {"objectId": divs, "returnByValue": True, "functionDeclaration": (
+            "function () { const c = this.filter(d => d.classList.contains('vit-plot') && d.data);"
+            " return {attached: c.filter(d => d.isConnected).length, detached: c.filter(d => !d.isConnected).length}; }"
+        )})["result"]["value"]
+        listeners = cdp.send("Runtime.evaluate", {"expression": "(getEventListeners(window).resize || []).length",
+                                                  "includeCommandLineAPI": True, "returnByValue": True})
+        return dict(charts, resize_listeners=listeners["result"]["value"])
+    finally:
+        cdp.detach()
+
+
+def test_charts_of_steps_left_are_freed_and_charts_follow_the_window(session):
+    """A tab switch takes the other steps' views off the page; their charts must go with them (Plotly's `responsive`
+    option kept every one alive through a window listener: ~20 charts and 5 MB more per round of tabs), and the
+    charts shown still follow the window's width."""
+    page = session.page
+    open_tab(page, 2)
+    before = charts_alive(page)
+    for _ in range(3):
+        for tab in (1, 2, 3, 2):
+            open_tab(page, tab)
+    after = charts_alive(page)
+    assert after["attached"] == plots_in(2) and after["detached"] == 0, after
+    assert after["resize_listeners"] <= before["resize_listeners"], (before, after)
+
+    def widths():
+        return [round(p["width"]) for p in visible_plots(page, 2)]
+
+    wide = widths()
+    page.set_viewport_size({"width": 900, "height": 1000})
+    try:
+        page.wait_for_function(f"() => Array.from(document.querySelectorAll('#tab-2 .js-plotly-plot'))"
+                               f".every(e => e.getBoundingClientRect().width < {min(wide)})")
+        narrow = widths()
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+    assert all(n < w for n, w in zip(narrow, wide)), (wide, narrow)
+    page.wait_for_function(f"() => Array.from(document.querySelectorAll('#tab-2 .js-plotly-plot'))"
+                           f".every(e => e.getBoundingClientRect().width >= {min(wide) - 1})")
+
+
 def click_patch(page, selector: str, row: int, col: int, rows: int = 7, cols: int = 7) -> None:
     """Click the centre of patch (row, col) of the image in `selector` (object-fit: contain, centred)."""
     page.locator(selector).scroll_into_view_if_needed()

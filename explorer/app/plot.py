@@ -70,7 +70,9 @@ function draw() {
       layout[key].ticklabeloverflow = 'allow';
     }
   }
-  const config = Object.assign({}, fig.config || {}, {responsive: true});
+  // Not Plotly's `responsive`: that adds a window listener per chart which is never removed, so every chart a tab
+  // switch took off the page stayed alive (and was resized on every window resize); `resized` below instead.
+  const config = Object.assign({}, fig.config || {}, {responsive: false});
   const data = fig.data || [];
   const now = {data: JSON.stringify(data), layout: {}};
   for (const key of Object.keys(layout)) now.layout[key] = JSON.stringify(layout[key]);
@@ -88,12 +90,32 @@ function draw() {
 }
 // One draw at a time; values that arrive meanwhile are coalesced into one more draw of the newest.
 function request() {
+  if (!host.isConnected) return;  // a view taken off the page draws nothing
   if (drawing) { again = true; return; }
   drawing = Promise.resolve().then(draw).catch(error => console.error('plot view:', error)).finally(() => {
     drawing = null;
     if (again) { again = false; request(); }
   });
 }
+// The chart follows its box's width (Plotly's own `responsive` is off, see draw()).
+let width = null;
+const resized = new ResizeObserver(() => {
+  const now = host.clientWidth;
+  if (width !== null && now !== width && host.data && !drawing) window.Plotly.Plots.resize(host);
+  width = now;
+});
+resized.observe(host);
+// Charts of views that a tab switch took off the page are freed when the next view is put on it: Gradio keeps the
+// detached elements (and this script's closure) alive, and with them each chart's data and SVG (~0.3 MB a chart).
+const live = window.__vitPlots = window.__vitPlots || new Map();
+for (const [other, observer] of live) {
+  if (!other.isConnected) {
+    observer.disconnect();
+    if (window.Plotly) window.Plotly.purge(other);
+    live.delete(other);
+  }
+}
+live.set(host, resized);
 request();
 watch('value', request);
 """
