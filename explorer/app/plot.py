@@ -101,7 +101,10 @@ function request() {
 let width = null;
 const resized = new ResizeObserver(() => {
   const now = host.clientWidth;
-  if (width !== null && now !== width && host.data && !drawing) window.Plotly.Plots.resize(host);
+  if (width !== null && now !== width) {
+    const resize = () => host.data && window.Plotly.Plots.resize(host);
+    if (drawing) drawing.then(resize); else resize();  // after a draw that may have read the old width
+  }
   width = now;
 });
 resized.observe(host);
