@@ -7,7 +7,6 @@
 - principal components of the patch-embedding filters (Fig. 7 left)
 - the "logit lens": the class token after each layer through the final LN and head
 - token norms of the residual stream
-- the ranking of the classes (one tie order for every list of top classes)
 """
 from __future__ import annotations
 
@@ -16,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .common import HEAD_FUSIONS, ranking
 from .trace import Trace
 
-HEAD_FUSIONS = ("mean", "max", "min")
 
 
 def patch_index(row: int, col: int, grid: tuple[int, int]) -> int:
@@ -190,20 +189,6 @@ def token_norms(trace: Trace) -> dict[str, np.ndarray]:
     }
 
 
-def ranking(probabilities, k: int) -> np.ndarray:
-    """Indices of the k most probable classes, most probable first. Ties keep class order (a random-init head gives
-    every class the same probability): /predict, the chart and the table list the same classes in the same order."""
-    probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1)  # (K,)
-    k = max(1, min(int(k), probabilities.size))
-    return np.argsort(-probabilities, kind="stable")[:k]  # (k,)
-
-
-def equally_likely(probabilities) -> bool:
-    """All K classes have the same probability 1/K (up to float32 rounding): the head says nothing."""
-    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)  # (K,)
-    return probabilities.size > 1 and float(np.ptp(probabilities)) <= 1e-6 / probabilities.size
-
-
 def _attention_distance(attention: torch.Tensor, distances: torch.Tensor, renormalise: bool) -> torch.Tensor:
     """mean_attention_distance of one layer: A_l (h, T, T) and the patch distances (N, N) -> (h,), float64."""
     patches = attention[:, 1:, 1:].to(torch.float64, copy=True)  # a copy, changed in place below: (h, N, N)
@@ -224,24 +209,3 @@ def fused_attentions_and_distance(trace: Trace, head_fusion: str = "mean",
         fused.append(fuse_heads(attention, head_fusion))  # (T, T)
         distance.append(_attention_distance(attention, distances, renormalise))  # (h,)
     return torch.stack(fused), torch.stack(distance).float().numpy()  # (L, T, T), (L, h)
-
-
-# Explanations beyond attention (class-specific, tested for faithfulness) and the model at another resolution
-# (Sec. 3.2) live in explorer.explain; they are part of this module's API.
-from .explain import (  # noqa: E402
-    Curve,
-    Faithfulness,
-    at_resolution,
-    default_steps,
-    deletion_curve,
-    drop_patches,
-    explanation_maps,
-    faithfulness,
-    grad_cam,
-    insertion_curve,
-    interpolate_position_embedding,
-    keep_patches,
-    last_layer_attention,
-    patch_order,
-    relevance,
-)

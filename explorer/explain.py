@@ -47,7 +47,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .analysis import rollout_map
 from .model import ViT
+from .trace import trace
 
 # Tokens per batched forward of the curves: bounds memory, large enough that short sequences share a forward.
 _TOKENS_PER_FORWARD = 8192
@@ -171,8 +173,6 @@ def grad_cam(model: ViT, x: torch.Tensor, target=None, layer: int = -1) -> np.nd
 
 def last_layer_attention(model: ViT, x: torch.Tensor) -> np.ndarray:
     """The raw attention of the class token to each patch in layer L, mean over heads: (1, C, H, W) -> (rows, cols)."""
-    from .trace import trace
-
     attention = trace(model, _one_image(model, x)).attention(model.config.depth)  # (h, T, T)
     return attention[:, 0, 1:].mean(dim=0).reshape(model.config.grid).numpy()  # (h, N) -> (rows, cols)
 
@@ -337,9 +337,6 @@ def insertion_curve(model: ViT, x: torch.Tensor, order, target: int | None = Non
 
 def explanation_maps(model: ViT, x: torch.Tensor, target: int | None = None) -> dict[str, np.ndarray]:
     """rollout, relevance, grad_cam and the last layer's attention for one image (1, C, H, W): name -> (rows, cols)."""
-    from .analysis import rollout_map  # explorer.analysis re-exports this module
-    from .trace import trace
-
     x = _one_image(model, x)
     return {
         "rollout": rollout_map(trace(model, x)),

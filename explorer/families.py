@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import CONFIGS, ViTConfig
+from .common import reason
 from .deferred import deferred
 from .images import _INTERPOLATIONS, Preprocessing
 from .weights import PRETRAINED, ModelBundle, WeightsUnavailable, load_checkpoint, offline
@@ -592,22 +593,18 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as error:
-        raise WeightsUnavailable(f"{path} is not valid JSON ({_reason(error)}); save the model again.") from None
+        raise WeightsUnavailable(f"{path} is not valid JSON ({reason(error)}); save the model again.") from None
     if not isinstance(data, dict):
         raise WeightsUnavailable(f"{path} does not hold a JSON object; save the model again.")
     return data
 
-
-def _reason(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0].rstrip(".") if lines else "") or type(error).__name__
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return safetensors_torch.load_file(str(path), device="cpu")
     except Exception as error:  # safetensors raises its own error type for a damaged header
-        raise WeightsUnavailable(f"{path} is not a readable safetensors file ({_reason(error)}); save the model "
+        raise WeightsUnavailable(f"{path} is not a readable safetensors file ({reason(error)}); save the model "
                                  f"again.") from None
 
 
@@ -730,7 +727,7 @@ def _load_timm_folder(folder: Path, hf_config: dict, hub_id: str | None, where: 
             skeleton = timm.create_model(f"local-dir:{folder}", pretrained=False)
     except Exception as error:  # an unknown architecture, arguments it does not take, ...
         raise UnsupportedModel(f"timm can't build {architecture!r} from {folder / 'config.json'} "
-                               f"({_reason(error)}), so the explorer can't read it.") from None
+                               f"({reason(error)}), so the explorer can't read it.") from None
     config = config_from_timm_model(skeleton)
     state_dict = _read_weights(folder)
     zero = frozenset(ours for ours, ((theirs,),) in _timm_key_table(config.depth).items()
@@ -854,7 +851,7 @@ def _safetensors_damage(path: Path) -> str | None:
         with safe_open(str(path), framework="pt"):  # the header, and a size that covers every tensor it lists
             pass
     except Exception as error:  # safetensors raises its own error type for a damaged header or a short file
-        return _reason(error)
+        return reason(error)
     blob = path.resolve()
     stat = blob.stat()
     key = (str(blob), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
@@ -899,13 +896,13 @@ def _hub_file(repo_id: str, filename: str, force_download: bool = False) -> Path
                                  f"Hugging Face cache {cache}: {by_hand}.") from None
     except errors.LocalEntryNotFoundError as error:  # before the next: in older versions also an EntryNotFoundError
         cause = error.__cause__ or error.__context__ or error
-        raise WeightsUnavailable(f"Could not download {filename} of {repo_id} ({_reason(cause)}) and it is not in the "
+        raise WeightsUnavailable(f"Could not download {filename} of {repo_id} ({reason(cause)}) and it is not in the "
                                  f"Hugging Face cache {cache}; with no network, {by_hand}.") from None
     except (getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError), errors.RevisionNotFoundError):
         raise _MissingOnHub(filename) from None
     except (errors.HfHubHTTPError, OSError) as error:
         cause = error.__cause__ or error.__context__ or error
-        raise WeightsUnavailable(f"Could not download {filename} of {repo_id} ({_reason(cause)}) and it is not in the "
+        raise WeightsUnavailable(f"Could not download {filename} of {repo_id} ({reason(cause)}) and it is not in the "
                                  f"Hugging Face cache {cache}; with no network, {by_hand}.") from None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .common import reason
 from .deferred import deferred
 
 torch = deferred("torch")  # imported when first used (explorer/deferred.py)
@@ -79,7 +80,7 @@ def _upright_rgb(image: Image.Image, notes: list[str], subject: str = "The image
     except ImageError:
         raise
     except Exception as error:  # decoding a user's file: PIL raises OSError, SyntaxError, struct.error, ...
-        raise ImageError(f"{subject} is damaged or incomplete ({_reason(error)}); upload a complete file.") from None
+        raise ImageError(f"{subject} is damaged or incomplete ({reason(error)}); upload a complete file.") from None
     if orientation not in (None, 1):
         notes.append("The photo's EXIF orientation was applied, so it is shown upright.")
     image = rgb
@@ -123,16 +124,13 @@ def _open_file(source) -> Image.Image:
             f"{subject} is not an image this app can read{hint}; upload a JPEG, PNG, WebP, GIF or BMP image."
         ) from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{subject} could not be read as an image ({_reason(error)}); upload a JPEG or PNG.") from None
+        raise ImageError(f"{subject} could not be read as an image ({reason(error)}); upload a JPEG or PNG.") from None
 
 
 def _read_head(path: Path, size: int = 1024) -> bytes:
     with path.open("rb") as file:
         return file.read(size)
 
-
-def _reason(error: Exception) -> str:
-    return str(error).split("\n")[0].rstrip(".") or type(error).__name__
 
 
 def _exif_orientation(image: Image.Image):

@@ -32,7 +32,7 @@ import plotly.colors
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from .analysis import equally_likely, ranking
+from .common import equally_likely, ranking
 from PIL import Image
 
 ATTENTION_COLOURS = "Inferno"

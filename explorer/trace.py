@@ -46,6 +46,7 @@ from typing import Sequence
 
 import torch
 
+from .common import ranking
 from .config import ViTConfig
 from .model import ViT, attention_weights
 
@@ -193,8 +194,7 @@ class Trace:
         return torch.stack([self[f"blocks.{l}.z_mid"] for l in range(1, self.depth + 1)])
 
     def top_k(self, k: int = 5) -> list[tuple[str, float]]:
-        """The k most probable classes as (name, probability), by analysis.ranking (ties in class order)."""
-        from .analysis import ranking  # analysis imports this module
+        """The k most probable classes as (name, probability), by common.ranking (ties in class order)."""
 
         probabilities = self.probabilities.numpy()  # (K,)
         names = self.class_names or [str(i) for i in range(probabilities.size)]

@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 from .config import CONFIGS, ViTConfig
+from .common import reason
 from .deferred import deferred
 from .images import Preprocessing
 
@@ -324,14 +325,14 @@ def _download_weights(weights, path: Path, progress: bool, damage: str | None) -
         os.replace(partial, path)  # atomic: the final name only ever holds a complete, checked file
         return state_dict
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, _Damaged) as error:
-        reason = f"the file that arrived is damaged: {error}" if isinstance(error, _Damaged) else _reason(error)
+        why = f"the file that arrived is damaged: {error}" if isinstance(error, _Damaged) else reason(error)
         if damage:
             raise WeightsUnavailable(
                 f"The cached file {path} was damaged ({damage}), so it was deleted, and downloading it again from "
-                f"{url} failed ({reason}); with no network, put the file from {weights.url} there."
+                f"{url} failed ({why}); with no network, put the file from {weights.url} there."
             ) from None
         raise WeightsUnavailable(
-            f"Could not download {url} ({reason}); with no network, put the file from {weights.url} at {path}."
+            f"Could not download {url} ({why}); with no network, put the file from {weights.url} at {path}."
         ) from None
     finally:
         partial.unlink(missing_ok=True)
@@ -389,7 +390,7 @@ def _read_torchvision_file(path: Path) -> dict[str, torch.Tensor]:
                         while data.read(1 << 24):
                             pass
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-            raise _Damaged(f"its bytes have changed: {_reason(error)}") from None
+            raise _Damaged(f"its bytes have changed: {reason(error)}") from None
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses pickled code: a refusal is an error here, never a call
@@ -399,7 +400,7 @@ def _read_torchvision_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         config_from_torchvision(state_dict, heads=1)  # the keys of a torchvision ViT; heads are not in the file
     except ValueError as error:
-        raise _Damaged(f"it holds no torchvision ViT, {_reason(error)}") from None
+        raise _Damaged(f"it holds no torchvision ViT, {reason(error)}") from None
     return state_dict
 
 
@@ -453,14 +454,6 @@ def _lock_file(lock_path: Path) -> int | None:
             raise
         os.close(descriptor)
 
-
-def _reason(error: BaseException) -> str:
-    """The first line of an error's reason, without a final full stop, never empty."""
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}".strip()
-    reason = getattr(error, "reason", None) or error
-    lines = str(reason).strip().splitlines()
-    return (lines[0].rstrip(".") if lines else "") or type(error).__name__
 
 
 def load_pretrained(name: str = "ViT-B/16", variant: str = "DEFAULT", progress: bool = True) -> ModelBundle:
@@ -552,7 +545,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict:
     try:
         info = json.loads(json_path.read_text())
     except (ValueError, UnicodeDecodeError) as error:
-        raise WeightsUnavailable(f"{json_path} is not valid JSON ({_reason(error)}); save the checkpoint again.") from None
+        raise WeightsUnavailable(f"{json_path} is not valid JSON ({reason(error)}); save the checkpoint again.") from None
     if not isinstance(info, dict) or info.get("format") != CHECKPOINT_FORMAT:
         found = info.get("format") if isinstance(info, dict) else None
         raise WeightsUnavailable(f"{json_path} is not a ViT Explorer checkpoint (format {found!r}).")
@@ -592,11 +585,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         preprocessing = Preprocessing.from_dict(info["preprocessing"])
         class_names = list(info["class_names"])
     except (KeyError, TypeError, ValueError) as error:
-        raise WeightsUnavailable(f"{_with(stem, '.json')} is incomplete ({_reason(error)}); save the checkpoint again.") from None
+        raise WeightsUnavailable(f"{_with(stem, '.json')} is incomplete ({reason(error)}); save the checkpoint again.") from None
     try:
         tensors = safetensors_torch.load_file(str(weights_path), device="cpu")
     except Exception as error:  # safetensors raises its own error type for a damaged header
-        raise WeightsUnavailable(f"{weights_path} is not a readable safetensors file ({_reason(error)}); save the checkpoint again.") from None
+        raise WeightsUnavailable(f"{weights_path} is not a readable safetensors file ({reason(error)}); save the checkpoint again.") from None
     from .model import ViT
 
     with torch.device("meta"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import explorer
-from explorer import analysis
+from explorer import analysis, common
 from explorer.config import ViTConfig
 from explorer.trace import Trace
 
@@ -44,7 +44,7 @@ def test_rollout_of_identity_attention_is_identity():
 def test_rollout_rows_sum_to_one_and_fusions_differ():
     torch.manual_seed(0)
     A = torch.rand(SMALL.depth, SMALL.heads, SMALL.seq_len, SMALL.seq_len).softmax(-1)
-    for fusion in analysis.HEAD_FUSIONS:
+    for fusion in common.HEAD_FUSIONS:
         for discard in (0.0, 0.5, 0.9):
             R = analysis.attention_rollout(A, fusion, discard)
             torch.testing.assert_close(R.sum(-1), torch.ones(SMALL.seq_len))

@@ -288,7 +288,7 @@ def test_why_this_class_explains_drops_patches_and_reads_a_larger_image(session,
     import torch
 
     from app_server import standin_model, standin_preprocessing
-    from explorer import analysis
+    from explorer import explain
     from explorer.images import open_image
 
     page = session.page
@@ -308,7 +308,7 @@ def test_why_this_class_explains_drops_patches_and_reads_a_larger_image(session,
                           " return [Array.from(p.data[1].customdata), Array.from(p.data[1].text)]; }")
     with torch.no_grad():
         x = standin_preprocessing()(open_image(PHOTO).image)  # (1, 1, 28, 28)
-        shorter = analysis.drop_patches(standin_model(), x, [24]).softmax(-1)[0].numpy()  # (K,)
+        shorter = explain.drop_patches(standin_model(), x, [24]).softmax(-1)[0].numpy()  # (K,)
     for name, text in zip(*shown):
         assert text == f"{100 * shorter[FASHION_MNIST_CLASSES.index(name)]:.1f}%", (name, text)
     after = stats()

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from explorer import analysis, render
+from explorer import analysis, common, render
 
 # --------------------------------------------------------------------------------------------------------------------
 # sizes and helpers
@@ -659,11 +659,11 @@ def test_top_k_orders_ties_by_class_and_says_when_all_are_equal():
     equal = np.full(7, 1 / 7, dtype=np.float32)
     fig = render.top_k(equal, names, k=5)
     assert list(fig.layout.yaxis.ticktext) == names[:5] and "all classes equally likely" in fig.layout.title.text
-    assert analysis.ranking(equal, 5).tolist() == [0, 1, 2, 3, 4] and analysis.equally_likely(equal)
+    assert common.ranking(equal, 5).tolist() == [0, 1, 2, 3, 4] and common.equally_likely(equal)
     some_ties = np.array([0.1, 0.3, 0.1, 0.3, 0.2], dtype=np.float32)
-    assert analysis.ranking(some_ties, 5).tolist() == [1, 3, 4, 0, 2]
+    assert common.ranking(some_ties, 5).tolist() == [1, 3, 4, 0, 2]
     fig = render.top_k(some_ties, names[:5], k=5)
-    assert "equally" not in fig.layout.title.text and not analysis.equally_likely(some_ties)
+    assert "equally" not in fig.layout.title.text and not common.equally_likely(some_ties)
 
 
 def test_top_k_keeps_duplicate_class_names_and_small_k():
@@ -744,9 +744,9 @@ def b16_cases():
 def test_every_renderer_is_covered_by_the_speed_test():
     public = {name for name in dir(render) if not name.startswith("_") and callable(getattr(render, name))
               and getattr(getattr(render, name), "__module__", "") == render.__name__}
-    # Renderers return a figure; the ranking they use is explorer.analysis's (one tie order for chart, table, API).
+    # Renderers return a figure; the ranking they use is explorer.common's (one tie order for chart, table, API).
     figures = {name for name in public if getattr(render, name).__annotations__.get("return") in ("go.Figure", go.Figure)}
-    assert public - figures == set() and render.ranking is analysis.ranking
+    assert public - figures == set() and render.ranking is common.ranking
     assert figures == set(b16_cases())
 
 

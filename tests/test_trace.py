@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer import CONFIGS, ViT, ViTConfig
+from explorer import CONFIGS, ViT, ViTConfig, common
 from explorer.trace import trace
 
 # Not `import explorer.trace as ...`: the package rebinds explorer.trace to the function of that name.
@@ -317,7 +317,7 @@ def test_on_demand_attention_equals_the_stored_attention(name, fused):
     # The analyses drawn from A give the same numbers.
     close = np.testing.assert_array_equal if not fused else (
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6))
-    for fusion in analysis.HEAD_FUSIONS:
+    for fusion in common.HEAD_FUSIONS:
         close(analysis.fused_attentions(on_demand, fusion).numpy(), analysis.fused_attentions(full, fusion).numpy())
         close(analysis.rollout_map(on_demand, fusion, 0.3), analysis.rollout_map(full, fusion, 0.3))
     for renormalise in (True, False):
@@ -337,7 +337,7 @@ def test_layer_by_layer_analyses_equal_the_formulas_over_all_layers_at_once():
 
     model, x, _, full = traced_pair(ON_DEMAND_CONFIGS["T=145"], True)
     A = full.attentions()  # (L, h, T, T)
-    for fusion in analysis.HEAD_FUSIONS:
+    for fusion in common.HEAD_FUSIONS:
         assert torch.equal(analysis.fused_attentions(full, fusion), analysis.fuse_heads(A, fusion))
     distances = analysis.patch_distances(full.grid, full.config.patch_size)  # (N, N)
     patches = A[:, :, 1:, 1:].double()

@@ -575,23 +575,23 @@ def bench_analysis(record: Recorder, subject: Subject, entry) -> None:
 def bench_explain(record: Recorder, model, entry) -> None:
     """explorer.explain on the traced image: relevance and Grad-CAM (one forward + one backward each), and deletion
     curves over every patch and at the app's resolution (batched shortened sequences). Slow rows run fewer times."""
-    from .. import analysis
+    from .. import analysis, explain
 
     x = entry.trace["input.pixels"].unsqueeze(0).to(record.device)  # (1, C, H, W)
     N = entry.config.num_patches
-    order = analysis.patch_order(analysis.rollout_map(entry.trace))  # (N,), any order costs the same
-    steps = analysis.default_steps(entry.config) or N
+    order = explain.patch_order(analysis.rollout_map(entry.trace))  # (N,), any order costs the same
+    steps = explain.default_steps(entry.config) or N
     record.time("explain.relevance", "relevance (Chefer et al.): one forward + one backward",
-                lambda: analysis.relevance(model, x))
+                lambda: explain.relevance(model, x))
     record.time("explain.grad_cam", "Grad-CAM, last block: one forward + one backward",
-                lambda: analysis.grad_cam(model, x))
+                lambda: explain.grad_cam(model, x))
     record.time("explain.deletion.steps20", f"deletion curve over all {N} patches in 20 steps (21 sequences, batched)",
-                lambda: analysis.deletion_curve(model, x, order, steps=min(20, N)), repeats=5)
+                lambda: explain.deletion_curve(model, x, order, steps=min(20, N)), repeats=5)
     if steps < N:
         record.time("explain.deletion_app", f"deletion curve, {steps + 1} points (the app's faithfulness chart)",
-                    lambda: analysis.deletion_curve(model, x, order, steps=steps), repeats=5)
+                    lambda: explain.deletion_curve(model, x, order, steps=steps), repeats=5)
     record.time("explain.every_patch_deletion", f"deletion curve, one point per patch ({N + 1} sequences, batched)",
-                lambda: analysis.deletion_curve(model, x, order), repeats=3,
+                lambda: explain.deletion_curve(model, x, order), repeats=3,
                 note=f"holds {(N + 2) / 2:.0f} forwards' worth of tokens, whatever the batching")
 
 

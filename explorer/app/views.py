@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..common import HEAD_FUSIONS, equally_likely, ranking
 from ..config import ViTConfig
 from ..deferred import deferred
 from ..weights import UNTRAINED_NOTE
@@ -29,11 +30,9 @@ from .text import STEPS, explanation
 # Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
 torch = deferred("torch")
 analysis = deferred("explorer.analysis")
+explain = deferred("explorer.explain")
 render = deferred("explorer.render")
 
-# analysis.HEAD_FUSIONS, spelt out so that the page is built without importing analysis (and torch);
-# tests/test_views.py checks that the two are equal.
-HEAD_FUSIONS = ("mean", "max", "min")
 LN_CHOICES = ("LN before MSA (Eq. 2)", "LN before MLP (Eq. 3)")
 PICKER_SIDE = 448  # the patch picker is drawn at least this many pixels wide
 MAX_FEATURE_MAPS = 16
@@ -398,7 +397,7 @@ def _top_table(entry, k: int = 5) -> str:
     probabilities = entry.trace.probabilities.numpy()  # (K,)
     rows = "\n".join(f"| {rank} | {name} | {p:.2%} |" for rank, (name, p) in enumerate(entry.trace.top_k(k), start=1))
     notes = []
-    if analysis.equally_likely(probabilities):
+    if equally_likely(probabilities):
         notes.append(f"All {probabilities.size} classes are equally likely (1/{probabilities.size} each): the head "
                      f"does not prefer any class, so the ranking above is just class order.")
     if not entry.trained:
@@ -679,14 +678,14 @@ def target_class(entry, target) -> int:
     value = str(target or "").strip()
     if value.isdigit() and int(value) < K:
         return int(value)
-    return int(analysis.ranking(entry.trace.probabilities.numpy(), 1)[0])
+    return int(ranking(entry.trace.probabilities.numpy(), 1)[0])
 
 
 def target_choices(entry) -> list[tuple[str, str]]:
     """(menu text, class index) for the class picker: the top 5 first, then every class in class order."""
     probabilities = entry.trace.probabilities.numpy()  # (K,)
     names = entry.class_names or [str(i) for i in range(probabilities.size)]
-    top = [int(i) for i in analysis.ranking(probabilities, 5)]
+    top = [int(i) for i in ranking(probabilities, 5)]
     choices = [(f"top {rank}: {names[i]} ({probabilities[i]:.1%})", str(i)) for rank, i in enumerate(top, start=1)]
     return choices + [(f"{names[i]} ({probabilities[i]:.1%})", str(i)) for i in range(probabilities.size) if i not in top]
 
@@ -719,8 +718,8 @@ def _faithfulness(entry, target: int):
             "rollout": analysis.rollout_map(entry.trace, fused=_fused(entry, "mean")),
             "attention": analysis.query_attention(entry.trace, entry.config.depth, 0).mean(axis=0).reshape(grid),
         }
-        steps = analysis.default_steps(entry.config)
-        return entry.run_model("faithfulness", lambda model, x: analysis.faithfulness(model, x, target, maps, steps))
+        steps = explain.default_steps(entry.config)
+        return entry.run_model("faithfulness", lambda model, x: explain.faithfulness(model, x, target, maps, steps))
     return entry.cached(("faithfulness", target), compute)
 
 
@@ -758,7 +757,7 @@ def _dropped_probabilities(entry, dropped: tuple[int, ...]) -> np.ndarray:
         return entry.trace.probabilities.numpy()
     def run(model, x):
         with torch.no_grad():
-            return analysis.drop_patches(model, x, dropped).softmax(-1)[0].float().cpu().numpy()  # (1, K) -> (K,)
+            return explain.drop_patches(model, x, dropped).softmax(-1)[0].float().cpu().numpy()  # (1, K) -> (K,)
     return entry.cached(("dropped", dropped), lambda: entry.run_model("dropped", run))
 
 
@@ -783,7 +782,7 @@ def _scale_choices(entry, value):
 
 def _scaled_probabilities(entry, scale: float) -> np.ndarray:
     """Sec. 3.2: the image read at `scale` times the model's size (the same preprocessing, scaled), by the model with
-    E_pos interpolated in 2-D (analysis.at_resolution): softmax (K,). A counted model run."""
+    E_pos interpolated in 2-D (explain.at_resolution): softmax (K,). A counted model run."""
     if scale == 1.0:
         return entry.trace.probabilities.numpy()
 
@@ -797,7 +796,7 @@ def _scaled_probabilities(entry, scale: float) -> np.ndarray:
 
         def run(model, _):
             with torch.no_grad():
-                return analysis.at_resolution(model, side)(x.to(next(model.parameters()).device)).softmax(-1)[0]
+                return explain.at_resolution(model, side)(x.to(next(model.parameters()).device)).softmax(-1)[0]
         return entry.run_model("resolution", run).float().cpu().numpy()
     return entry.cached(("scaled", scale), compute)
 
@@ -872,7 +871,7 @@ def _why_positions_scaled(entry, options):
     grid = (side // entry.config.patch_size,) * 2
 
     def compute():
-        E = analysis.interpolate_position_embedding(entry.trace["embed.position_embedding"][None], entry.config.grid,
+        E = explain.interpolate_position_embedding(entry.trace["embed.position_embedding"][None], entry.config.grid,
                                                     grid)[0]  # (1, T, D) -> (T', D)
         return analysis.position_similarity(E, grid)
     return render.position_similarity(entry.cached(("scaled_similarity", side), compute))
