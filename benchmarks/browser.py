@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import tempfile
 import time
@@ -68,10 +67,10 @@ from explorer.app.text import STEPS
 from explorer.app.ui import view_elem_id
 
 from .app_process import AppProcess
-from .models import DEFAULT_CHECKPOINT, DEFAULT_IMAGE, ROOT, SHIPPED, prepare_checkpoints, session_model
+from .models import ROOT, SHIPPED, command_line, prepare_checkpoints, session_model
 from .page import ControlDriver, Names, Page, click_in_image
-from .report import (console, error_text, finish_report, format_markdown, format_table, number, percentile,
-                     start_report, write_json)
+from .report import (console, error_text, finish_report, format_markdown, format_table, median, number,
+                     percentile, start_report, write_json)
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; never `playwright install` (it downloads a browser)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -109,35 +108,31 @@ class Row:
     misses: list[str] = field(default_factory=list)
     error: str = ""
 
-    @staticmethod
-    def _median(values):
-        return statistics.median(values) if values else None
-
     @property
     def painted_ms(self):
-        return self._median(self.painted)
+        return median(self.painted)
 
     @property
     def server_ms(self):
-        return self._median(self.server)
+        return median(self.server)
 
     @property
     def excess_ms(self):  # the median of (painted - server) over the repeats
-        return self._median([p - s for p, s in zip(self.painted, self.server)])
+        return median([p - s for p, s in zip(self.painted, self.server)])
 
     @property
     def render_ms(self):
-        return self._median(self.render)
+        return median(self.render)
 
     @property
     def bytes(self):
-        return self._median(self.data_bytes)
+        return median(self.data_bytes)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out.update(painted_ms=self.painted_ms, server_ms=self.server_ms, excess_ms=self.excess_ms,
-                   render_ms=self.render_ms, to_join_ms=self._median(self.to_join),
-                   post_wire_ms=self._median(self.post_wire), bytes=self.bytes, static=self._median(self.static_bytes),
+                   render_ms=self.render_ms, to_join_ms=median(self.to_join),
+                   post_wire_ms=median(self.post_wire), bytes=self.bytes, static=median(self.static_bytes),
                    painted_p90=percentile(self.painted, 90) if self.painted else None, n=len(self.painted))
         return out
 
@@ -302,9 +297,6 @@ def _result(row: Row) -> str:
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:
-    def median(values):
-        return statistics.median(values) if values else None
-
     return [[r.model, r.label, number(r.painted_ms, 0), number(r.server_ms, 0), number(r.excess_ms, 0),
              number(median(r.to_join), 0), number(median(r.post_wire), 0), number(r.render_ms, 0),
              number(None if r.bytes is None else r.bytes / 1e3, 1),
@@ -345,14 +337,8 @@ def explain_misses(rows: list[Row]) -> list[str]:
 # Main
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.browser", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", default=None, metavar="NAME",
-                   help=f"{SHIPPED!r} (the --checkpoint) or a preset (random weights); repeatable; default: "
-                        f"{' and '.join(DEFAULT_MODELS)} (--quick: {SHIPPED})")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help="the shipped model's checkpoint stem (.safetensors + .json) (default: %(default)s)")
-    p.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the uploaded image (default: %(default)s)")
+    p = command_line("benchmarks.browser", __doc__, f"{SHIPPED!r} (the --checkpoint) or a preset (random weights); "
+                     f"repeatable; default: {' and '.join(DEFAULT_MODELS)} (--quick: {SHIPPED})")
     p.add_argument("--repeats", type=int, default=None, help="changes per control (default 3; --quick: 1)")
     p.add_argument("--quick", action="store_true", help=f"{SHIPPED} only, one change per control (the smoke test)")
     p.add_argument("--quiet-ms", type=float, default=300.0,

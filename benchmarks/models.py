@@ -1,11 +1,12 @@
 """The models a benchmark measures: ours and a torchvision twin with the same weights, and the checkpoint folder the
 app's session reads them from.
 
-A model is named on the command line as a preset (random weights; Table 1 presets are torchvision's own builders) or
+A model is named on the command line (command_line) as a preset (random weights; Table 1 presets are torchvision's own builders) or
 as SHIPPED, the checkpoint the app ships (checkpoints/vit_fashion_mnist).
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,18 @@ ROOT = Path(__file__).resolve().parent.parent  # the checkout the benchmarks run
 DEFAULT_CHECKPOINT = data_dir("checkpoints") / "vit_fashion_mnist"
 DEFAULT_IMAGE = data_dir("assets") / "cat_chelsea.jpg"
 SHIPPED = "shipped"
+
+
+def command_line(module: str, doc: str, model_help: str) -> argparse.ArgumentParser:
+    """The command line of `python -m <module>`, described by the first paragraph of `doc`, with the models it
+    measures: --model (repeatable), --checkpoint (the shipped model's stem) and --image (the uploaded image)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", default=None, metavar="NAME", help=model_help)
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                        help="the shipped model's checkpoint stem (.safetensors + .json) (default: %(default)s)")
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the uploaded image (default: %(default)s)")
+    return parser
 
 
 @dataclass

@@ -145,6 +145,11 @@ def error_text(error: BaseException, limit: int = 200) -> str:
     return f"{type(error).__name__}: {reason(error)[:limit]}"
 
 
+def median(values: list[float]) -> float | None:
+    """The median, or None for no values (a measurement that raised)."""
+    return statistics.median(values) if values else None
+
+
 def percentile(values: list[float], q: int) -> float:
     """The q-th percentile, linearly interpolated between the closest ranks (numpy's default)."""
     if q <= 0 or len(values) == 1:

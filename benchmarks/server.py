@@ -56,8 +56,8 @@ from .app_driver import AppDriver, default_state
 from .app_process import AppProcess, app_env
 from .computation import analysis_not_measured, bench_analysis, bench_forward
 from .handlers import bench_steps, bench_upload
-from .models import (DEFAULT_CHECKPOINT, DEFAULT_IMAGE, ROOT, SHIPPED, build_subject, prepare_checkpoints,
-                     prepare_photo, session_model)
+from .models import (ROOT, SHIPPED, command_line, build_subject, prepare_checkpoints, prepare_photo,
+                     session_model)
 from .report import (console, error_text, finish_report, format_markdown, format_table, machine_line, memory_status,
                      number, peak_rss_mb, start_report, write_json)
 from .timing import TARGETS, Recorder, Row, judge
@@ -234,14 +234,9 @@ def rows_from_json(report: dict) -> list[Row]:
 # Main
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.server", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", default=None, metavar="NAME",
-                   help=f"a preset (random weights) or {SHIPPED!r} (the --checkpoint); repeatable; default: "
-                        f"{' and '.join(DEFAULT_MODELS)}. ViT-Tiny-Test/8 makes a run take seconds (the smoke test)")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help="the shipped model's checkpoint stem (.safetensors + .json) (default: %(default)s)")
-    p.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the uploaded image (default: %(default)s)")
+    p = command_line("benchmarks.server", __doc__, f"a preset (random weights) or {SHIPPED!r} (the --checkpoint); "
+                     f"repeatable; default: {' and '.join(DEFAULT_MODELS)}. ViT-Tiny-Test/8 makes a run take seconds "
+                     f"(the smoke test)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per row (default 20; --quick: 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs before each row (default 2; --quick: 0)")
     p.add_argument("--cold-starts", type=int, default=None, help="app starts to time (default 3; --quick: 1)")

@@ -24,11 +24,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def report(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="pip install playwright (never `playwright install`)")
     from benchmarks import browser
+    from benchmarks.models import DEFAULT_CHECKPOINT
 
     if not Path(browser.CHROMIUM).is_file():
         pytest.skip(f"no browser at {browser.CHROMIUM}: apt-get install chromium")
-    if not Path(str(browser.DEFAULT_CHECKPOINT) + ".json").is_file():
-        pytest.skip(f"no shipped checkpoint at {browser.DEFAULT_CHECKPOINT}")
+    if not Path(str(DEFAULT_CHECKPOINT) + ".json").is_file():
+        pytest.skip(f"no shipped checkpoint at {DEFAULT_CHECKPOINT}")
     out = tmp_path_factory.mktemp("browser_bench") / "browser_bench.json"
     code = browser.main(["--quick", "--model", browser.SHIPPED, "--json", str(out)])
     assert code == 0
