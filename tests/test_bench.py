@@ -177,3 +177,22 @@ def test_tables_print_again_from_a_report(tmp_path, capsys):
     assert server.main(["--from-json", str(path), "--markdown"]) == 0
     markdown = capsys.readouterr().out.split("| model |", 1)[1]
     assert "| MISS |" in markdown and "grid" not in markdown  # figure rows stay in the JSON
+
+
+def test_the_installed_package_holds_no_benchmark():
+    """The benchmarks run from a checkout: pyproject ships only explorer's packages, no console script starts a
+    benchmark, and no module of explorer/ imports them (so an installed package works without them)."""
+    import ast
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert all(p == "explorer" or p.startswith("explorer.") for p in project["tool"]["setuptools"]["packages"])
+    assert not [s for s in project["project"]["scripts"].values() if "bench" in s]
+    importers = []
+    for path in (ROOT / "explorer").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n == "benchmarks" or n.startswith("benchmarks.") for n in names):
+                importers.append(path.name)
+    assert not importers, importers
