@@ -138,6 +138,7 @@ class Row:
 
 
 def judge(row: Row) -> Row:
+    """Fill row.target, row.status and row.misses: controls against their server time, bytes on ViT-B/16."""
     if row.error and not row.painted:
         row.status = "ERROR"
         return row
@@ -159,6 +160,7 @@ def judge(row: Row) -> Row:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# One model: upload, tabs, controls and clicks, each measured on the page
 
 def run_model(browser, app: AppProcess, names: Names, name: str, args, checkpoint: Path, image: Path,
               notes: list[str]) -> list[Row]:
