@@ -1,8 +1,9 @@
-"""Smoke test of `python -m explorer.app.bench` (a measurement, not a test: targets met or missed don't fail here).
+"""Smoke test of `python -m benchmarks.server` (a measurement, not a test: targets met or missed don't fail here).
 
 One run with the tiny preset and --quick in a subprocess (it builds the page through the app's own factory and
-measures memory and cold start, so it must not share this process), then: every row the issue asks for is there, with positive numbers and no error; plus the
-bench's own arithmetic and its torchvision twin checked against independent values.
+measures memory and cold start, so it must not share this process), then: every row the issue asks for is there,
+with positive numbers and no error; plus the benchmark's own arithmetic (benchmarks.report, benchmarks.timing) and
+its torchvision twin checked against independent values.
 """
 import json
 import os
@@ -14,18 +15,20 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.app import bench
+from benchmarks import report, server, timing
+from benchmarks.computation import MEASURED_ANALYSIS
+from benchmarks.models import torchvision_twin
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One quick bench run on ViT-Tiny-Test/8, cold start and memory subprocess included: (report, stdout)."""
+    """One quick run on ViT-Tiny-Test/8, cold start and memory subprocess included: (report, stdout)."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     env = dict(os.environ, EXPLORER_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
                PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "explorer.app.bench", "--model", "ViT-Tiny-Test/8", "--quick",
+    done = subprocess.run([sys.executable, "-m", "benchmarks.server", "--model", "ViT-Tiny-Test/8", "--quick",
                            "--repeats", "2", "--markdown", "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -48,7 +51,7 @@ def test_every_row_is_reported_with_positive_numbers(quick_run):
                 "memory.peak_rss"}
     expected |= {f"step.{n}" for n in range(len(STEPS))}  # each step's render
     expected |= {f"figure.{name}" for name in views.all_views()}  # each view of each step
-    expected |= {f"analysis.{name}" for name in bench.MEASURED_ANALYSIS}
+    expected |= {f"analysis.{name}" for name in MEASURED_ANALYSIS}
     expected |= {"explain.relevance", "explain.grad_cam", "explain.deletion.steps20",  # issue 13's speed rows
                  "explain.every_patch_deletion"}
     # The controls the issue names: layer, head, clicked patch, feature-map indices.
@@ -77,7 +80,7 @@ def test_report_names_the_machine_and_prints_tables(quick_run):
     report, stdout = quick_run
     machine = report["machine"]
     assert machine["torch"] == torch.__version__
-    # The bench leaves torch's default alone: what a fresh interpreter reports (this test process may have changed
+    # The benchmark leaves torch's default alone: what a fresh interpreter reports (this test process may have changed
     # its own thread count through other tests, e.g. the app's session).
     fresh = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
                            capture_output=True, text=True, timeout=120)
@@ -91,22 +94,22 @@ def test_report_names_the_machine_and_prints_tables(quick_run):
 def test_percentile_and_judge_against_hand_computed_values():
     values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
     for q in (0, 50, 90, 100):
-        assert bench.percentile(values, q) == pytest.approx(np.percentile(values, q))
-    row = bench.Row("forward.plain", "x", "ViT-B/16", "cpu", "ms", [1.0], ratio=1.05)
-    assert bench.judge(row).status == "PASS"
-    assert bench.judge(bench.Row("forward.plain", "x", "m", "cpu", "ms", [1.0], ratio=1.06)).status == "MISS"
-    assert bench.judge(bench.Row("control.set_layer", "x", "m", "cpu", "ms", [99.0, 101.0, 100.0])).status == "PASS"
-    assert bench.judge(bench.Row("control.select_patch.step2", "x", "m", "cpu", "ms", [101.0])).status == "MISS"
-    assert bench.judge(bench.Row("figure.eq1.grid", "x", "m", "cpu", "ms", [500.0])).status == ""  # no target
+        assert report.percentile(values, q) == pytest.approx(np.percentile(values, q))
+    row = timing.Row("forward.plain", "x", "ViT-B/16", "cpu", "ms", [1.0], ratio=1.05)
+    assert timing.judge(row).status == "PASS"
+    assert timing.judge(timing.Row("forward.plain", "x", "m", "cpu", "ms", [1.0], ratio=1.06)).status == "MISS"
+    assert timing.judge(timing.Row("control.set_layer", "x", "m", "cpu", "ms", [99.0, 101.0, 100.0])).status == "PASS"
+    assert timing.judge(timing.Row("control.select_patch.step2", "x", "m", "cpu", "ms", [101.0])).status == "MISS"
+    assert timing.judge(timing.Row("figure.eq1.grid", "x", "m", "cpu", "ms", [500.0])).status == ""  # no target
     # The memory target is stated for ViT-B/16 only.
-    assert bench.judge(bench.Row("memory.peak_rss", "x", "ViT-B/16", "cpu", "MB", [1600.0])).status == "MISS"
-    assert bench.judge(bench.Row("memory.peak_rss", "x", "tiny", "cpu", "MB", [1600.0])).status == ""
-    assert bench.judge(bench.Row("control.set_head", "x", "m", "cpu", "ms", error="boom")).status == "ERROR"
+    assert timing.judge(timing.Row("memory.peak_rss", "x", "ViT-B/16", "cpu", "MB", [1600.0])).status == "MISS"
+    assert timing.judge(timing.Row("memory.peak_rss", "x", "tiny", "cpu", "MB", [1600.0])).status == ""
+    assert timing.judge(timing.Row("control.set_head", "x", "m", "cpu", "ms", error="boom")).status == "ERROR"
 
 
 def test_measure_interleaved_times_each_function_every_round():
     calls = []
-    times = bench.measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 4, 1)
+    times = timing.measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 4, 1)
     assert [len(times["a"]), len(times["b"])] == [4, 4]
     assert calls.count("a") == calls.count("b") == 5  # one warm-up each
     assert calls[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # the order rotates, so neither is always first
@@ -117,7 +120,7 @@ def test_torchvision_twin_computes_what_our_model_computes(tiny_model):
     from explorer import CONFIGS, ViT
 
     x = torch.randn(2, 3, 32, 32)
-    twin = bench.torchvision_twin(tiny_model)
+    twin = torchvision_twin(tiny_model)
     with torch.no_grad():
         torch.testing.assert_close(twin(x), tiny_model(x), atol=1e-5, rtol=1e-5)
     torch.manual_seed(1)
@@ -125,7 +128,7 @@ def test_torchvision_twin_computes_what_our_model_computes(tiny_model):
     with torch.no_grad():
         gray.head.weight.normal_()
         x = torch.randn(1, 1, 32, 32)
-        torch.testing.assert_close(bench.torchvision_twin(gray)(x), gray(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torchvision_twin(gray)(x), gray(x), atol=1e-5, rtol=1e-5)
 
 
 def test_cpu_busy_is_a_fraction_and_sees_a_busy_cpu():
@@ -133,14 +136,14 @@ def test_cpu_busy_is_a_fraction_and_sees_a_busy_cpu():
     import threading
     import time
 
-    quiet = bench.cpu_busy(0.2)
+    quiet = report.cpu_busy(0.2)
     if quiet is None:
         pytest.skip("no /proc/stat here")
     assert 0.0 <= quiet <= 1.0
     stop = time.perf_counter() + 0.6
     spinner = threading.Thread(target=lambda: [None for _ in iter(lambda: time.perf_counter() < stop, False)])
     spinner.start()
-    busy = bench.cpu_busy(0.4)
+    busy = report.cpu_busy(0.4)
     spinner.join()
     assert busy >= 0.5 / os.cpu_count()
 
@@ -151,7 +154,7 @@ def test_cuda_is_skipped_cleanly_without_a_gpu(tmp_path):
         pytest.skip("this machine has CUDA; the CUDA rows are checked by the quick run")
     out = tmp_path / "cuda.json"
     env = dict(os.environ, EXPLORER_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "explorer.app.bench", "--model", "ViT-Tiny-Test/8", "--quick",
+    done = subprocess.run([sys.executable, "-m", "benchmarks.server", "--model", "ViT-Tiny-Test/8", "--quick",
                            "--device", "cuda", "--skip-cold-start", "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -162,15 +165,34 @@ def test_cuda_is_skipped_cleanly_without_a_gpu(tmp_path):
 
 
 def test_tables_print_again_from_a_report(tmp_path, capsys):
-    rows = [bench.judge(bench.Row("forward.torchvision", "tv", "m", "cpu", "ms", [2.0, 4.0], ratio=1.0)),
-            bench.judge(bench.Row("forward.traced", "traced", "m", "cpu", "ms", [3.0], ratio=1.5)),
-            bench.judge(bench.Row("figure.eq1.grid", "grid", "m", "cpu", "ms", [1.0], ratio=0.5))]
+    rows = [timing.judge(timing.Row("forward.torchvision", "tv", "m", "cpu", "ms", [2.0, 4.0], ratio=1.0)),
+            timing.judge(timing.Row("forward.traced", "traced", "m", "cpu", "ms", [3.0], ratio=1.5)),
+            timing.judge(timing.Row("figure.eq1.grid", "grid", "m", "cpu", "ms", [1.0], ratio=0.5))]
     path = tmp_path / "r.json"
-    path.write_text(json.dumps({"rows": [r.to_dict() for r in rows], "machine": bench.machine_info()}))
-    again = bench.rows_from_json(json.loads(path.read_text()))
+    path.write_text(json.dumps({"rows": [r.to_dict() for r in rows], "machine": report.machine_info()}))
+    again = server.rows_from_json(json.loads(path.read_text()))
     assert [(r.id, r.median, r.status) for r in again] == [("forward.torchvision", 3.0, ""),
                                                            ("forward.traced", 3.0, "MISS"),
                                                            ("figure.eq1.grid", 1.0, "")]
-    assert bench.main(["--from-json", str(path), "--markdown"]) == 0
+    assert server.main(["--from-json", str(path), "--markdown"]) == 0
     markdown = capsys.readouterr().out.split("| model |", 1)[1]
     assert "| MISS |" in markdown and "grid" not in markdown  # figure rows stay in the JSON
+
+
+def test_the_installed_package_holds_no_benchmark():
+    """The benchmarks run from a checkout: pyproject ships only explorer's packages, no console script starts a
+    benchmark, and no module of explorer/ imports them (so an installed package works without them)."""
+    import ast
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert all(p == "explorer" or p.startswith("explorer.") for p in project["tool"]["setuptools"]["packages"])
+    assert not [s for s in project["project"]["scripts"].values() if "bench" in s]
+    importers = []
+    for path in (ROOT / "explorer").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n == "benchmarks" or n.startswith("benchmarks.") for n in names):
+                importers.append(path.name)
+    assert not importers, importers

@@ -1,4 +1,4 @@
-"""Smoke test of `python -m explorer.app.browser_bench` (a measurement, not a test: targets met or missed don't fail
+"""Smoke test of `python -m benchmarks.browser` (a measurement, not a test: targets met or missed don't fail
 here).
 
 One --quick run on the shipped model: the real app (`python app.py`) in a subprocess, driven by headless Debian
@@ -23,14 +23,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="pip install playwright (never `playwright install`)")
-    from explorer.app import browser_bench
+    from benchmarks import browser
+    from benchmarks.models import DEFAULT_CHECKPOINT
 
-    if not Path(browser_bench.CHROMIUM).is_file():
-        pytest.skip(f"no browser at {browser_bench.CHROMIUM}: apt-get install chromium")
-    if not Path(str(browser_bench.DEFAULT_CHECKPOINT) + ".json").is_file():
-        pytest.skip(f"no shipped checkpoint at {browser_bench.DEFAULT_CHECKPOINT}")
+    if not Path(browser.CHROMIUM).is_file():
+        pytest.skip(f"no browser at {browser.CHROMIUM}: apt-get install chromium")
+    if not Path(str(DEFAULT_CHECKPOINT) + ".json").is_file():
+        pytest.skip(f"no shipped checkpoint at {DEFAULT_CHECKPOINT}")
     out = tmp_path_factory.mktemp("browser_bench") / "browser_bench.json"
-    code = browser_bench.main(["--quick", "--model", browser_bench.SHIPPED, "--json", str(out)])
+    code = browser.main(["--quick", "--model", browser.SHIPPED, "--json", str(out)])
     assert code == 0
     return json.loads(out.read_text())
 
