@@ -760,15 +760,20 @@ def test_every_renderer_is_covered_by_the_speed_test():
     assert figures == set(b16_cases())
 
 
-def test_the_figure_layer_imports_no_torch():
-    """explorer.render is pure (arrays in, figures out): importing it, in a fresh interpreter, loads neither torch
-    nor Gradio nor the model's modules."""
-    code = ("import sys, explorer.render, explorer.render.picker; print(sorted(m for m in ('torch', 'gradio', "
-            "'explorer.analysis', 'explorer.trace', 'explorer.model', 'explorer.app') if m in sys.modules))")
+def loaded_by(imports: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of the `watched` modules `import <imports>` loads, in a fresh interpreter."""
+    code = f"import sys, {imports}; print(sorted(m for m in {watched!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    return json.loads(done.stdout.replace("'", '"'))
+
+
+def test_the_figure_layer_imports_no_torch():
+    """explorer.render is pure (arrays in, figures out): importing it loads neither torch nor Gradio nor the model's
+    modules."""
+    watched = ("torch", "gradio", "explorer.analysis", "explorer.trace", "explorer.model", "explorer.app")
+    assert loaded_by("explorer.render, explorer.render.picker", watched) == []
 
 
 def test_b16_figures_build_fast_and_stay_small():

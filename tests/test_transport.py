@@ -15,6 +15,7 @@ from PIL import Image
 from explorer import render
 from explorer.app import transport
 from explorer.render import base
+from test_render import loaded_by
 
 
 def payload(trace) -> tuple[str, Image.Image]:
@@ -91,13 +92,4 @@ def test_encoding_twice_changes_nothing_and_other_values_pass_through():
 
 
 def test_the_transport_module_loads_without_plotly_or_torch():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = ("import sys, explorer.app.transport; "
-            "print(sorted(m for m in ('torch', 'plotly', 'gradio') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parent.parent)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    assert loaded_by("explorer.app.transport", ("torch", "plotly", "gradio")) == []

@@ -127,20 +127,21 @@ def _eq1_embeddings(entry, options):
                                f"patch embeddings x_p^i E: N × D = {config.num_patches} × {config.hidden_dim}")
 
 
+def _token_rows(entry, name: str, what: str):
+    """The T × D stage `name` as a token matrix, its rows named by token."""
+    config = entry.config
+    return render.token_matrix(stage(entry, name), f"{what}: T × D = {config.seq_len} × {config.hidden_dim}",
+                               row_names=_token_names(config))
+
+
 @view("eq1.tokens", 1, "plot", "Class token prepended (T × D)")
 def _eq1_tokens(entry, options):
-    config = entry.config
-    return render.token_matrix(stage(entry, "embed.sequence"),
-                               f"class token prepended: T × D = {config.seq_len} × {config.hidden_dim}",
-                               row_names=_token_names(config))
+    return _token_rows(entry, "embed.sequence", "class token prepended")
 
 
 @view("eq1.positions", 1, "plot", "Position embeddings E_pos (T × D)")
 def _eq1_positions(entry, options):
-    config = entry.config
-    return render.token_matrix(stage(entry, "embed.position_embedding"),
-                               f"position embeddings E_pos: T × D = {config.seq_len} × {config.hidden_dim}",
-                               row_names=_token_names(config))
+    return _token_rows(entry, "embed.position_embedding", "position embeddings E_pos")
 
 
 @view("eq1.similarity", 1, "plot", "Position-embedding similarity (Fig. 7 centre)", reads=("selected",), row="similarity")
@@ -160,6 +161,4 @@ def _eq1_filters(entry, options):
 
 @view("eq1.z0", 1, "plot", "z_0 (T × D)")
 def _eq1_z0(entry, options):
-    config = entry.config
-    return render.token_matrix(stage(entry, "embed.z0"), f"z_0 = sequence + E_pos: T × D = {config.seq_len} × {config.hidden_dim}",
-                               row_names=_token_names(config))
+    return _token_rows(entry, "embed.z0", "z_0 = sequence + E_pos")
