@@ -45,6 +45,11 @@ def test_each_kind_of_picture_travels_in_its_format(kind, format, lossless):
         assert np.abs(decoded - pixels).mean() < 3
 
 
+def test_every_kind_of_picture_the_figures_mark_has_an_encoding():
+    assert set(transport.ENCODINGS) | {transport.HEATMAP} == {base.PHOTO, base.TILES, base.DRAWING, base.HEATMAP}
+    assert transport.PICTURE == base.PICTURE
+
+
 def test_small_tiles_keep_their_colour_detail():
     """Tiles the browser enlarges go without chroma subsampling: a one-pixel red dot stays red."""
     pixels = np.full((16, 16, 3), 255, dtype=np.uint8)
@@ -74,7 +79,8 @@ def test_a_heat_map_travels_as_a_palette_picture_beside_its_colour_bar():
     assert levels.shape == z.shape and levels[5, 5] == transport.COLOUR_LEVELS  # NaN: the white gap colour
     assert levels[0, 0] == 0 and levels[-1, -1] == transport.COLOUR_LEVELS - 1
     assert (image.x0, image.dx, image.y0, image.dy) == (0, 2, 0, 3) and image.hovertemplate == "row %{y}<extra></extra>"
-    assert bar.marker.showscale and (bar.marker.cmin, bar.marker.cmax) == (-1, 1) and bar.marker.colorbar.title.text == "cos"
+    assert bar.marker.showscale and (bar.marker.cmin, bar.marker.cmax) == (-1, 1)
+    assert bar.marker.colorbar.title.text == "cos"
     assert sent.layout.meta == {"kind": "test", "levels": transport.COLOUR_LEVELS}
     assert len(sent.to_json()) < numbers / 5
 

@@ -1,5 +1,6 @@
-"""How the figures travel to the browser: `encode(figure)` turns the pictures a figure marks (explorer.render.base.PICTURE)
-into data URIs, each in the format its kind compresses best, so that a step of the page stays within MAX_STEP_BYTES.
+"""How the figures travel to the browser: `encode(figure)` turns the pictures a figure marks
+(explorer.render.base.PICTURE) into data URIs, each in the format its kind compresses best, so that a step of the page
+stays within MAX_STEP_BYTES.
 
     photo         JPEG, quality 90: ~15x faster to encode than PNG, and smaller
     photo tiles   JPEG, quality 95, no chroma subsampling: small tiles that the browser enlarges keep their detail
@@ -22,18 +23,20 @@ from PIL import Image
 MAX_STEP_BYTES = 1_000_000  # what one step of the page may send (explorer.render draws large maps as pictures for it)
 COLOUR_LEVELS = 64  # colours of a heat map sent as a picture (and one more, white, for its gaps)
 PICTURE = "picture"  # the trace's meta key that marks a picture: explorer.render.base.PICTURE
+HEATMAP = "heat map"  # the kind of picture that is a go.Heatmap (explorer.render.base.HEATMAP)
+ENCODINGS = {  # the other kinds (explorer.render.base): how PIL writes them
+    "photo": ("JPEG", dict(quality=90)),
+    "photo tiles": ("JPEG", dict(quality=95, subsampling=0)),
+    "drawing": ("PNG", dict(compress_level=1)),
+}
 
 
 def data_uri(rgb: np.ndarray, kind: str) -> str:
     """uint8 (h, w, 3) -> 'data:image/...;base64,...' (what go.Image(source=) takes), encoded as `kind` says."""
-    picture, buffer = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)), io.BytesIO()
-    if kind == "drawing":
-        picture.save(buffer, format="PNG", compress_level=1)
-    elif kind == "photo tiles":
-        picture.save(buffer, format="JPEG", quality=95, subsampling=0)
-    else:
-        picture.save(buffer, format="JPEG", quality=90)
-    return f"data:image/{'png' if kind == 'drawing' else 'jpeg'};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    format, options = ENCODINGS[kind]
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buffer, format=format, **options)
+    return f"data:image/{format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def colour_levels(z: np.ndarray, zmin: float, zmax: float, levels: int = COLOUR_LEVELS) -> np.ndarray:
@@ -57,7 +60,7 @@ def palette(colourscale: tuple, levels: int = COLOUR_LEVELS) -> tuple[int, ...]:
 
 
 def _heatmap_as_picture(heatmap) -> list:
-    """A go.Heatmap marked as a picture -> [the go.Image of its colours, the empty go.Scatter carrying its colour bar]."""
+    """A go.Heatmap marked as a picture -> [the go.Image of its colours, an empty go.Scatter carrying its colour bar]."""
     import plotly.graph_objects as go
 
     zmin, zmax = float(heatmap.zmin), float(heatmap.zmax)
@@ -90,7 +93,7 @@ def encode(figure):
     replaced = {}  # trace index -> the traces sent instead
     for i, trace in enumerate(figure.data):
         kind = trace.meta.get(PICTURE) if isinstance(trace.meta, dict) else None
-        if kind == "heat map":
+        if kind == HEATMAP:
             replaced[i] = _heatmap_as_picture(trace)
             figure.layout.meta = {**(figure.layout.meta or {}), "levels": COLOUR_LEVELS}
         elif kind is not None:

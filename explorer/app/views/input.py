@@ -56,7 +56,8 @@ def picker_scale(config: ViTConfig) -> int:
 def picker_base(entry) -> np.ndarray:
     """The model's input enlarged s times with its patch grid, kept per entry: (H·s, W·s, 3) uint8."""
     scale = picker_scale(entry.config)
-    return entry.cached(("picker", scale), lambda: picker.with_grid(display_image(entry), entry.config.patch_size, scale))
+    patch_size = entry.config.patch_size
+    return entry.cached(("picker", scale), lambda: picker.with_grid(display_image(entry), patch_size, scale))
 
 
 def patch_picker(entry, selected: int | None = None) -> np.ndarray:
