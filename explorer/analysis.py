@@ -102,6 +102,12 @@ def query_attention(trace: Trace, layer: int, query: int = 0) -> np.ndarray:
     return attention[:, query, 1:].reshape(-1, *trace.grid).numpy()  # (h, N) -> (h, rows, cols)
 
 
+def last_layer_attention(trace: Trace) -> np.ndarray:
+    """The raw attention of the class token to each patch in the last layer L, mean over heads: (rows, cols)."""
+    attention = trace.attention(trace.depth)  # (h, T, T)
+    return attention[:, 0, 1:].mean(dim=0).reshape(trace.grid).numpy()  # (h, N) -> (rows, cols)
+
+
 def query_attention_layers(trace: Trace, query: int = 0) -> np.ndarray:
     """query_attention for every layer l = 1..L: (L, h, rows, cols). Only the query's row of each A is computed."""
     rows = trace.attention_rows(query)  # (L, h, T)

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import analysis
 from .analysis import rollout_map
 from .model import ViT
 from .trace import trace
@@ -173,8 +174,7 @@ def grad_cam(model: ViT, x: torch.Tensor, target=None, layer: int = -1) -> np.nd
 
 def last_layer_attention(model: ViT, x: torch.Tensor) -> np.ndarray:
     """The raw attention of the class token to each patch in layer L, mean over heads: (1, C, H, W) -> (rows, cols)."""
-    attention = trace(model, _one_image(model, x)).attention(model.config.depth)  # (h, T, T)
-    return attention[:, 0, 1:].mean(dim=0).reshape(model.config.grid).numpy()  # (h, N) -> (rows, cols)
+    return analysis.last_layer_attention(trace(model, _one_image(model, x)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

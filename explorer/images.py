@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -321,6 +321,14 @@ class Preprocessing:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.normalise(self.crop(image)[0])
+
+    def at_size(self, side: int) -> "Preprocessing":
+        """The same recipe for a side x side input (Sec. 3.2's higher resolutions): the crop is `side`, the resize
+        before it grows in proportion, and an exact resize (resize_to) becomes side x side."""
+        changes = dict(crop_size=side, resize_size=int(round(self.resize_size * side / self.crop_size)))
+        if self.resize_to is not None:
+            changes["resize_to"] = (side, side)
+        return replace(self, **changes)
 
 
 def _fmt(values) -> str:

@@ -3,8 +3,9 @@
 Each renderer is built with small inputs (a non-square grid where the function allows one) and with ViT-B/16 sizes
 (224x224, P=16, 14x14 grid, N=196, T=197, D=768, h=12, L=12). Facts are checked against the inputs directly:
 mosaic tiles against the arrays they came from, hover cells against row-major patch indices computed here, images
-decoded from their data URIs, norms and block means recomputed with plain numpy. Speed and JSON size are checked
-too (the app's figures must stay responsive).
+decoded from their data URIs (each figure is read as the app sends it, its pictures encoded by
+explorer.app.transport), norms and block means recomputed with plain numpy. Speed and JSON size are checked too (the
+app's figures must stay responsive), and the figure layer is pure: no torch, no encoded pictures.
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import io
 import json
 import math
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import plotly.colors
@@ -22,6 +26,8 @@ import pytest
 from PIL import Image
 
 from explorer import analysis, common, render
+from explorer.app import transport
+from explorer.render import base
 
 # --------------------------------------------------------------------------------------------------------------------
 # sizes and helpers
@@ -42,15 +48,19 @@ def softmax(x, axis=-1):
 
 
 def checked(fig: go.Figure) -> go.Figure:
-    """Facts every figure must satisfy: valid plotly (re-validated from scratch), white template, a title, a fixed
-    height, compact JSON."""
+    """Facts every figure must satisfy: valid plotly (re-validated from scratch), pictures as pixels (never encoded
+    here), white template, a title, a fixed height; and, as the app sends it (explorer.app.transport), still valid
+    and compact JSON. Returns the figure as sent."""
     assert isinstance(fig, go.Figure)
     go.Figure(fig.to_dict())  # raises on any invalid property
+    assert all(t.source is None for t in traces(fig, "image"))  # encoding pictures is the app's job
     assert fig.layout.template.layout.plot_bgcolor == "white"
     assert fig.layout.title.text
     assert 100 <= fig.layout.height <= 1500
-    assert len(fig.to_json()) < MAX_JSON_BYTES
-    return fig
+    sent = transport.encode(fig)
+    go.Figure(sent.to_dict())
+    assert len(sent.to_json()) < MAX_JSON_BYTES
+    return sent
 
 
 def traces(fig, kind):
@@ -130,7 +140,7 @@ def rectangles(shape) -> list[tuple[float, float, float, float]]:
 
 def test_mosaic_places_each_tile_row_major_with_gaps():
     tiles = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
-    z = render._mosaic(tiles, per_row=3, gap=(1, 2))
+    z = base._mosaic(tiles, per_row=3, gap=(1, 2))
     assert z.shape == (2 * 2 + 1, 3 * 3 + 2 * 2)
     for k in range(5):
         a, b = divmod(k, 3)
@@ -277,7 +287,7 @@ def test_token_matrix_is_the_matrix_with_named_rows(size):
     matrix = rng().normal(size=(T, D)).astype(np.float32)
     names = ["cls"] + [f"patch {i}" for i in range(T - 1)]
     fig = checked(render.token_matrix(matrix, "z_0", names))
-    if T * D <= render._MAX_HOVER_CELLS:  # numbers, with hover values
+    if T * D <= base._MAX_HOVER_CELLS:  # numbers, with hover values
         (heat,) = fig.data
         np.testing.assert_array_equal(np.asarray(heat.z), matrix)
         assert list(heat.y) == names
@@ -361,7 +371,7 @@ def test_position_similarity_large_grid_shows_every_sth_patch_within_budget():
     fig = checked(render.position_similarity(similarity, selected=0))
     meta, levels = fig.layout.meta, picture_levels(fig)
     s = meta["stride"]
-    assert s > 1 and levels.size <= render._MAX_HEATMAP_CELLS
+    assert s > 1 and levels.size <= base._MAX_HEATMAP_CELLS
     per_row = meta["per_row"]
     expected = expected_levels(similarity[s, 2 * s].astype(np.float64), -1, 1, meta["levels"])
     assert (np.abs(tile(levels, meta, 1 * per_row + 2) - expected) <= 1).all()
@@ -390,7 +400,7 @@ def test_filter_components_mosaic_shows_each_component_and_its_variance(P):
     meta = fig.layout.meta
     scale, (S, _), (gy, gx), per_row = meta["scale"], meta["tile"], meta["gap"], meta["per_row"]
     picture = decode_image(traces(fig, "image")[0])
-    expected = render._to_uint8(components)
+    expected = base._to_uint8(components)
     for k in (0, 6, 7, n - 1):
         a, b = divmod(k, per_row)
         shown = picture[a * (S + gy): a * (S + gy) + S, b * (S + gx): b * (S + gx) + S]
@@ -495,7 +505,7 @@ def test_attention_matrix_vit_h_is_block_averaged_and_small():
     assert time.perf_counter() - start < 1.0
     z = np.asarray(fig.data[0].z)
     f = fig.layout.meta["block"]
-    assert f > 1 and z.shape[0] <= render._MAX_MATRIX_SIDE
+    assert f > 1 and z.shape[0] <= base._MAX_MATRIX_SIDE
     assert z[0, 0] == weights[0, 0]
     assert z[0, 1] == pytest.approx(weights[0, 1: 1 + f].mean(), rel=1e-5)
     assert z[2, 3] == pytest.approx(weights[1 + f: 1 + 2 * f, 1 + 2 * f: 1 + 3 * f].mean(), rel=1e-5)
@@ -524,7 +534,7 @@ def test_attention_overview_cell_layer_l_head_k_is_maps_l_k(size):
                 assert (tile(custom[..., 0], meta, l * h + k) == l + 1).all()
                 assert (tile(custom[..., 1], meta, l * h + k) == k + 1).all()
     else:  # ViT-B/16's 144 tiles: a picture over [0, robust max], tile by tile the same cells; hover per tile
-        assert L * h * gh * gw > render._MAX_HOVER_CELLS and meta["zmin"] == 0 and meta["zmax"] > 0
+        assert L * h * gh * gw > base._MAX_HOVER_CELLS and meta["zmin"] == 0 and meta["zmax"] > 0
         levels = picture_levels(fig)
         for l in range(L):
             for k in range(h):
@@ -551,7 +561,7 @@ def test_attention_overview_vit_h_is_pooled_within_budget():
     fig = checked(render.attention_overview(maps, None))
     meta, levels = fig.layout.meta, picture_levels(fig)
     f = meta["pool"]
-    assert f > 1 and meta["picture"] and (levels < meta["levels"]).sum() <= render._MAX_OVERVIEW_CELLS
+    assert f > 1 and meta["picture"] and (levels < meta["levels"]).sum() <= base._MAX_OVERVIEW_CELLS
     pooled = maps[5, 3, f: 2 * f, 2 * f: 3 * f].mean()
     assert abs(tile(levels, meta, 5 * h + 3)[1, 2] - expected_levels(np.array(pooled), 0, meta["zmax"],
                                                                       meta["levels"])) <= 1
@@ -743,23 +753,40 @@ def b16_cases():
 
 def test_every_renderer_is_covered_by_the_speed_test():
     public = {name for name in dir(render) if not name.startswith("_") and callable(getattr(render, name))
-              and getattr(getattr(render, name), "__module__", "") == render.__name__}
+              and getattr(getattr(render, name), "__module__", "").startswith(render.__name__ + ".")}
     # Renderers return a figure; the ranking they use is explorer.common's (one tie order for chart, table, API).
     figures = {name for name in public if getattr(render, name).__annotations__.get("return") in ("go.Figure", go.Figure)}
-    assert public - figures == set() and render.ranking is common.ranking
+    assert public - figures == set() and render.prediction.ranking is render.explain.ranking is common.ranking
     assert figures == set(b16_cases())
 
 
+def loaded_by(imports: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of the `watched` modules `import <imports>` loads, in a fresh interpreter."""
+    code = f"import sys, {imports}; print(sorted(m for m in {watched!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.replace("'", '"'))
+
+
+def test_the_figure_layer_imports_no_torch():
+    """explorer.render is pure (arrays in, figures out): importing it loads neither torch nor Gradio nor the model's
+    modules."""
+    watched = ("torch", "gradio", "explorer.analysis", "explorer.trace", "explorer.model", "explorer.app")
+    assert loaded_by("explorer.render, explorer.render.picker", watched) == []
+
+
 def test_b16_figures_build_fast_and_stay_small():
-    """The target is < 50 ms per figure; the fastest of 5 builds is compared, so that the background training on
-    this 2-core machine cannot make the test flaky."""
+    """The target is < 50 ms per figure, drawn and encoded for sending (explorer.app.transport) as the app does; the
+    fastest of 5 builds is compared, so that the background training on this 2-core machine cannot make the test
+    flaky."""
     slow = {}
     for name, build in b16_cases().items():
-        build()  # warm caches (colour scales)
+        transport.encode(build())  # warm caches (colour scales, palettes)
         times = []
         for _ in range(5):
             start = time.perf_counter()
-            fig = build()
+            fig = transport.encode(build())
             times.append(time.perf_counter() - start)
         if min(times) > 0.05:
             slow[name] = round(1000 * min(times), 1)

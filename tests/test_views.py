@@ -307,7 +307,7 @@ def test_a_head_with_all_classes_equal_lists_the_same_ties_in_chart_and_table():
     names = [f"class {i}" for i in range(10)]
     trace = Trace(CONFIGS["ViT-Tiny-Test/8"], {"head.probabilities": torch.full((10,), 0.1)}, names)
     tied = SimpleNamespace(trace=trace, class_names=names, trained=False)
-    table = views._top_table(tied)
+    table = views.eq4._top_table(tied)
     rows = re.findall(r"^\| \d \| (.+?) \| (.+?) \|", table, flags=re.M)
     chart = render.top_k(tied.trace.probabilities.numpy(), names, k=5)
     assert [name for name, _ in rows] == list(chart.layout.yaxis.ticktext) == names[:5]

@@ -1,0 +1,161 @@
+"""How a view is declared and drawn: the options a visitor sets, the registry of views and controls in page order, and
+which views a change redraws.
+
+    @view("eq2.rollout", step=2, kind="plot", label="Attention rollout (Fig. 6)", reads=("fusion", "discard"))
+    def rollout(entry, options): ...
+
+`VIEWS` (name -> View) and `PAGE` (views and controls in page order) are all that explorer.app.ui reads to lay out
+the page, wire the events and choose what to redraw: a control's change redraws exactly the visible views that read
+it (`affected`), and a view that reads no option is drawn once per entry and kept (`render_views`). A view sees only
+the options it declares (`Options.only`): reading another raises, so a declaration cannot fall behind its code.
+A drawn figure leaves here ready to send (explorer.app.transport.encode).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable
+
+from ..text import STEPS
+from ..transport import encode
+
+LN_CHOICES = ("LN before MSA (Eq. 2)", "LN before MLP (Eq. 3)")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything a visitor can set. `selected` is a patch index i (0-based, row-major) or None for the class token;
+    the others are the controls declared below, under the same names."""
+
+    selected: int | None = None
+    indices: str = "0, 1, 2, 3, 4, 5, 6, 7"  # feature maps to show (Eq. 1)
+    layer: int = 1  # l for the attention views (Eq. 2), 1-based
+    head: str = "mean"  # "mean" or a head number 1..h, for the attention matrix
+    fusion: str = "mean"  # rollout head fusion
+    discard: float = 0.0  # rollout discard ratio
+    ln_layer: int = 1  # l for the LayerNorm view (Eq. 3)
+    ln_which: str = LN_CHOICES[0]  # or LN_CHOICES[1]
+    target: str = ""  # the class to explain, as its index; "" for the top class
+    dropped: tuple[int, ...] = ()  # patches taken out of the sequence (clicked), sorted
+    scale: float = 1.0  # input size for Sec. 3.2, as a multiple of the model's own (1.0 = native)
+
+    def replace(self, **changes) -> "Options":
+        return replace(self, **changes)
+
+    @property
+    def query(self) -> int:
+        """The query token: 0 for the class token, i + 1 for patch i."""
+        return 0 if self.selected is None else int(self.selected) + 1
+
+    def only(self, names: tuple[str, ...]) -> "DeclaredOptions":
+        """These options as a view that declared `names` sees them: any other raises AttributeError."""
+        return DeclaredOptions(self, frozenset(names))
+
+
+OPTION_NAMES = tuple(f.name for f in fields(Options))
+CLICKED = ("selected", "dropped")  # options set by clicks on images, not by a control
+
+
+class DeclaredOptions:
+    """Read access to the declared options only (and `query`, which is `selected`)."""
+
+    def __init__(self, options: Options, names: frozenset[str]):
+        self._options, self._names = options, names
+
+    def __getattr__(self, name: str):
+        declared = name in self._names or (name == "query" and "selected" in self._names)
+        if not declared:
+            raise AttributeError(f"A view read option {name!r} without declaring it in reads=; add it there.")
+        return getattr(self._options, name)
+
+
+@dataclass(frozen=True)
+class View:
+    """One output of the page. `kind` is "markdown", "plot" or "image"; `row` groups neighbours side by side;
+    `click` names the option a click on the view toggles a patch in (a tuple of patch indices); `props` go to the
+    component as they are (height, elem_id, ...)."""
+
+    name: str
+    step: int
+    kind: str
+    label: str
+    reads: tuple[str, ...]
+    draw: Callable
+    row: str | None = None
+    click: str | None = None
+    props: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control of a step: it sets the option of the same name. `kind` is "slider", "dropdown", "radio" or
+    "textbox"; `adapt(entry, value)` gives the props and value that fit a newly analysed image (a model's ranges, its
+    classes)."""
+
+    name: str
+    step: int
+    kind: str
+    label: str
+    props: dict = field(default_factory=dict)
+    row: str | None = None
+    adapt: Callable[[object, object], tuple[dict, object]] | None = None
+
+
+VIEWS: dict[str, View] = {}
+PAGE: list[View | Control] = []  # views and controls in page order
+CONTROLS: dict[str, Control] = {}
+
+
+def view(name: str, step: int, kind: str, label: str = "", reads: tuple[str, ...] = (), row: str | None = None,
+         click: str | None = None, **props):
+    """Declare the decorated function `draw(entry, options)` as the view `name` of `step`."""
+    unknown = set(reads) - set(OPTION_NAMES)
+    if unknown:
+        raise ValueError(f"View {name} reads unknown options {sorted(unknown)}; options are {OPTION_NAMES}.")
+    if click is not None and (click not in reads or kind != "image"):
+        raise ValueError(f"View {name}: a click toggles patches in an option it reads, on an image.")
+
+    def declare(draw: Callable) -> Callable:
+        if name in VIEWS:
+            raise ValueError(f"View {name} is declared twice.")
+        VIEWS[name] = View(name, step, kind, label, tuple(reads), draw, row, click, props)
+        PAGE.append(VIEWS[name])
+        return draw
+    return declare
+
+
+def control(name: str, step: int, kind: str, label: str, row: str | None = None, adapt=None,
+            props: dict | None = None) -> Control:
+    """Declare the control that sets option `name`, placed here in its step's page order; `props` go to its
+    component as they are."""
+    if name not in OPTION_NAMES or name in CLICKED:
+        raise ValueError(f"There is no option {name!r} for a control; options are {OPTION_NAMES[1:]}.")
+    CONTROLS[name] = Control(name, step, kind, label, dict(props or {}), row, adapt)
+    PAGE.append(CONTROLS[name])
+    return CONTROLS[name]
+
+
+def step_views(step: int) -> list[str]:
+    """The names of the views of `step`, in page order."""
+    return [v.name for v in VIEWS.values() if v.step == step]
+
+
+def all_views() -> list[str]:
+    return [name for step in range(len(STEPS)) for name in step_views(step)]
+
+
+def affected(step: int, option: str) -> list[str]:
+    """The views of `step` that read `option`: what a change of it redraws when that step is visible."""
+    return [name for name in step_views(step) if option in VIEWS[name].reads]
+
+
+def render_views(entry, names, options: Options) -> list:
+    """The values of the named views, in order, ready to send. A view that reads no option is drawn once per entry and
+    kept."""
+    values = []
+    for name in names:
+        spec = VIEWS[name]
+        if spec.reads:
+            values.append(encode(spec.draw(entry, options.only(spec.reads))))
+        else:
+            values.append(entry.cached(("view", name), lambda spec=spec: encode(spec.draw(entry, options.only(())))))
+    return values

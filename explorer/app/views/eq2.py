@@ -1,0 +1,140 @@
+"""Step 2, Eq. 2: attention of the query in each head, the attention matrix, every layer and head, attention rollout
+(Fig. 6), mean attention distance (Fig. 7 right), and this image against the survey of its model's data set."""
+from __future__ import annotations
+
+from ...common import HEAD_FUSIONS
+from ...deferred import deferred
+from ..text import explanation
+from .declare import control, view
+from .input import display_image
+
+# Imported when first used (explorer/deferred.py): the page is up before torch (and plotly) are loaded.
+analysis = deferred("explorer.analysis")
+render = deferred("explorer.render")
+
+
+def _layer(entry, layer) -> int:
+    return min(max(int(layer), 1), entry.config.depth)
+
+
+def _fused_and_distance(entry):
+    """Heads fused by their mean for every layer (L, T, T) and the mean attention distance (L, h), from one pass over
+    the layers' attention (computed on demand from the trace's q and k)."""
+    return entry.cached("fused_and_distance", lambda: analysis.fused_attentions_and_distance(entry.trace, "mean", True))
+
+
+def _fused(entry, fusion: str):
+    """fuse(A_l) for every layer, (L, T, T), kept per fusion."""
+    if fusion == "mean":
+        return _fused_and_distance(entry)[0]
+    return entry.cached(("fused", fusion), lambda: analysis.fused_attentions(entry.trace, fusion))
+
+
+def _query_name(options) -> str:
+    return "the class token" if options.selected is None else f"patch {options.selected}"
+
+
+@view("eq2.text", 2, "markdown", reads=("selected", "layer"))
+def _eq2_text(entry, options):
+    return (explanation(2, entry.config)
+            + f"\n\nShowing layer ℓ = {_layer(entry, options.layer)}, query {_query_name(options)}.")
+
+
+def _depth_range(entry, value):
+    depth = entry.config.depth
+    return {"maximum": depth}, min(max(int(value or 1), 1), depth)
+
+
+def _head_choices(entry, value):
+    choices = ["mean"] + [str(i) for i in range(1, entry.config.heads + 1)]
+    return {"choices": choices}, value if str(value) in choices else "mean"
+
+
+control("layer", 2, "slider", "Layer ℓ", row="layer-head", adapt=_depth_range,
+        props=dict(minimum=1, maximum=12, step=1, value=1))
+control("head", 2, "dropdown", "Head for the attention matrix", row="layer-head", adapt=_head_choices,
+        props=dict(choices=["mean"] + [str(i) for i in range(1, 13)], value="mean"))
+
+
+@view("eq2.heads", 2, "plot", "Attention of the query to every patch, each head of layer ℓ", reads=("selected", "layer"))
+def _eq2_heads(entry, options):
+    layer = _layer(entry, options.layer)
+    maps = analysis.query_attention(entry.trace, layer, options.query)  # (h, rows, cols)
+    return render.attention_heads(display_image(entry), maps, options.selected,
+                                  f"layer {layer}: attention of {_query_name(options)} to every patch, per head")
+
+
+@view("eq2.matrix", 2, "plot", "Attention matrix A (hover for values)", reads=("layer", "head"))
+def _eq2_matrix(entry, options):
+    layer = _layer(entry, options.layer)
+    heads = entry.config.heads
+    head = None if str(options.head).lower() == "mean" else min(max(int(options.head), 1), heads)
+    what = f"layer {layer}, mean over the {heads} heads" if head is None else f"layer {layer}, head {head}"
+    weights = analysis.attention_matrix(entry.trace, layer, head)  # (T, T)
+    return render.attention_matrix(weights, entry.config.grid, f"attention matrix A ({what}): row = query, column = key")
+
+
+@view("eq2.overview", 2, "plot", "All layers × heads, same query", reads=("selected",))
+def _eq2_overview(entry, options):
+    maps = entry.cached(("overview", options.query), lambda: analysis.query_attention_layers(entry.trace, options.query))
+    return render.attention_overview(maps, options.selected)  # (L, h, rows, cols)
+
+
+control("fusion", 2, "radio", "Rollout head fusion", row="rollout", props=dict(choices=list(HEAD_FUSIONS), value="mean"))
+control("discard", 2, "slider", "Rollout discard ratio", row="rollout",
+        props=dict(minimum=0.0, maximum=0.95, step=0.05, value=0.0))
+
+
+@view("eq2.rollout", 2, "plot", "Attention rollout (Fig. 6)", reads=("fusion", "discard"))
+def _eq2_rollout(entry, options):
+    fusion = options.fusion if options.fusion in HEAD_FUSIONS else "mean"
+    discard = float(min(max(options.discard, 0.0), 0.99))
+    fused = _fused(entry, fusion)  # (L, T, T)
+    rollout_map = entry.cached(("rollout", fusion, round(discard, 3)),
+                               lambda: analysis.rollout_map(entry.trace, fusion, discard, fused=fused))
+    return render.rollout(display_image(entry), rollout_map,
+                          f"attention rollout (Fig. 6): head fusion {fusion}, discard ratio {discard:.2f}")
+
+
+@view("eq2.distance", 2, "plot", "Mean attention distance per head vs depth (Fig. 7 right; rows renormalised after "
+      "dropping the class token)")
+def _eq2_distance(entry, options):
+    distance = _fused_and_distance(entry)[1]  # (L, h)
+    return render.mean_attention_distance(distance, entry.config.patch_size, entry.config.image_hw[0])
+
+
+def _survey(entry):
+    """The survey of this model's weights (explorer.survey), or None."""
+    return entry.survey() if entry.survey is not None else None
+
+
+def _survey_command(entry) -> str:
+    spec = entry.spec
+    if spec.kind == "checkpoint":
+        return f"python -m explorer.survey --model {spec.path} --out {spec.path}_survey"
+    return f'python -m explorer.survey --model "{spec.label}" --out $EXPLORER_SURVEYS/<name>'
+
+
+@view("eq2.survey_distance", 2, "plot", "This image against the data set: each head's mean attention distance over "
+      "the survey's mean ± sd")
+def _eq2_survey_distance(entry, options):
+    survey = _survey(entry)
+    if survey is None:
+        return render.no_survey(entry.spec.label, _survey_command(entry))
+    distance = _fused_and_distance(entry)[1]  # (L, h)
+    survey_distance = survey["mean_attention_distance"]
+    return render.attention_distance_survey(distance, survey_distance["mean"], survey_distance["std"],
+                                            survey_distance["images"], entry.config.patch_size,
+                                            entry.config.image_hw[0])
+
+
+@view("eq2.survey_rollout", 2, "plot", "This image's attention rollout beside the data set's average")
+def _eq2_survey_rollout(entry, options):
+    survey = _survey(entry)
+    if survey is None:
+        return render.no_survey(entry.spec.label, _survey_command(entry))
+    rollout = survey["rollout"]  # the survey's maps: mean fusion, nothing discarded, each scaled to a maximum of 1
+    fusion, discard = rollout["head_fusion"], float(rollout["discard_ratio"])
+    mine = entry.cached(("rollout", fusion, round(discard, 3)), lambda: analysis.rollout_map(
+        entry.trace, fusion, discard, fused=_fused(entry, fusion)))
+    return render.rollout_survey(mine, rollout["mean_map"], rollout["images"])

@@ -1,0 +1,117 @@
+"""The residual stream of Eq. 2-3 as figures: token norms layer by layer, what each block adds, LayerNorm's effect."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .base import SEQUENTIAL_COLOURS, _figure, _label_gap, _labels_trace, _mosaic, _robust_max, _tile_origins
+
+
+def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
+    """||z_l|| of every token for l = 0..L: patch tokens as maps over the grid, the class token as a line."""
+    norms = np.asarray(norms, dtype=np.float32)  # (L + 1, T)
+    L1, T = norms.shape
+    gh, gw = int(grid[0]), int(grid[1])
+    maps = norms[:, 1:].reshape(L1, gh, gw)  # (L + 1, gh, gw)
+    per_row = min(L1, 7)
+    gy, gx = _label_gap(gh), max(1, round(0.1 * gw))
+    z = _mosaic(maps, per_row, (gy, gx))
+    layer = np.broadcast_to(np.arange(L1, dtype=np.int16)[:, None, None], maps.shape)
+    patch = np.broadcast_to(np.arange(gh * gw, dtype=np.int16).reshape(1, gh, gw), maps.shape)
+    customdata = _mosaic(np.stack([layer, patch], -1), per_row, (gy, gx), fill=np.int16(0))  # (.., .., 2)
+    traces = [go.Heatmap(
+        z=z, customdata=customdata, colorscale=SEQUENTIAL_COLOURS, zmin=0, zmax=_robust_max(maps),
+        hoverongaps=False, colorbar=dict(title=dict(text="‖z‖", side="right"), thickness=10, len=0.6, y=1,
+                                         yanchor="top"),
+        hovertemplate="z<sub>%{customdata[0]}</sub> · patch %{customdata[1]}: ‖z‖ = %{z:.2f}<extra></extra>",
+    )]
+    top, left = _tile_origins(L1, per_row, (gh + gy, gw + gx))
+    traces.append(_labels_trace(left + (gw - 1) / 2, top - 0.5, [f"z<sub>{l}</sub>" for l in range(L1)]))
+    layers = np.arange(L1)
+    traces.append(go.Scatter(x=layers, y=norms[:, 0], mode="lines+markers", name="class token", xaxis="x2",
+                             yaxis="y2",
+                             hovertemplate="z<sub>%{x}</sub>: class token ‖z‖ = %{y:.2f}<extra></extra>"))
+    traces.append(go.Scatter(x=layers, y=norms[:, 1:].mean(1), mode="lines+markers", name="patch tokens (mean)",
+                             xaxis="x2", yaxis="y2", line=dict(dash="dot"),
+                             hovertemplate="z<sub>%{x}</sub>: mean patch ‖z‖ = %{y:.2f}<extra></extra>"))
+    rows = math.ceil(L1 / per_row)
+    common = dict(showgrid=False, zeroline=False, visible=False, constrain="domain")
+    return _figure(
+        traces, "Token norms ‖z<sub>l</sub>‖ through the residual stream (Eq. 2–3)", 360 + rows * 110,
+        meta=dict(kind="token_norms", tile=[gh, gw], gap=[gy, gx], per_row=per_row),
+        xaxis=dict(range=[-0.5, z.shape[1] - 0.5], domain=[0, 1], **common),
+        yaxis=dict(range=[z.shape[0] - 0.5, -gy - 0.5], scaleanchor="x", scaleratio=1, domain=[0.42, 1], **common),
+        xaxis2=dict(domain=[0, 1], anchor="y2", title=dict(text="layer l (z<sub>0</sub> = embedding output)"),
+                    dtick=max(1, L1 // 12)),
+        yaxis2=dict(domain=[0, 0.3], anchor="x2", title=dict(text="‖z<sub>l</sub>‖"), rangemode="tozero"),
+        legend=dict(orientation="h", x=0, y=0.36, yanchor="bottom"),
+    )
+
+
+def _norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm over the last axis (einsum: several times faster than np.linalg.norm here)."""
+    return np.sqrt(np.einsum("...d,...d->...", x, x))
+
+
+def residual_updates(z, z_mid) -> go.Figure:
+    """Per layer: mean over tokens of ||z'_l - z_{l-1}|| (attention's update, Eq. 2), ||z_l - z'_l|| (MLP's, Eq. 3)
+    and ||z_l||."""
+    z = np.asarray(z, dtype=np.float32)  # (L + 1, T, D)
+    z_mid = np.asarray(z_mid, dtype=np.float32)  # (L, T, D)
+    L = z_mid.shape[0]
+    attention_update = np.empty(L, dtype=np.float64)
+    mlp_update = np.empty(L, dtype=np.float64)
+    update = np.empty(z.shape[1:], dtype=np.float32)  # (T, D), reused: no (L, T, D) temporaries
+    for l in range(1, L + 1):
+        np.subtract(z_mid[l - 1], z[l - 1], out=update)  # z'_l - z_{l-1}
+        attention_update[l - 1] = _norms(update).mean()
+        np.subtract(z[l], z_mid[l - 1], out=update)  # z_l - z'_l
+        mlp_update[l - 1] = _norms(update).mean()
+    stream = _norms(z).mean(-1)  # (L + 1, T) -> (L + 1,)
+    layers = np.arange(1, L + 1)
+    traces = [
+        go.Scatter(x=layers, y=attention_update, mode="lines+markers",
+                   name="‖z′<sub>l</sub> − z<sub>l−1</sub>‖ (MSA, Eq. 2)",
+                   hovertemplate="layer %{x}: attention update %{y:.3f}<extra></extra>"),
+        go.Scatter(x=layers, y=mlp_update, mode="lines+markers",
+                   name="‖z<sub>l</sub> − z′<sub>l</sub>‖ (MLP, Eq. 3)",
+                   hovertemplate="layer %{x}: MLP update %{y:.3f}<extra></extra>"),
+        go.Scatter(x=np.arange(L + 1), y=stream, mode="lines+markers", name="‖z<sub>l</sub>‖",
+                   line=dict(dash="dot"),
+                   hovertemplate="z<sub>%{x}</sub>: ‖z‖ %{y:.3f}<extra></extra>"),
+    ]
+    return _figure(traces, "What each block adds to the residual stream (mean over tokens)", 380,
+                   xaxis=dict(title=dict(text="layer l"), range=[-0.3, L + 0.3], dtick=max(1, L // 12)),
+                   yaxis=dict(title=dict(text="L2 norm"), rangemode="tozero"),
+                   legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
+                   margin=dict(l=50, r=20, t=80, b=40))
+
+
+def layernorm_effect(before, after, token: int) -> go.Figure:
+    """LN in Eq. 2-3: one token's D values before and after LayerNorm (normalise, then scale by γ, shift by β)."""
+    before = np.asarray(before, dtype=np.float32)  # (T, D)
+    after = np.asarray(after, dtype=np.float32)  # (T, D)
+    x, y = before[int(token)], after[int(token)]  # (D,)
+    traces = [
+        go.Histogram(x=x, nbinsx=60, name="before LN", marker_color="#636efa", xaxis="x", yaxis="y",
+                     hovertemplate="%{x}: %{y} values<extra>before</extra>"),
+        go.Histogram(x=y, nbinsx=60, name="after LN", marker_color="#ef553b", xaxis="x2", yaxis="y2",
+                     hovertemplate="%{x}: %{y} values<extra>after</extra>"),
+    ]
+    annotations = [
+        dict(text=f"before LN: mean {x.mean():.3g}, std {x.std():.3g}", x=0.0, y=1.0, xref="paper", yref="paper",
+             xanchor="left", yanchor="bottom", showarrow=False),
+        dict(text=f"after LN: mean {y.mean():.3g}, std {y.std():.3g}", x=0.55, y=1.0, xref="paper", yref="paper",
+             xanchor="left", yanchor="bottom", showarrow=False),
+    ]
+    name = "the class token" if int(token) == 0 else f"token {int(token)} (patch {int(token) - 1})"
+    return _figure(traces, f"LayerNorm on {name}: {x.size} values", 320, annotations=annotations, showlegend=False,
+                   bargap=0.05, margin=dict(l=40, r=20, t=70, b=40),
+                   xaxis=dict(domain=[0, 0.45], title=dict(text="value")),
+                   yaxis=dict(title=dict(text="count")),
+                   xaxis2=dict(domain=[0.55, 1], anchor="y2", title=dict(text="value")),
+                   yaxis2=dict(anchor="x2"))
+
+
