@@ -2,11 +2,11 @@
 
 Every ```python block runs. The blocks of one page run in order in one shared namespace, as a reader would type them
 into one notebook (a later block may use an earlier block's names), with the repository as the working directory,
-offline (EXPLORER_OFFLINE=1, HF_HUB_OFFLINE=1). A block opened with ```python no-run (a sample that needs what a test
+offline (EXPLORER_OFFLINE=1, HF_HUB_OFFLINE=1), torch on one thread. A block opened with ```python no-run (a sample that needs what a test
 can't have, such as the app serving on port 7860) is only compiled; ```bash blocks are shell commands, not run.
 What a page would download is put in a local cache first, and only for the pages that need it:
-- `load_pretrained(...)`: torchvision's ViT-B/16 IMAGENET1K_V1 file, random weights saved under torchvision's file name
-  in a temporary TORCH_HOME/hub/checkpoints (as tests/test_weights.py seeds it);
+- `load_pretrained(...)`: torchvision's ViT-B/16 IMAGENET1K_V1 file, zero weights saved under torchvision's file name
+  in a temporary TORCH_HOME/hub/checkpoints (as tests/test_weights.py seeds its cache);
 - a Hub id in quotes (`"google/vit-base-patch16-224"`): a small random transformers ViT saved in a temporary Hugging
   Face cache under that id, in the cache's own layout (refs/main -> snapshots/<commit>/).
 A page that declares views (`@view(...)`) has the app's view registry put back as it was afterwards.
@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import json
 import linecache
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,19 @@ def test_the_readme_is_short_and_keeps_the_space_configuration():
     assert "bash .ci/run" in text and "python app.py" in text  # the two commands (.ci/run: "the test command")
 
 
+# An environment variable read by the code (os.environ.get, os.getenv, env.get, env[...] and settings' _int(env, ...)),
+# of the explorer or of the libraries it drives; a general one such as PYTHONPATH is not a setting of ours.
+READS = re.compile(r"""(?:environ\.get|environ\[|getenv|env\.get|env\[|_int\(env,)\s*\(?\s*["']([A-Z][A-Z0-9_]*)["'](?!\]\s*=[^=])""")
+OURS = re.compile(r"(?:EXPLORER|HF|GRADIO|TORCH|TRANSFORMERS|XDG)_\w+|SPACE_ID|WORLD_SIZE|RANK|LOCAL_RANK")
+
+
+def test_the_readme_lists_every_setting_the_code_reads():
+    read = {match for file in (REPO / "explorer").rglob("*.py") for match in READS.findall(file.read_text("utf-8"))}
+    settings = (REPO / "README.md").read_text(encoding="utf-8").partition("## Settings")[2].partition("\n## ")[0]
+    missing = sorted(v for v in read if OURS.fullmatch(v) and f"`{v}" not in settings)
+    assert not missing, f"README.md's settings do not mention {missing}, which the code reads."
+
+
 @pytest.mark.parametrize("page", PAGES, ids=name)
 def test_python_blocks_are_marked_run_or_no_run(page):
     for info, line, code in blocks(page):
@@ -62,7 +78,8 @@ def test_python_blocks_are_marked_run_or_no_run(page):
 # Running the samples
 
 def seed_torchvision(torch_home: Path) -> None:
-    """torchvision's ViT-B/16 IMAGENET1K_V1 file in torch_home's hub cache: random weights, torchvision's format."""
+    """torchvision's ViT-B/16 IMAGENET1K_V1 file in torch_home's hub cache: zero weights of the right shapes, saved
+    as torchvision saves them (building the model's random init would cost seconds and prove nothing more here)."""
     import torch
     import torchvision
 
@@ -71,8 +88,9 @@ def seed_torchvision(torch_home: Path) -> None:
     url = get_weights("ViT-B/16", "IMAGENET1K_V1").url
     path = torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.vit_b_16().state_dict(), path)
+    with torch.device("meta"):
+        shapes = torchvision.models.vit_b_16().state_dict()
+    torch.save({key: torch.zeros(tensor.shape, dtype=tensor.dtype) for key, tensor in shapes.items()}, path)
 
 
 def seed_hub(cache: Path, repo_id: str) -> None:
@@ -110,9 +128,31 @@ def view_registry():
 RUNNABLE = [page for page in PAGES if any(info == RUN for info, _, _ in blocks(page))]
 
 
+@pytest.fixture
+def torch_home(tmp_path):
+    """A temporary TORCH_HOME, in memory (/dev/shm) where there is one: a seeded ViT-B/16 file is 346 MB."""
+    memory = Path("/dev/shm")
+    folder = Path(tempfile.mkdtemp(dir=memory)) if memory.is_dir() and os.access(memory, os.W_OK) else tmp_path
+    yield folder / "torch"
+    if folder != tmp_path:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread while the samples run: on a shared 2-core machine two threads per op wait on each other
+    (the shipped model's faithfulness curves took 17 s on two threads, 0.6 s on one, under load)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("page", RUNNABLE, ids=name)
-def test_python_blocks_run(page, tmp_path, monkeypatch, request):
+def test_python_blocks_run(page, tmp_path, torch_home, one_thread, monkeypatch, request):
     code = [(line, source) for info, line, source in blocks(page) if info == RUN]
     text = "\n".join(source for _, source in code)
     for variable in ("EXPLORER_MODELS", "EXPLORER_CHECKPOINTS", "EXPLORER_SURVEYS", "EXPLORER_WEIGHTS_MIRROR",
@@ -120,11 +160,11 @@ def test_python_blocks_run(page, tmp_path, monkeypatch, request):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("EXPLORER_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "huggingface"))
     monkeypatch.chdir(REPO)
     if "load_pretrained(" in text:
-        seed_torchvision(tmp_path / "torch")
+        seed_torchvision(torch_home)
     for repo_id in sorted(set(HUB_ID.findall(text))):
         seed_hub(tmp_path / "huggingface", repo_id)
     if "@view(" in text:
