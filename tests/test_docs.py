@@ -2,8 +2,10 @@
 
 Every ```python block runs. The blocks of one page run in order in one shared namespace, as a reader would type them
 into one notebook (a later block may use an earlier block's names), with the repository as the working directory,
-offline (EXPLORER_OFFLINE=1, HF_HUB_OFFLINE=1), torch on one thread. A block opened with ```python no-run (a sample that needs what a test
-can't have, such as the app serving on port 7860) is only compiled; ```bash blocks are shell commands, not run.
+offline (EXPLORER_OFFLINE=1, HF_HUB_OFFLINE=1), torch on one thread; a page that imports timm, transformers or
+gradio_client is skipped where that library is missing. A block opened with ```python no-run (a sample that needs
+what a test can't have, such as the app serving on port 7860) is only compiled; ```bash blocks are shell commands,
+not run.
 What a page would download is put in a local cache first, and only for the pages that need it:
 - `load_pretrained(...)`: torchvision's ViT-B/16 IMAGENET1K_V1 file, zero weights saved under torchvision's file name
   in a temporary TORCH_HOME/hub/checkpoints (as tests/test_weights.py seeds its cache);
@@ -163,6 +165,9 @@ def test_python_blocks_run(page, tmp_path, torch_home, one_thread, monkeypatch, 
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "huggingface"))
     monkeypatch.chdir(REPO)
+    for library in ("timm", "transformers", "gradio_client"):  # optional, in tests/requirements.txt
+        if re.search(rf"^\s*(?:import [\w, ]*\b{library}\b|from {library}\b)", text, re.MULTILINE):
+            pytest.importorskip(library)
     if "load_pretrained(" in text:
         seed_torchvision(torch_home)
     for repo_id in sorted(set(HUB_ID.findall(text))):
