@@ -56,7 +56,8 @@ def test_the_readme_is_short_and_keeps_the_space_configuration():
 
 # An environment variable read by the code (os.environ.get, os.getenv, env.get, env[...] and settings' _int(env, ...)),
 # of the explorer or of the libraries it drives; a general one such as PYTHONPATH is not a setting of ours.
-READS = re.compile(r"""(?:environ\.get|environ\[|getenv|env\.get|env\[|_int\(env,)\s*\(?\s*["']([A-Z][A-Z0-9_]*)["'](?!\]\s*=[^=])""")
+READS = re.compile(r"""(?:environ\.get|environ\[|getenv|env\.get|env\[|_int\(env,)\s*\(?\s*"""
+                   r"""["']([A-Z][A-Z0-9_]*)["'](?!\]\s*=[^=])""")  # not an assignment, os.environ["X"] = ...
 OURS = re.compile(r"(?:EXPLORER|HF|GRADIO|TORCH|TRANSFORMERS|XDG)_\w+|SPACE_ID|WORLD_SIZE|RANK|LOCAL_RANK")
 
 
