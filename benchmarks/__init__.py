@@ -3,6 +3,7 @@ the installed package.
 
     server.py       what seeing every stage costs on the server, against torchvision's forward (in-process)
     browser.py      what a person waits for in a real browser (headless Chromium through Playwright)
+    survey.py       survey throughput, and its memory over 10,000 images
 
 and what they share:
 
@@ -11,6 +12,7 @@ and what they share:
     app_process.py  `python app.py` started on a free port, waited for, stopped
     app_driver.py   the app's event handlers driven in-process, as Gradio drives them
     timing.py       rows, targets and timed loops of the server benchmark
-    computation.py  forward, analysis and explanation costs          handlers.py  the app's handlers, action by action
+    computation.py  forward, analysis and explanation costs
+    handlers.py     the app's handlers, action by action
     page.py         the page in Chromium, instrumented (browser.js)
 """

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,22 +54,12 @@ def attention_rollout(attentions: torch.Tensor, head_fusion: str = "mean", disca
     `discard_ratio` zeroes that fraction of the smallest fused weights of each layer before adding I; weights to or
     from the class token are never discarded.
     """
-    if not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(f"discard_ratio must be in [0, 1), not {discard_ratio}.")
     L, h, T, _ = attentions.shape
     identity = torch.eye(T, dtype=attentions.dtype)
     rollout = identity.clone()  # (T, T)
     for l in range(L):
         fused = fuse_heads(attentions[l].to(identity.dtype), head_fusion)  # (h, T, T) -> (T, T)
-        if discard_ratio > 0:
-            patches = fused[1:, 1:].flatten()  # patch-to-patch weights only
-            count = int(patches.numel() * discard_ratio)
-            if count:
-                smallest = patches.topk(count, largest=False).indices
-                patches = patches.clone()
-                patches[smallest] = 0
-                fused = fused.clone()
-                fused[1:, 1:] = patches.view(T - 1, T - 1)
+        fused = discard_smallest(fused, discard_ratio)  # (T, T)
         augmented = fused + identity  # the residual connection
         augmented = augmented / augmented.sum(dim=-1, keepdim=True)  # row-normalise
         rollout = augmented @ rollout  # (T, T)
@@ -87,10 +78,8 @@ def rollout_map(trace: Trace, head_fusion: str = "mean", discard_ratio: float = 
     `fused` (L, T, T), from fused_attentions(trace, head_fusion), saves fusing the heads again."""
     if fused is None:
         fused = fused_attentions(trace, head_fusion)  # (L, T, T)
-    rollout = attention_rollout(fused.unsqueeze(1), "mean", discard_ratio)  # (L, 1, T, T) -> (T, T)
-    row = rollout[0, 1:]  # class token -> patches: (N,)
-    row = row / row.max().clamp_min(1e-12)
-    return row.reshape(trace.grid).numpy()
+    layers = [discard_smallest(layer, discard_ratio) for layer in fused]  # L x (T, T)
+    return class_token_rollout(layers).reshape(trace.grid).numpy()  # (N,) -> (rows, cols)
 
 
 def query_attention(trace: Trace, layer: int, query: int = 0) -> np.ndarray:
@@ -139,7 +128,8 @@ def mean_attention_distance(trace: Trace, renormalise: bool = True) -> np.ndarra
     to 1 (a distribution over patches); without, the weight given to the class token simply counts for nothing.
     """
     distances = patch_distances(trace.grid, trace.config.patch_size)  # (N, N)
-    per_layer = [_attention_distance(trace.attention(l), distances, renormalise) for l in range(1, trace.depth + 1)]
+    per_layer = [attention_distance(trace.attention(l).double(), distances, renormalise)
+                 for l in range(1, trace.depth + 1)]
     return torch.stack(per_layer).float().numpy()  # one layer's A at a time: L x (h,) -> (L, h)
 
 
@@ -195,14 +185,6 @@ def token_norms(trace: Trace) -> dict[str, np.ndarray]:
     }
 
 
-def _attention_distance(attention: torch.Tensor, distances: torch.Tensor, renormalise: bool) -> torch.Tensor:
-    """mean_attention_distance of one layer: A_l (h, T, T) and the patch distances (N, N) -> (h,), float64."""
-    patches = attention[:, 1:, 1:].to(torch.float64, copy=True)  # a copy, changed in place below: (h, N, N)
-    if renormalise:
-        patches /= patches.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    return patches.mul_(distances).sum(dim=-1).mean(dim=-1)  # Σ_j A[i, j] · P ||g_i − g_j||, then (1/N) Σ_i: (h,)
-
-
 def fused_attentions_and_distance(trace: Trace, head_fusion: str = "mean",
                                   renormalise: bool = True) -> tuple[torch.Tensor, np.ndarray]:
     """fused_attentions(trace, head_fusion) (L, T, T) and mean_attention_distance(trace, renormalise) (L, h), the same
@@ -213,5 +195,56 @@ def fused_attentions_and_distance(trace: Trace, head_fusion: str = "mean",
     for l in range(1, trace.depth + 1):
         attention = trace.attention(l)  # (h, T, T)
         fused.append(fuse_heads(attention, head_fusion))  # (T, T)
-        distance.append(_attention_distance(attention, distances, renormalise))  # (h,)
+        distance.append(attention_distance(attention.double(), distances, renormalise))  # (h,)
     return torch.stack(fused), torch.stack(distance).float().numpy()  # (L, T, T), (L, h)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One layer or one rollout for any number of images at once: the app's single trace and the survey's batches
+
+def attention_distance(attention: torch.Tensor, distances: torch.Tensor, renormalise: bool = True) -> torch.Tensor:
+    """mean_attention_distance of one layer, for one image or a batch: A_l (..., h, T, T) and the patch distances
+    P·||g_i − g_j|| (N, N) -> (..., h), float64. One matrix product in A's dtype (one read of A) gives, for every
+    query i, Σ_j A[i, j] P ||g_i − g_j|| and Σ_j A[i, j] over the patches; `renormalise` divides the first by the
+    second."""
+    patches = attention[..., 1:, 1:]  # the class token dropped as query and key: (..., h, N, N)
+    distances = distances.to(patches.device, patches.dtype)  # (N, N)
+    weights = torch.stack([distances, torch.ones_like(distances)], dim=-1)  # (N, N, 2)
+    sums = torch.einsum("...ij,ijk->...ik", patches, weights)  # (..., h, N, 2)
+    per_query = sums[..., 0].double()  # (..., h, N)
+    if renormalise:
+        per_query = per_query / sums[..., 1].double().clamp_min(1e-12)  # each query's weights summing to 1
+    return per_query.mean(dim=-1)  # (1/N) Σ_i: (..., h)
+
+
+def discard_smallest(fused: torch.Tensor, discard_ratio: float) -> torch.Tensor:
+    """Rollout's discard step: zero that fraction of the smallest patch-to-patch weights of fuse(A_l), (T, T) ->
+    (T, T); weights to or from the class token are never discarded."""
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), not {discard_ratio}.")
+    T = fused.shape[-1]
+    patches = fused[1:, 1:].flatten()  # patch-to-patch weights only: (N²,)
+    count = int(patches.numel() * discard_ratio)
+    if not count:
+        return fused
+    smallest = patches.topk(count, largest=False).indices
+    patches = patches.clone()
+    patches[smallest] = 0
+    fused = fused.clone()
+    fused[1:, 1:] = patches.view(T - 1, T - 1)
+    return fused
+
+
+def class_token_rollout(fused: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """Fig. 6 for one image or a batch: the class token's row of R = Â_L ··· Â_1, Â_l = rownorm(Ā_l + I), over the
+    patches and scaled to a maximum of 1. Ā_l = fuse(A_l) for l = 1..L, each (..., T, T) -> (..., N).
+
+    Computed from the left, one row at a time (e_0ᵀ Â_L, then · Â_{L-1}, ...), without forming Â or R:
+    r Â = u Ā + u with u_i = r_i / s_i, s_i = 1 + Σ_j Ā[i, j] the row sums of Ā + I."""
+    row = torch.zeros_like(fused[-1][..., :1, :])  # (..., 1, T)
+    row[..., 0, 0] = 1.0  # e_0: the class token
+    for l in reversed(range(len(fused))):
+        u = row / (fused[l].sum(dim=-1) + 1.0).unsqueeze(-2)  # (..., 1, T)
+        row = u @ fused[l] + u  # (..., 1, T) @ (..., T, T) -> (..., 1, T)
+    row = row[..., 0, 1:]  # class token -> patches: (..., N)
+    return row / row.amax(dim=-1, keepdim=True).clamp_min(1e-12)

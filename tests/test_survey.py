@@ -1,6 +1,6 @@
 """explorer.survey: each image's numbers against explorer.analysis on its full trace and against hand-computed cases,
 the statistics by hand and against scipy, the order of the images, the outputs against independent computations,
-resuming after a kill with nothing counted twice, and the errors a user can cause."""
+resuming after a kill with nothing counted twice, and the errors a user can cause; and benchmarks.survey's smoke tests."""
 import contextlib
 import io
 import json
@@ -387,9 +387,25 @@ def test_errors_are_one_sentence(tmp_path, monkeypatch, idx):
 
 @pytest.mark.slow
 def test_bench_reports_one_and_two_processes():
-    result = sv.bench(batch_size=2, repeats=1, processes=(1, 2), threads=2, model="ViT-B/32")  # 4x fewer tokens
+    from benchmarks import survey as survey_bench
+
+    result = survey_bench.bench(batch_size=2, repeats=1, processes=(1, 2), threads=2, model="ViT-B/32")  # fewer tokens
     assert result["model"] == "ViT-B/32 (random weights, 224x224)"
     assert [row["processes"] for row in result["rows"]] == [1, 2]
     for row in result["rows"]:
         assert row["survey_images_per_s"] > 0 and row["torchvision_images_per_s"] > 0
         assert row["ratio"] == pytest.approx(row["survey_images_per_s"] / row["torchvision_images_per_s"], rel=0.01)
+
+
+def test_memory_benchmark_reads_the_resident_memory_over_a_survey(idx, capsys):
+    """`python -m benchmarks.survey --only memory` on a few synthetic images: the figures it prints are the process's
+    VmRSS (as /proc/self/status says) after the early batches and after the last one."""
+    from benchmarks import survey as survey_bench
+
+    assert survey_bench.main(["--only", "memory", "--images", "40", "--batch-size", "4", "--data-idx", str(idx)]) == 0
+    printed = capsys.readouterr().out
+    assert "memory, survey of 40 images" in printed and "after 20 images" in printed and "within 10%" in printed
+    result = survey_bench.memory(40, batch_size=4, early_batches=2, data_idx=str(idx))
+    assert result["images"] == 40 and result["early"]["images"] == 8
+    assert 50 < result["early"]["rss_mb"] <= result["peak_rss_mb"] and result["end"]["rss_mb"] <= result["peak_rss_mb"]
+    assert result["growth"] == pytest.approx(result["end"]["rss_mb"] / result["early"]["rss_mb"] - 1, abs=1e-3)

@@ -1,0 +1,97 @@
+"""One batch of a survey: a forward whose record reduces each layer's attention as it arrives, then a record per image.
+
+Per image: the top class; the mean attention distance of every head (App. D.7, Fig. 7 right) in pixels, the class token
+dropped as query and key and each patch's weights renormalised over the patches; the attention rollout map (Fig. 6;
+heads fused by their mean, nothing discarded) scaled to a maximum of 1; and, for the first K images, the deletion and
+insertion areas (Petsiuk et al. 2018; explorer.explain) of each explanation for the top class. The reductions are
+explorer.analysis's, taken over the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..analysis import attention_distance, class_token_rollout, fuse_heads, patch_distances
+from ..explain import default_steps, faithfulness
+from ..model import ViT
+from .images import Images
+
+
+class SurveyRecord(dict):
+    """A record for ViT.forward (explorer.model) that keeps only what the survey needs.
+
+    Each layer's attention weights A_l (B, h, T, T) are reduced the moment the model writes them: to the mean attention
+    distance of each head (B, h) and to the head mean Ā_l = mean_h A_l (B, T, T) for rollout. Every other stage is
+    dropped, so memory holds one layer's A at a time, not L of them.
+    """
+
+    def __init__(self, grid: tuple[int, int], patch_size: int, device):
+        super().__init__()
+        self.distances = patch_distances(grid, patch_size).float().to(device)  # P·||g_i − g_j||: (N, N)
+        self.mean_distance: list[torch.Tensor] = []  # per layer, (B, h) float64
+        self.head_means: list[torch.Tensor] = []  # per layer, Ā_l: (B, T, T)
+
+    def __setitem__(self, name: str, tensor: torch.Tensor) -> None:
+        if not name.endswith(".attn.weights"):
+            return
+        layer = int(name.split(".")[1])  # "blocks.l.attn.weights", l = 1..L, written in order
+        assert layer == len(self.mean_distance) + 1, f"attention of layer {layer} came out of order"
+        A = tensor.detach()  # (B, h, T, T)
+        self.mean_distance.append(attention_distance(A, self.distances))  # (B, h)
+        self.head_means.append(fuse_heads(A, "mean"))  # (B, h, T, T) -> (B, T, T)
+
+    def rollout_maps(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The class token's rollout over the patches, each map scaled to a maximum of 1: (B, rows, cols)."""
+        return class_token_rollout(self.head_means).reshape(-1, *grid)  # (B, N) -> (B, rows, cols)
+
+
+@dataclass
+class BatchResult:
+    predictions: np.ndarray  # (B,) top class (ties: the first, as explorer.common.ranking)
+    mean_distance: np.ndarray  # (B, L, h) pixels
+    rollout: np.ndarray  # (B, rows, cols)
+
+
+def survey_batch(model: ViT, x: torch.Tensor) -> BatchResult:
+    """One batched forward (B, C, H, W) -> each image's top class, mean attention distances and rollout map."""
+    config = model.config
+    parameter = next(model.parameters())
+    record = SurveyRecord(config.grid, config.patch_size, parameter.device)
+    with torch.inference_mode():
+        logits = model(x.to(device=parameter.device, dtype=parameter.dtype), record)  # (B, K); explicit attention
+        maps = record.rollout_maps(config.grid)
+        distance = torch.stack(record.mean_distance, dim=1)  # (B, L, h)
+    return BatchResult(logits.argmax(dim=-1).cpu().numpy(), distance.cpu().numpy(), maps.float().cpu().numpy())
+
+
+def faithfulness_steps(model: ViT, steps: int | None = None) -> int | None:
+    """The curves' resolution: every patch count up to 64 patches, else 10 evenly spaced steps (or `steps`)."""
+    if steps:
+        return int(steps)
+    return default_steps(model.config)
+
+
+def rounded(array, decimals: int) -> list:
+    """An array as nested lists of floats rounded to `decimals`: what the JSON files hold."""
+    return np.round(np.asarray(array, dtype=np.float64), decimals).tolist()
+
+
+def image_records(model: ViT, images: Images, indices: list[int], faithfulness_images: int,
+                  steps: int | None) -> list[dict]:
+    """The per-image records of `indices` (one batch): what a shard line holds."""
+    inputs, labels, skipped = images.load(indices)
+    records = {i: {"index": i, "name": images.name(i), "skipped": skipped[i]} for i in skipped}
+    good = [i for i in indices if i in inputs]
+    if good:
+        result = survey_batch(model, torch.stack([inputs[i] for i in good]))
+        for b, i in enumerate(good):
+            record = {"index": i, "label": labels[i], "prediction": int(result.predictions[b]),
+                      "mean_distance": rounded(result.mean_distance[b], 9),
+                      "rollout": rounded(result.rollout[b], 9)}
+            if i < faithfulness_images:
+                f = faithfulness(model, inputs[i][None], target=None, steps=steps, seed=i)
+                record["faithfulness"] = {name: [round(d, 12), round(s, 12)] for name, (d, s) in f.areas().items()}
+            records[i] = record
+    return [records[i] for i in indices]
