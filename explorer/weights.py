@@ -1,7 +1,7 @@
 """Weights in and out: torchvision's pretrained ViTs (download, cache, integrity) and the project's own checkpoints.
 
-- `from_torchvision(model_or_state_dict)`: an explorer.ViT with exactly those weights, config inferred; its key
-  table is data, applied by the one conversion engine (explorer.families.engine).
+- `from_torchvision(model_or_state_dict)` (from explorer.families.torchvision): an explorer.ViT with exactly those
+  weights, config inferred; its key table is data for the one conversion engine, as timm's and transformers' are.
 - `load_pretrained("ViT-B/16", "IMAGENET1K_V1")`: through torchvision's weights API (URL, preprocessing, class
   names from its meta); the file is downloaded with progress and cached under $TORCH_HOME/hub/checkpoints.
   EXPLORER_OFFLINE=1 forbids any network access; EXPLORER_WEIGHTS_MIRROR=<base URL> fetches the same file name
@@ -19,7 +19,6 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import sys
 import urllib.error
 import urllib.request
@@ -32,7 +31,7 @@ from pathlib import Path
 from .config import CONFIGS, ViTConfig
 from .common import reason
 from .deferred import deferred
-from .families.engine import KeyTable, convert
+from .families.torchvision import config_from_torchvision, from_torchvision
 from .images import Preprocessing
 
 # Imported when first used (explorer/deferred.py): the app's menu reads this module without them. So are
@@ -68,91 +67,6 @@ class ModelBundle:
     @property
     def trained(self) -> bool:
         return self.weights != UNTRAINED
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# torchvision -> explorer, an explicit key table
-
-def _key_table(depth: int, pre_logits: bool) -> KeyTable:
-    """Our parameter name -> the torchvision names it may come from (newest first): data for the one conversion
-    engine (explorer.families.engine)."""
-    table: KeyTable = {
-        "class_token": ("class_token",),
-        "position_embedding": ("encoder.pos_embedding",),
-        "patch_embedding.projection.weight": ("conv_proj.weight",),
-        "patch_embedding.projection.bias": ("conv_proj.bias",),
-        "norm.weight": ("encoder.ln.weight",),
-        "norm.bias": ("encoder.ln.bias",),
-        "head.weight": ("heads.head.weight",),
-        "head.bias": ("heads.head.bias",),
-    }
-    if pre_logits:
-        table["pre_logits.0.weight"] = ("heads.pre_logits.weight",)
-        table["pre_logits.0.bias"] = ("heads.pre_logits.bias",)
-    for i in range(depth):
-        ours, theirs = f"blocks.{i}.", f"encoder.layers.encoder_layer_{i}."
-        for p in ("weight", "bias"):
-            table[ours + f"norm_1.{p}"] = (theirs + f"ln_1.{p}",)
-            table[ours + f"norm_2.{p}"] = (theirs + f"ln_2.{p}",)
-            table[ours + f"mlp.fc1.{p}"] = (theirs + f"mlp.0.{p}", theirs + f"mlp.linear_1.{p}")
-            table[ours + f"mlp.fc2.{p}"] = (theirs + f"mlp.3.{p}", theirs + f"mlp.linear_2.{p}")
-            table[ours + f"msa.projection.{p}"] = (theirs + f"self_attention.out_proj.{p}",)
-        # in_proj rows are [W_q; W_k; W_v], the layout of our qkv: copied as is, nothing transposed.
-        table[ours + "msa.qkv.weight"] = (theirs + "self_attention.in_proj_weight",)
-        table[ours + "msa.qkv.bias"] = (theirs + "self_attention.in_proj_bias",)
-    return table
-
-
-_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 16}  # Table 1
-
-
-def config_from_torchvision(state_dict: dict[str, torch.Tensor], heads: int | None = None, name: str = "") -> ViTConfig:
-    """Infer the config from a torchvision ViT state dict. `heads` is not stored in the weights: given, or Table 1's."""
-    required = ("class_token", "conv_proj.weight", "encoder.pos_embedding", "heads.head.weight")
-    missing = [k for k in required if k not in state_dict]
-    if missing:
-        raise ValueError(f"Not a torchvision ViT state dict: missing {missing}.")
-    D, C, P, _ = state_dict["conv_proj.weight"].shape
-    T = state_dict["encoder.pos_embedding"].shape[1]
-    side = int(round((T - 1) ** 0.5))
-    if side * side != T - 1:
-        raise ValueError(f"Position embedding of {T} tokens is not a square grid plus a class token.")
-    layers = {int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.layers\.encoder_layer_(\d+)\.", k))}
-    depth = max(layers) + 1 if layers else 0  # a missing layer then fails as a missing key, by name
-    mlp_key = next((k for k in state_dict if re.fullmatch(r"encoder\.layers\.encoder_layer_0\.mlp\.(0|linear_1)\.weight", k)), None)
-    if depth == 0 or mlp_key is None:
-        raise ValueError("Not a torchvision ViT state dict: missing encoder.layers.encoder_layer_0.mlp.0.weight.")
-    if heads is None:
-        if D not in _HEADS_BY_WIDTH:
-            raise ValueError(f"Can't infer the number of heads for D={D}; pass heads=.")
-        heads = _HEADS_BY_WIDTH[D]
-    pre_logits = state_dict.get("heads.pre_logits.weight")
-    return ViTConfig(
-        image_size=side * P, patch_size=P, channels=C, hidden_dim=D, depth=depth, heads=heads,
-        mlp_dim=state_dict[mlp_key].shape[0], num_classes=state_dict["heads.head.weight"].shape[0],
-        representation_size=None if pre_logits is None else pre_logits.shape[0],
-        name=name or f"ViT-{D}d/{P}",
-    )
-
-
-def from_torchvision(model_or_state_dict, heads: int | None = None, name: str = "", copy: bool = True) -> ViT:
-    """An explorer.ViT with exactly the weights of a torchvision VisionTransformer (or its state dict).
-
-    The key table is applied by explorer.families.engine.convert: built on the meta device, every shape asserted,
-    every key used. With copy=False the parameters share storage with the given tensors (fine for a state dict just
-    read from a file); a meta-device state dict gives a meta-device model.
-    """
-    if isinstance(model_or_state_dict, torch.nn.Module):
-        tv = model_or_state_dict
-        heads = heads or tv.encoder.layers[0].self_attention.num_heads
-        if not isinstance(tv.conv_proj, torch.nn.Conv2d):
-            raise ValueError("ViTs with a convolutional stem are not supported; only the plain patch embedding.")
-        state_dict = tv.state_dict()
-    else:
-        state_dict = dict(model_or_state_dict)
-    config = config_from_torchvision(state_dict, heads, name)
-    table = _key_table(config.depth, config.representation_size is not None)
-    return convert(state_dict, table, config, "torchvision", copy=copy)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 A key table maps each of our parameter names to its sources, newest layout first. A source is one tensor name
 (copied as is) or a tuple of names concatenated along dim 0 (three Linear layers' [W_q; W_k; W_v]: (3D, D), the
-layout of our qkv). torchvision's table lives with its weights (explorer.weights), timm's and transformers' in
-explorer.families.timm and .transformers: each is data, and `convert` is the only code that applies one.
+layout of our qkv). torchvision's, timm's and transformers' tables live in explorer.families.torchvision, .timm
+and .transformers: each is data, and `convert` is the only code that applies one.
 
 Every shape is asserted, every source tensor must be used (or named in `ignore`), the model is built on the meta
 device (no throw-away initialisation: ViT-H/14 has 632M parameters) and takes the tensors with
