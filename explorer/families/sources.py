@@ -1,11 +1,11 @@
 """The one model source resolver: a name -> a ModelBundle, for explorer.load, the app's menu and the survey.
 
-`load(name, device="cpu", *, models_dir=None)` accepts:
-- a torchvision preset, "ViT-B/16" (its default weights), or "ViT-B/16 · IMAGENET1K_SWAG_E2E_V1" (a variant);
+`load(name, device="cpu", *, models_dir=None)` accepts, tried in this order:
+- a file or folder that exists: one of the project's checkpoints (its .safetensors or .json, or a folder holding
+  one), a model folder (timm's or transformers' save_pretrained: config.json + model.safetensors, or its shards), or
+  that folder's config.json or model.safetensors;
 - an untrained preset, "ViT-B/16 · random init" (any preset of explorer.CONFIGS; seed 0);
-- a file or folder: one of the project's checkpoints (its .safetensors or .json), a model folder (timm's or
-  transformers' save_pretrained: config.json + model.safetensors, or its shards), or that folder's config.json or
-  model.safetensors;
+- a torchvision preset, "ViT-B/16" (its default weights), or "ViT-B/16 · IMAGENET1K_SWAG_E2E_V1" (a variant);
 - one of the project's checkpoints by stem, or by name in $EXPLORER_CHECKPOINTS or the shipped checkpoints
   ("vit_fashion_mnist");
 - a Hugging Face Hub id, "google/vit-base-patch16-224" (also "hf-hub:google/..."): from the folder
@@ -40,10 +40,13 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 def load(name: str | os.PathLike, device: str | torch.device = "cpu", *,
          models_dir: str | os.PathLike | None = None) -> ModelBundle:
     """The model `name` stands for (see the module's docstring for every form), on `device`, in eval mode."""
-    raw = os.fspath(name)
-    text = " ".join(raw.split())
+    given = os.fspath(name).strip()
+    text = " ".join(given.split())
     preset, dot, weights = (part.strip() for part in text.partition("·"))
-    if dot and weights.lower() == UNTRAINED:
+    path = Path(given).expanduser()
+    if path.exists():  # first: a folder may be called anything, "a · b" too
+        bundle = _load_local(path)
+    elif dot and weights.lower() == UNTRAINED:
         if preset not in CONFIGS:
             raise WeightsUnavailable(f"There is no preset {preset!r} to build at random init; choose one of "
                                      f"{', '.join(CONFIGS)}.")
@@ -57,25 +60,21 @@ def load(name: str | os.PathLike, device: str | torch.device = "cpu", *,
     elif dot:
         raise WeightsUnavailable(f"There is no model called {text!r}; give a torchvision preset with its weights "
                                  f"({', '.join(PRETRAINED)} · <variant>) or '<preset> · {UNTRAINED}'.")
+    elif (stem := _checkpoint_stem(given)) is not None:
+        bundle = load_checkpoint(stem)
     else:
-        bundle = _load_file_or_id(raw.strip(), text, models_dir)
+        bundle = _load_hub(_hub_id(text, path), models_dir)
     bundle.model = bundle.model.to(device).eval()
     return bundle
 
 
-def _load_file_or_id(given: str, text: str, models_dir) -> ModelBundle:
-    """A file or folder at `given`, else a checkpoint's stem or name, else a Hub id (`text`: whitespace collapsed)."""
-    path = Path(given).expanduser()
-    if path.exists():
-        return _load_local(path)
-    stem = _checkpoint_stem(given)
-    if stem is not None:
-        return load_checkpoint(stem)
+def _hub_id(text: str, path: Path) -> str:
+    """The Hub id `text` names ("hf-hub:" allowed); one-sentence WeightsUnavailable when it names nothing at all."""
     repo_id = text.removeprefix("hf-hub:")
     if not _HUB_ID.fullmatch(repo_id) or repo_id.startswith((".", "/")):
         raise WeightsUnavailable(f"No file or folder at {path}, and {text!r} is neither a preset, a checkpoint's name "
                                  f"nor a Hugging Face Hub id such as google/vit-base-patch16-224.")
-    return _load_hub(repo_id, models_dir)
+    return repo_id
 
 
 def checkpoint_dirs() -> list[Path]:
