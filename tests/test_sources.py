@@ -91,6 +91,8 @@ def test_the_projects_checkpoints_by_file_stem_and_name(tmp_path, monkeypatch, t
     (tmp_path / "alone").mkdir()
     save_checkpoint(tmp_path / "alone" / "run.v2", tiny_model, [f"c{i}" for i in range(10)], Preprocessing(32, 32))
     assert same_weights(explorer.load(tmp_path / "alone").model, tiny_model)  # a folder holding one checkpoint
+    (tmp_path / "alone").rename(tmp_path / "ViT-B · 16")
+    assert same_weights(explorer.load(tmp_path / "ViT-B · 16").model, tiny_model)  # a path before a preset's name
 
 
 def test_a_model_folder_its_files_and_the_device(tmp_path):
