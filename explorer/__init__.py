@@ -2,7 +2,8 @@
 
 The core (this package's modules) imports no Gradio: config, model, trace, analysis, weights, images, render, data,
 train, evaluate, explain, survey and distributed (python -m explorer.survey, torchrun), families (timm and
-transformers checkpoints; those libraries are imported only when used).
+transformers checkpoints, those libraries imported only when used, and `explorer.load(name)`: the one resolver of
+model names, from torchvision presets to Hugging Face Hub ids).
 The web app lives in explorer.app and is imported only when asked for.
 
 The names below are imported when first used (lazy_loader.attach): `import explorer` (and so `import explorer.app`)

@@ -1,13 +1,14 @@
-"""Weights in and out: torchvision's pretrained ViTs (converted key by key) and the project's own checkpoints.
+"""Weights in and out: torchvision's pretrained ViTs (download, cache, integrity) and the project's own checkpoints.
 
-- `from_torchvision(model_or_state_dict)`: an explorer.ViT with exactly those weights, config inferred.
+- `from_torchvision(model_or_state_dict)` (from explorer.families.torchvision): an explorer.ViT with exactly those
+  weights, config inferred; its key table is data for the one conversion engine, as timm's and transformers' are.
 - `load_pretrained("ViT-B/16", "IMAGENET1K_V1")`: through torchvision's weights API (URL, preprocessing, class
   names from its meta); the file is downloaded with progress and cached under $TORCH_HOME/hub/checkpoints.
   EXPLORER_OFFLINE=1 forbids any network access; EXPLORER_WEIGHTS_MIRROR=<base URL> fetches the same file name
   from another server (a local mirror, or a test server on 127.0.0.1). A cached file is checked before use (its zip
   records' CRC-32s, then torch.load(weights_only=True) into a torchvision ViT's keys); a damaged one is replaced by a
   fresh download where the network is allowed. A download lands under its final name only once complete and checked,
-  and one file is downloaded once however many threads or processes ask for it at the same time.
+  and one file is downloaded once however many threads or processes ask for it at the same time (a filelock).
 - `save_checkpoint` / `load_checkpoint`: `.safetensors` plus a JSON side file. Nothing is ever unpickled, except
   torchvision's own weight files, which are read with torch.load(weights_only=True).
 """
@@ -18,9 +19,7 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import sys
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -29,25 +28,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:
-    import fcntl  # file locks between processes; not on Windows, where only threads are kept apart
-except ImportError:  # pragma: no cover
-    fcntl = None
-
 from .config import CONFIGS, ViTConfig
 from .common import reason
 from .deferred import deferred
+from .families.torchvision import config_from_torchvision, from_torchvision
 from .images import Preprocessing
 
 # Imported when first used (explorer/deferred.py): the app's menu reads this module without them. So are
-# explorer.model (in the functions that build a ViT), safetensors.torch and torchvision.
+# explorer.model (in the functions that build a ViT) and torchvision.
 torch = deferred("torch")
 safetensors_torch = deferred("safetensors.torch")
+filelock = deferred("filelock")
 
 CHECKPOINT_FORMAT = "vit-explorer/1"
 # An untrained model, in one wording everywhere: its weights' name, and the sentence shown wherever it predicts.
 UNTRAINED = "random init"
 UNTRAINED_NOTE = "Random init: predictions are meaningless; shapes are real."
+# File names whose contents are pickles, which can run code when loaded: refused wherever a user names a file.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 class WeightsUnavailable(RuntimeError):
@@ -69,111 +67,6 @@ class ModelBundle:
     @property
     def trained(self) -> bool:
         return self.weights != UNTRAINED
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# torchvision -> explorer, an explicit key table
-
-def _key_table(depth: int, pre_logits: bool) -> dict[str, tuple[str, ...]]:
-    """Our parameter name -> the torchvision names it may come from (newest first)."""
-    table: dict[str, tuple[str, ...]] = {
-        "class_token": ("class_token",),
-        "position_embedding": ("encoder.pos_embedding",),
-        "patch_embedding.projection.weight": ("conv_proj.weight",),
-        "patch_embedding.projection.bias": ("conv_proj.bias",),
-        "norm.weight": ("encoder.ln.weight",),
-        "norm.bias": ("encoder.ln.bias",),
-        "head.weight": ("heads.head.weight",),
-        "head.bias": ("heads.head.bias",),
-    }
-    if pre_logits:
-        table["pre_logits.0.weight"] = ("heads.pre_logits.weight",)
-        table["pre_logits.0.bias"] = ("heads.pre_logits.bias",)
-    for i in range(depth):
-        ours, theirs = f"blocks.{i}.", f"encoder.layers.encoder_layer_{i}."
-        for p in ("weight", "bias"):
-            table[ours + f"norm_1.{p}"] = (theirs + f"ln_1.{p}",)
-            table[ours + f"norm_2.{p}"] = (theirs + f"ln_2.{p}",)
-            table[ours + f"mlp.fc1.{p}"] = (theirs + f"mlp.0.{p}", theirs + f"mlp.linear_1.{p}")
-            table[ours + f"mlp.fc2.{p}"] = (theirs + f"mlp.3.{p}", theirs + f"mlp.linear_2.{p}")
-            table[ours + f"msa.projection.{p}"] = (theirs + f"self_attention.out_proj.{p}",)
-        # in_proj rows are [W_q; W_k; W_v], the layout of our qkv: copied as is, nothing transposed.
-        table[ours + "msa.qkv.weight"] = (theirs + "self_attention.in_proj_weight",)
-        table[ours + "msa.qkv.bias"] = (theirs + "self_attention.in_proj_bias",)
-    return table
-
-
-_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 16}  # Table 1
-
-
-def config_from_torchvision(state_dict: dict[str, torch.Tensor], heads: int | None = None, name: str = "") -> ViTConfig:
-    """Infer the config from a torchvision ViT state dict. `heads` is not stored in the weights: given, or Table 1's."""
-    required = ("class_token", "conv_proj.weight", "encoder.pos_embedding", "heads.head.weight")
-    missing = [k for k in required if k not in state_dict]
-    if missing:
-        raise ValueError(f"Not a torchvision ViT state dict: missing {missing}.")
-    D, C, P, _ = state_dict["conv_proj.weight"].shape
-    T = state_dict["encoder.pos_embedding"].shape[1]
-    side = int(round((T - 1) ** 0.5))
-    if side * side != T - 1:
-        raise ValueError(f"Position embedding of {T} tokens is not a square grid plus a class token.")
-    layers = {int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.layers\.encoder_layer_(\d+)\.", k))}
-    depth = max(layers) + 1 if layers else 0  # a missing layer then fails as a missing key, by name
-    mlp_key = next((k for k in state_dict if re.fullmatch(r"encoder\.layers\.encoder_layer_0\.mlp\.(0|linear_1)\.weight", k)), None)
-    if depth == 0 or mlp_key is None:
-        raise ValueError("Not a torchvision ViT state dict: missing encoder.layers.encoder_layer_0.mlp.0.weight.")
-    if heads is None:
-        if D not in _HEADS_BY_WIDTH:
-            raise ValueError(f"Can't infer the number of heads for D={D}; pass heads=.")
-        heads = _HEADS_BY_WIDTH[D]
-    pre_logits = state_dict.get("heads.pre_logits.weight")
-    return ViTConfig(
-        image_size=side * P, patch_size=P, channels=C, hidden_dim=D, depth=depth, heads=heads,
-        mlp_dim=state_dict[mlp_key].shape[0], num_classes=state_dict["heads.head.weight"].shape[0],
-        representation_size=None if pre_logits is None else pre_logits.shape[0],
-        name=name or f"ViT-{D}d/{P}",
-    )
-
-
-def from_torchvision(model_or_state_dict, heads: int | None = None, name: str = "", copy: bool = True) -> ViT:
-    """An explorer.ViT with exactly the weights of a torchvision VisionTransformer (or its state dict).
-
-    The model is built on the meta device and takes the converted tensors as its parameters, so no memory is spent on
-    a throw-away initialisation (ViT-H/14 has 632M parameters). With copy=False the parameters share storage with the
-    given tensors (fine for a state dict just read from a file); a meta-device state dict gives a meta-device model.
-    """
-    if isinstance(model_or_state_dict, torch.nn.Module):
-        tv = model_or_state_dict
-        heads = heads or tv.encoder.layers[0].self_attention.num_heads
-        if not isinstance(tv.conv_proj, torch.nn.Conv2d):
-            raise ValueError("ViTs with a convolutional stem are not supported; only the plain patch embedding.")
-        state_dict = tv.state_dict()
-    else:
-        state_dict = dict(model_or_state_dict)
-    config = config_from_torchvision(state_dict, heads, name)
-    from .model import ViT
-
-    with torch.device("meta"):
-        model = ViT(config)
-    ours = model.state_dict()
-    table = _key_table(config.depth, config.representation_size is not None)
-    assert set(table) == set(ours), f"key table out of date: {sorted(set(table) ^ set(ours))[:5]}"
-    converted, used = {}, set()
-    for our_key, candidates in table.items():
-        source = next((k for k in candidates if k in state_dict), None)
-        if source is None:
-            raise ValueError(f"torchvision weights lack {candidates[0]} (needed for {our_key}).")
-        tensor = state_dict[source]
-        if tensor.shape != ours[our_key].shape:
-            raise ValueError(f"{source} has shape {tuple(tensor.shape)}; expected {tuple(ours[our_key].shape)}.")
-        tensor = tensor.detach().to(dtype=ours[our_key].dtype)  # float32 like a fresh ViT; no copy if it already is
-        converted[our_key] = tensor.clone() if copy else tensor
-        used.add(source)
-    unused = set(state_dict) - used
-    if unused:
-        raise ValueError(f"torchvision weights have keys this model does not use: {sorted(unused)[:5]}.")
-    model.load_state_dict(converted, strict=True, assign=True)
-    return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -404,56 +297,31 @@ def _read_torchvision_file(path: Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-_thread_locks: dict[Path, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
-
-
 @contextmanager
 def _held(path: Path):
-    """Hold `path` against other threads, and other processes where fcntl exists, while it is read or replaced.
+    """Hold `path` against other threads and processes while it is read, repaired or downloaded (filelock).
 
-    The lock file <name>.lock is removed on release, while still locked; a waiter that then wakes holding the removed
-    file sees that the path is no longer its file and locks anew. A folder where no lock file can be made (a
-    read-only cache) is shared between threads only, and there no download could be written anyway.
+    The lock file lies outside the cache folder, in <torch hub>/.locks (as huggingface_hub keeps its own in
+    <cache>/.locks), so the folder holds weight files only. Holding it, any .partial of ours beside `path` is a
+    killed run's, and is removed. Where no lock file can be made (a read-only cache) nothing can be written either,
+    and readers need no lock.
     """
-    with _thread_locks_guard:
-        thread_lock = _thread_locks.setdefault(path, threading.Lock())
-    with thread_lock:
-        lock_path = path.with_name(path.name + ".lock")
-        descriptor = _lock_file(lock_path) if fcntl is not None else None
-        try:
-            if descriptor is not None:  # no one else holds this file: our .partial beside it is from a killed run
-                for stale in glob.glob(glob.escape(str(path)) + ".*" + _PARTIAL):
-                    Path(stale).unlink(missing_ok=True)
-            yield
-        finally:
-            if descriptor is not None:
-                lock_path.unlink(missing_ok=True)
-                os.close(descriptor)
-
-
-def _lock_file(lock_path: Path) -> int | None:
-    """An open descriptor of `lock_path` holding its exclusive flock, or None where the file can't be made."""
+    lock_path = path.parent.parent / ".locks" / f"{path.name}.lock"
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(lock_path))
+        lock.acquire()
     except OSError:
-        return None
-    while True:
-        try:
-            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-            if os.stat(lock_path).st_ino == os.fstat(descriptor).st_ino:
-                return descriptor
-        except FileNotFoundError:  # the holder before us removed it: lock a new one
-            pass
-        except BaseException:
-            os.close(descriptor)
-            raise
-        os.close(descriptor)
-
+        lock = None
+    if lock is None:
+        yield
+        return
+    try:
+        for stale in glob.glob(glob.escape(str(path)) + ".*" + _PARTIAL):
+            Path(stale).unlink(missing_ok=True)
+        yield
+    finally:
+        lock.release()
 
 
 def load_pretrained(name: str = "ViT-B/16", variant: str = "DEFAULT", progress: bool = True) -> ModelBundle:
@@ -554,7 +422,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict:
 
 def _stem(path) -> Path:
     path = Path(path)
-    if path.suffix in (".pt", ".pth", ".pkl", ".ckpt", ".bin"):
+    if path.suffix in PICKLE_SUFFIXES:
         raise WeightsUnavailable(
             f"{path.name} is a pickle file, which can run code when loaded; only .safetensors checkpoints are accepted."
         )

@@ -6,7 +6,7 @@ import torchvision
 from torchvision.models.vision_transformer import VisionTransformer
 
 from explorer import CONFIGS, ViT, ViTConfig, from_torchvision
-from explorer.weights import _key_table, config_from_torchvision
+from explorer.families.torchvision import _key_table, config_from_torchvision
 
 TOLERANCE = 1e-4
 

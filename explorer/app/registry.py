@@ -25,18 +25,14 @@ from typing import Callable
 
 from ..config import CONFIGS, ViTConfig
 from ..deferred import deferred
-from ..families import (
-    _PICKLE_SUFFIXES,
-    PAPER_CHECKPOINTS,
-    PaperCheckpoint,
-    _hub_offline,
-    _read_json,
-    config_from_transformers,
-    hub_cache_dir,
-    load,
-    preprocessing_from_transformers,
-)
+from ..families.catalogue import PAPER_CHECKPOINTS, PaperCheckpoint
+from ..families.files import read_json as _read_json
+from ..families.hub import hub_cache_dir, hub_folder_name
+from ..families.hub import hub_offline as _hub_offline
+from ..families.sources import load
+from ..families.transformers import config_from_transformers, preprocessing_from_transformers
 from ..weights import (
+    PICKLE_SUFFIXES as _PICKLE_SUFFIXES,
     PRETRAINED,
     TORCHVISION_WEIGHTS,
     UNTRAINED,
@@ -44,8 +40,6 @@ from ..weights import (
     ModelBundle,
     WeightsUnavailable,
     is_cached,
-    load_checkpoint,
-    load_pretrained,
     offline,
     random_bundle,
     read_checkpoint_info,
@@ -100,11 +94,6 @@ def table_1_row(name: str) -> str:
     row, params = TABLE_1_ROWS[name[len("ViT-")]]
     return (f"{row}: {config.depth} layers, hidden size D = {config.hidden_dim}, MLP size {config.mlp_dim}, "
             f"{config.heads} heads, {params} parameters; patches of {config.patch_size}×{config.patch_size}")
-
-
-def hub_folder_name(repo_id: str) -> str:
-    """The subfolder of $EXPLORER_MODELS that stands in for a Hub checkpoint: "google--vit-base-patch16-224"."""
-    return repo_id.replace("/", "--")
 
 
 def hub_cached(repo_id: str) -> bool:
@@ -401,42 +390,13 @@ class ModelRegistry:
             return bundle
 
     def _load(self, spec: ModelSpec) -> ModelBundle:
-        if spec.kind == "pretrained":
-            return load_pretrained(spec.preset, spec.variant, progress=True)
-        if spec.kind == "checkpoint":
-            return load_checkpoint(spec.path)
-        if spec.kind == "folder":
-            return load(spec.path)
-        if spec.kind == "hub":
-            return self._load_hub(spec.path)
-        with _SEEDED:
-            return random_bundle(spec.preset)
-
-    def _load_hub(self, repo_id: str) -> ModelBundle:
-        """A paper checkpoint: from $EXPLORER_MODELS/<owner>--<name> if there, else through huggingface_hub's cache
-        (downloaded once where the network is allowed). Offline and in neither: one sentence naming both places."""
-        folder = self.hub_folder(repo_id)
-        if folder is not None:
-            bundle = load(folder)
-            bundle.weights = repo_id
-            bundle.meta["hub_id"] = repo_id
-            return bundle
-        name = hub_folder_name(repo_id)
-        where = (str(self.models_dir / name) if self.models_dir
-                 else f"<folder>/{name} and start the app with EXPLORER_MODELS=<folder>")
-        flag = _hub_offline()
-        if flag and not hub_cached(repo_id):
-            raise WeightsUnavailable(
-                f"Offline ({flag} is set) and {repo_id} is not in the Hugging Face cache {hub_cache_dir()}: put its "
-                f"config.json and model.safetensors (and preprocessor_config.json, if it has one) from "
-                f"https://huggingface.co/{repo_id} in {where}, or run once with the network.")
-        try:
-            return load(repo_id)
-        except WeightsUnavailable as error:  # the app's answer to families' "in a folder and pass that folder"
-            told = str(error).replace("in a folder and pass that folder", f"in {where}")
-            if told == str(error):
-                raise
-            raise WeightsUnavailable(told) from None
+        """Through the one resolver (explorer.load): a checkpoint's stem, a folder or a Hub id by its path, the others
+        by their label ("ViT-B/16 · IMAGENET1K_V1", "ViT-B/16 · random init"). A Hub checkpoint's files put in
+        $EXPLORER_MODELS/<owner>--<name> serve it; else huggingface_hub's cache, downloaded once where allowed."""
+        if spec.kind == "untrained":
+            with _SEEDED:
+                return load(spec.label)
+        return load(spec.path or spec.label, models_dir=self.models_dir)
 
     def model_memo(self, label: str) -> dict:
         """A small dict shared by all entries of one model, for views that depend on its weights only."""

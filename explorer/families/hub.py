@@ -1,0 +1,165 @@
+"""Hugging Face Hub downloads with integrity checks, through huggingface_hub (its cache, its progress bar).
+
+EXPLORER_OFFLINE=1 or HF_HUB_OFFLINE=1 (read at each call) allow only the cache; a file that is then missing, or a
+network error, raises WeightsUnavailable with one sentence naming the files and where to put them. HF_ENDPOINT,
+HF_HOME and HF_HUB_CACHE are also read at each call. A cached safetensors file is checked before use (its size
+against its header; its SHA-256 against its blob's name, which is that SHA-256 for weights, stored in Git LFS); a
+damaged one is downloaded again (force_download) where the network is allowed, and offline is one sentence naming
+it. huggingface_hub is imported only inside the functions that need it, so `import explorer` stays fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from ..common import reason
+from ..weights import WeightsUnavailable, offline
+from .files import read_json
+
+
+def hub_folder_name(repo_id: str) -> str:
+    """The folder that stands in for a Hub checkpoint in $EXPLORER_MODELS: "google--vit-base-patch16-224"."""
+    return repo_id.replace("/", "--")
+
+
+def by_hand(repo_id: str, folder: str) -> str:
+    """The clause that says how to provide a Hub checkpoint's files without the network."""
+    return (f"put its config.json and model.safetensors (and preprocessor_config.json, if it has one) from "
+            f"https://huggingface.co/{repo_id} in {folder}")
+
+
+def hub_offline() -> str | None:
+    """The variable that forbids the network now (read at each call), or None."""
+    if offline():
+        return "EXPLORER_OFFLINE"
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
+            return variable
+    import huggingface_hub.constants
+
+    return "HF_HUB_OFFLINE" if huggingface_hub.constants.HF_HUB_OFFLINE else None
+
+
+def hub_cache_dir() -> Path:
+    """Where huggingface_hub caches downloads now: $HF_HUB_CACHE, else $HF_HOME/hub, else its default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.path.expandvars(os.environ["HF_HUB_CACHE"])).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.path.expandvars(os.environ["HF_HOME"])).expanduser() / "hub"
+    import huggingface_hub.constants
+
+    return Path(huggingface_hub.constants.HF_HUB_CACHE).expanduser()
+
+
+def snapshot(repo_id: str, folder: str) -> Path:
+    """The cached snapshot folder of `repo_id` holding config.json, the safetensors weights and (transformers) its
+    preprocessor_config.json, downloaded first where the network is allowed. `folder` is where a user can put
+    those files instead, as the one-sentence errors say."""
+    config_path = _file(repo_id, "config.json", folder)
+    hf_config = read_json(config_path)
+    try:
+        _weights_file(repo_id, "model.safetensors", folder)
+    except _MissingOnHub:
+        try:
+            index = _file(repo_id, "model.safetensors.index.json", folder)
+        except _MissingOnHub:
+            raise WeightsUnavailable(f"{repo_id} has no model.safetensors on the Hub, and the explorer never unpickles "
+                                     f"pytorch_model.bin; pick a checkpoint that offers safetensors.") from None
+        for shard in sorted(set(read_json(index).get("weight_map", {}).values())):
+            _weights_file(repo_id, shard, folder)
+    if "model_type" in hf_config:
+        try:
+            _file(repo_id, "preprocessor_config.json", folder)
+        except _MissingOnHub:
+            pass  # ViTImageProcessor's defaults apply, as in transformers
+    return config_path.parent
+
+
+class _MissingOnHub(Exception):
+    """The repository exists but has no such file."""
+
+
+def _weights_file(repo_id: str, filename: str, folder: str) -> Path:
+    """_file for a safetensors file, checked: a cached copy cut short or with changed bytes is downloaded again
+    where the network is allowed (huggingface_hub checks a download's size, but never a cached file)."""
+    path = _file(repo_id, filename, folder)
+    damage = _safetensors_damage(path)
+    if damage is None:
+        return path
+    flag = hub_offline()
+    if flag:
+        raise WeightsUnavailable(f"The cached file {path} of {repo_id} is damaged ({damage}) and {flag} is set: unset "
+                                 f"it to have it downloaded afresh, or delete it and run once with the network.")
+    path = _file(repo_id, filename, folder, force_download=True)
+    damage = _safetensors_damage(path)
+    if damage is not None:
+        raise WeightsUnavailable(f"{filename} of {repo_id} was damaged in the cache and came damaged again from the "
+                                 f"Hub ({damage}); try again later, or put an intact copy in {folder}.")
+    return path
+
+
+_checked_blobs: set[tuple] = set()  # (blob, inode, size, mtime, ctime): hashed once per process, not at every load
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """Why a cached safetensors file can't be used as it is, in a clause, or None when it is intact."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):  # the header, and a size that covers every tensor it lists
+            pass
+    except Exception as error:  # safetensors raises its own error type for a damaged header or a short file
+        return reason(error)
+    blob = path.resolve()
+    stat = blob.stat()
+    key = (str(blob), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if not re.fullmatch(r"[0-9a-f]{64}", blob.name) or key in _checked_blobs:
+        return None  # a blob named otherwise (a git hash, or a cache written by hand) has no SHA-256 to check
+    digest = hashlib.sha256()
+    with open(blob, "rb") as file:
+        while chunk := file.read(1 << 24):
+            digest.update(chunk)
+    if digest.hexdigest() != blob.name:
+        return "its SHA-256 is not the one the Hub named it by"
+    _checked_blobs.add(key)
+    return None
+
+
+def _file(repo_id: str, filename: str, folder: str, force_download: bool = False) -> Path:
+    """One file of a Hub repository: from the cache, or downloaded into it. One-sentence WeightsUnavailable else."""
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    flag = hub_offline()
+    cache = hub_cache_dir()
+    put = by_hand(repo_id, folder)
+    if flag:
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=str(cache))
+        if isinstance(cached, str):
+            return Path(cached)
+        if cached is not None:  # huggingface_hub's marker: the Hub said this file does not exist
+            raise _MissingOnHub(filename)
+        raise WeightsUnavailable(f"Offline ({flag} is set) and {filename} of {repo_id} is not in the Hugging Face "
+                                 f"cache {cache}: {put}, or run once with the network.")
+    try:
+        return Path(huggingface_hub.hf_hub_download(
+            repo_id, filename, cache_dir=str(cache), endpoint=os.environ.get("HF_ENDPOINT") or None,
+            force_download=force_download))
+    except errors.RepositoryNotFoundError:
+        raise WeightsUnavailable(f"There is no repository {repo_id} on the Hugging Face Hub (or it is private or "
+                                 f"gated); check the id.") from None
+    except errors.OfflineModeIsEnabled:
+        raise WeightsUnavailable(f"Offline (HF_HUB_OFFLINE is set) and {filename} of {repo_id} is not in the "
+                                 f"Hugging Face cache {cache}: {put}.") from None
+    except errors.LocalEntryNotFoundError as error:  # before the next: in older versions also an EntryNotFoundError
+        cause = error.__cause__ or error.__context__ or error
+        raise WeightsUnavailable(f"Could not download {filename} of {repo_id} ({reason(cause)}) and it is not in the "
+                                 f"Hugging Face cache {cache}; with no network, {put}.") from None
+    except (getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError), errors.RevisionNotFoundError):
+        raise _MissingOnHub(filename) from None
+    except (errors.HfHubHTTPError, OSError) as error:
+        cause = error.__cause__ or error.__context__ or error
+        raise WeightsUnavailable(f"Could not download {filename} of {repo_id} ({reason(cause)}) and it is not in the "
+                                 f"Hugging Face cache {cache}; with no network, {put}.") from None
