@@ -22,3 +22,17 @@ def tiny_model():
         model.head.weight.normal_(std=0.5)
         model.head.bias.normal_(std=0.5)
     return model
+
+
+@pytest.fixture
+def nothing_cached(monkeypatch, tmp_path):
+    """Offline, nothing cached (empty torchvision and Hugging Face caches in tmp_path), the Hub's address a closed
+    local port, not a Space, no checkpoint or model folders from the environment."""
+    monkeypatch.setenv("EXPLORER_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: never the real Hub
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name in ("SPACE_ID", "EXPLORER_CHECKPOINTS", "EXPLORER_MODELS"):
+        monkeypatch.delenv(name, raising=False)

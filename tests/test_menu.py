@@ -77,16 +77,8 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Offline, nothing cached (torchvision's or the Hub's), not a Space, for every test here."""
-    monkeypatch.setenv("EXPLORER_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: never the real Hub
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("SPACE_ID", raising=False)
-    monkeypatch.delenv("EXPLORER_MODELS", raising=False)
+def offline(nothing_cached):
+    """Every test here runs offline with nothing cached (conftest.nothing_cached)."""
 
 
 @pytest.fixture

@@ -21,15 +21,8 @@ TINY_HF = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Offline, empty caches in tmp_path, no checkpoint or model folders unless a test names them."""
-    monkeypatch.setenv("EXPLORER_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv("EXPLORER_CHECKPOINTS", raising=False)
-    monkeypatch.delenv("EXPLORER_MODELS", raising=False)
+def offline(nothing_cached):
+    """Every test here runs offline with nothing cached (conftest.nothing_cached)."""
 
 
 def one_sentence(message: str) -> bool:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+import explorer
 from explorer import analysis
 from explorer import survey as sv
 from explorer.config import CONFIGS
@@ -353,15 +354,15 @@ def test_a_work_folder_of_another_survey_is_refused(tmp_path, idx):
 # Model names and errors
 
 def test_model_names_resolve(tmp_path, monkeypatch, tiny_model):
-    untrained = sv.resolve_model("ViT-Tiny-Test/8 · random init")
+    untrained = explorer.load("ViT-Tiny-Test/8 · random init")
     assert not untrained.trained and untrained.model.config == CONFIGS["ViT-Tiny-Test/8"]
-    shipped = sv.resolve_model("vit_fashion_mnist")  # a stem in the shipped checkpoints
+    shipped = explorer.load("vit_fashion_mnist")  # a stem in the shipped checkpoints
     assert shipped.name == "ViT-Fashion/4" and shipped.trained
     for name in (str(SHIPPED), str(SHIPPED) + ".safetensors", str(SHIPPED) + ".json"):
-        assert sv.weights_digest(sv.resolve_model(name).model) == sv.weights_digest(shipped.model)
+        assert sv.weights_digest(explorer.load(name).model) == sv.weights_digest(shipped.model)
     save_checkpoint(tmp_path / "mine", tiny_model, [f"c{i}" for i in range(10)], Preprocessing(32, 32))
     monkeypatch.setenv("EXPLORER_CHECKPOINTS", str(tmp_path))
-    assert sv.weights_digest(sv.resolve_model("mine").model) == sv.weights_digest(tiny_model)
+    assert sv.weights_digest(explorer.load("mine").model) == sv.weights_digest(tiny_model)
     assert sv.weights_digest(tiny_model) != sv.weights_digest(shipped.model)
 
 

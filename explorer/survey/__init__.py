@@ -2,7 +2,6 @@
 PNG figures and one self-contained HTML report (`python -m explorer.survey`; see explorer.survey.cli).
 
 One job a module, in the order a survey runs:
-    models      the model, by any name the command accepts
     images      the image sets and their order (which are "the first N"), with labels where known
     records     one batch: a forward whose record reduces each layer's attention (explorer.analysis), then
                 per-image records
@@ -17,7 +16,6 @@ from .cli import DEFAULT_MODEL, PAPER_IMAGES, main, parse_args, run_survey
 from .figures import (accuracy_figure, distance_figure, faithfulness_figure, filters_figure, position_figure,
                       rollout_figure, write_figures)
 from .images import FashionImages, FolderImages, Images, open_images
-from .models import resolve_model
 from .records import BatchResult, SurveyRecord, faithfulness_steps, image_records, survey_batch
 from .report import report_html, write_outputs
 from .shards import Shard, check_manifest, read_shards, survey_images, weights_digest
@@ -29,6 +27,6 @@ __all__ = [
     "FolderImages", "Images", "Shard", "SurveyError", "SurveyRecord", "accuracy_figure", "check_manifest",
     "distance_figure", "faithfulness_figure", "faithfulness_steps", "filters_figure", "image_records", "main",
     "mean_and_interval", "open_images", "parse_args", "position_figure", "read_shards", "report_html",
-    "resolve_model", "rollout_figure", "run_survey", "summarise", "survey_batch", "survey_images", "t_quantile",
+    "rollout_figure", "run_survey", "summarise", "survey_batch", "survey_images", "t_quantile",
     "weights_digest", "write_figures", "write_outputs",
 ]

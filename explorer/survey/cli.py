@@ -25,9 +25,9 @@ import torch
 from .. import distributed
 from ..data import DataError
 from ..explain import ALL_POINTS_UP_TO, DEFAULT_STEPS
+from ..families import load
 from ..weights import WeightsUnavailable
 from .images import open_images
-from .models import resolve_model
 from .records import faithfulness_steps
 from .report import write_outputs
 from .shards import check_manifest, survey_images, weights_digest
@@ -108,7 +108,7 @@ def _run(args, processes: distributed.Processes, argv, after_batch) -> dict | No
     except OSError as error:
         raise SurveyError(f"Can't create the folder {work} ({error.strerror}); choose another --out or "
                           f"--work.") from None
-    bundle = resolve_model(args.model, processes.device)
+    bundle = load(args.model, processes.device)  # any name explorer.load takes
     images = open_images(args.data, bundle, args.data_idx)
     n = min(args.n, images.count)
     faithfulness_images = min(args.faithfulness, n)
