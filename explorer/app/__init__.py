@@ -1,10 +1,13 @@
 """The web app over the explorer package: everything Gradio lives here, nothing else imports it.
 
     settings.py   the environment, read once (threads, device, address, folders, bounds)
-    registry.py   the model menu, loaded lazily          cache.py   the trace cache (Entry, TraceCache)
-    server.py     the state every visitor shares         text.py    each step's words and the model card
-    views.py      each view declared once (the registry) ui.py      the page and its events, built from views.py
-    bench.py      the benchmark, which builds the page through the same factory
+    registry.py   the model menu, loaded lazily          cache.py      the trace cache (Entry, TraceCache)
+    server.py     the state every visitor shares         memory.py     the memory guard
+    text.py       each step's words and the model card   views/        each view declared once, a module per step
+    transport.py  how figures and pictures travel        plot.py       the plot component
+    ui.py         the page and its events, built from views/
+
+The benchmarks that drive this app live outside the package, in the checkout's benchmarks/ folder.
 
 `build_demo(server)` and `main()` import Gradio when called, so `import explorer.app` stays light.
 """
