@@ -12,7 +12,6 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
-import io  # noqa: E402
 from contextlib import nullcontext  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from itertools import groupby  # noqa: E402
@@ -20,9 +19,8 @@ from itertools import groupby  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from gradio import processing_utils  # noqa: E402
-from PIL import Image as PILImage  # noqa: E402
 
-from . import views  # noqa: E402
+from . import transport, views  # noqa: E402
 from .plot import PlotView, plotly_js  # noqa: E402
 from .registry import JFT_NOTE  # noqa: E402
 from .server import USER_ERRORS, Server  # noqa: E402
@@ -75,25 +73,15 @@ def reads(view_names) -> tuple[str, ...]:
 
 
 class PictureView(gr.Image):
-    """gr.Image for pictures the app draws (the patch picker, image views), written the way each kind compresses: a
-    drawing (at most 256 colours: a Fashion-MNIST picker, its grid, the outline) as a lossless PNG at zlib level 1,
-    not PIL's default 6 (the same pixels, a fast encoder); a photograph as a JPEG at quality 92 without chroma
-    subsampling (ViT-B/16's 448 x 448 picker, redrawn on every patch click: 228 KB and 24 ms as PNG at level 1,
-    75 KB and 2 ms as JPEG; the grid lines stay crisp)."""
+    """gr.Image for pictures the app draws (the patch picker, image views), written the way each kind compresses
+    (explorer.app.transport.picture_file: a drawing as a lossless PNG, a photograph as a JPEG)."""
 
     is_template = True  # the browser side is gr.Image's
 
     def postprocess(self, value):
         if isinstance(value, np.ndarray) and self.format == "png":
-            picture = PILImage.fromarray(np.ascontiguousarray(value))
-            buffer = io.BytesIO()
-            if picture.getcolors(256) is None:  # more than 256 colours: a photograph
-                picture.save(buffer, format="JPEG", quality=92, subsampling=0)
-                name = "image.jpg"
-            else:
-                picture.save(buffer, format="PNG", compress_level=1)
-                name = "image.png"
-            value = processing_utils.save_bytes_to_cache(buffer.getvalue(), name, cache_dir=self.GRADIO_CACHE)
+            data, suffix = transport.picture_file(value)
+            value = processing_utils.save_bytes_to_cache(data, "image" + suffix, cache_dir=self.GRADIO_CACHE)
         return super().postprocess(value)
 
 
