@@ -416,7 +416,7 @@ def test_an_analysis_that_does_not_fit_is_refused_before_loading_and_names_a_mod
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("EXPLORER_OFFLINE", "1")
-    resident = memory._resident_bytes() // 2**20
+    resident = memory.resident_bytes() // 2**20
     b16_needs = memory.needed(CONFIGS["ViT-B/16"], loaded=False) // 2**20  # about 500 MB
     assert memory.needed(CONFIGS["ViT-Tiny-Test/8"], loaded=False) < 2**20 * 10
     # An artificial limit: this process plus 200 MB, room for the tiny model but not for an untrained ViT-B/16.
