@@ -705,8 +705,8 @@ def _class_name(entry, index: int) -> str:
 
 def _gradient_map(entry, method: str, target: int) -> np.ndarray:
     """relevance or grad_cam for `target`, (rows, cols): one forward and one backward of the model, counted, once."""
-    explain = getattr(analysis, method)
-    return entry.cached((method, target), lambda: entry.run_model(method, lambda model, x: explain(model, x, target)))
+    method_of = getattr(explain, method)
+    return entry.cached((method, target), lambda: entry.run_model(method, lambda model, x: method_of(model, x, target)))
 
 
 def _faithfulness(entry, target: int):
