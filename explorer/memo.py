@@ -97,9 +97,13 @@ class Memo:
                 self.hits += 1
         if not owner:
             pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            return pending.value
+            error, value, pending = pending.error, pending.value, None
+            if error is None:
+                return value
+            try:
+                raise error
+            finally:
+                error = None  # this frame is in the error's traceback: no reference back to the error
         try:
             value = compute()
         except BaseException as error:
@@ -107,6 +111,7 @@ class Memo:
             with self.lock:
                 del self._pending[key]
             pending.done.set()
+            pending = None  # this frame is in the error's traceback: no reference back to the error
             raise
         pending.value = value
         with self.lock:

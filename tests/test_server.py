@@ -468,6 +468,29 @@ def test_memo_computes_once_per_key_while_other_keys_are_served():
     assert calls == ["slow"] and memo.get_or_compute("slow", slow) == "s"
     # A compute that asks for its own key (a recursion) gets a value, uncached, instead of waiting on itself.
     assert memo.get_or_compute("self", lambda: memo.get_or_compute("self", lambda: 1) + 1) == 2
+    # A failed compute leaves no cycle behind either: what it held is freed with the error, collector off.
+    import gc
+    import weakref
+
+    class Held:
+        pass
+
+    held = Held()
+    gone = weakref.ref(held)
+
+    def fail(held=held):
+        raise RuntimeError("no")
+
+    gc.disable()
+    try:
+        try:
+            memo.get_or_compute("fails", fail)
+        except RuntimeError:
+            pass
+        del fail, held
+        assert gone() is None and "fails" not in memo
+    finally:
+        gc.enable()
 
 
 # ---------------------------------------------------------------------------------------------------------------
