@@ -7,7 +7,8 @@
 
 Rows: 1,000 images through /predict on the shipped model; 200 on ViT-B/16 (random init: the shapes, and so the
 memory, are a trained B/16's); 50 through /analyse with step 5 opened (its explanations run the model forward and
-backward again). Two visitors at a time, each with its own images. The cache is the app's default (40 entries, 512 MB).
+backward again; with a cache of 10 entries, so that most of them come after it is full). Two visitors at a time, each
+with its own images. Otherwise the cache is the app's default (40 entries, 512 MB).
 """
 from __future__ import annotations
 
@@ -42,12 +43,15 @@ class Row:
     images: int
     steps: tuple[int, ...] = ()  # steps opened after /analyse; none: /predict alone
     size: tuple[int, int] = (96, 96)  # (width, height) of the images sent
+    env: tuple[tuple[str, str], ...] = ()  # the app's environment beside the defaults
+    every: int = 10  # images between two readings of /stats
 
 
 ROWS = (
     Row("shipped", SHIPPED, 1000),
     Row("b16", untrained_label("ViT-B/16"), 200, size=(320, 240)),
-    Row("step5", SHIPPED, 50, steps=(5,)),
+    # 50 images are few beside the default 40 entries: a cache of 10 is full after a fifth of them.
+    Row("step5", SHIPPED, 50, steps=(5,), env=(("EXPLORER_TRACE_CACHE_ENTRIES", "10"),), every=5),
 )
 
 
@@ -173,8 +177,8 @@ def main(argv=None) -> int:
         for row in (r for r in ROWS if r.name in args.rows):
             count = max(20, round(row.images * args.scale))
             images = write_images(Path(temp) / row.name, count, row.size)
-            with App(Path(temp)) as app:
-                result = soak(app.url, row.model, images, row.steps)
+            with App(Path(temp), dict(row.env)) as app:
+                result = soak(app.url, row.model, images, row.steps, every=row.every)
             failed += not result.passed
             print(f"{row.name:8} {row.model:34} {count:6d} {result.rss_full / 2**20:8.0f} {result.rss_end / 2**20:8.0f} "
                   f"{result.rss_peak / 2**20:8.0f} {result.cache_bytes / 2**20:8.1f} {result.growth:+7.1%} "

@@ -151,10 +151,6 @@ class Memo:
     def _total(self) -> int:
         return sum(self.size(v) for v in self._values.values()) if self.size else 0
 
-    def pop(self, key, default=None):
-        with self.lock:
-            return self._values.pop(key, default)
-
     def clear(self) -> None:
         with self.lock:
             self._values.clear()

@@ -6,7 +6,8 @@ is $EXPLORER_MEMORY_MB minus what this process really holds (its resident memory
 is set, else the smaller of the machine's MemAvailable and the cgroup's remaining limit. The server refuses an analysis
 whose estimate does not fit, in one sentence naming a model that does, instead of swapping or being killed; heavy
 analyses run one at a time, each checked again when its turn comes. `give_back()` returns to the system what the C
-allocator kept of the memory freed (glibc's malloc_trim): the server calls it after an eviction and before a refusal.
+allocator kept of the memory freed (glibc's malloc_trim): called after the trace cache or the registry evicts, and
+before the guard refuses.
 """
 from __future__ import annotations
 

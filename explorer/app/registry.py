@@ -51,6 +51,7 @@ from ..weights import (
     read_checkpoint_info,
     torchvision_weights,
 )
+from .memory import give_back
 from .settings import DEFAULT_MAX_MODELS, default_checkpoint_dir, default_device, default_models_dir, on_space
 
 # Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
@@ -269,7 +270,7 @@ class ModelRegistry:
                                           [s.path for s in others if s.kind == "hub"])
         self.problems += problems
         self.specs: dict[str, ModelSpec] = {s.label: s for s in checkpoints + folders + others}
-        self._loaded = Memo(self.max_models)  # label -> ModelBundle
+        self._loaded = Memo(self.max_models, on_evict=give_back)  # label -> ModelBundle; a model let go is freed
         self._untrained = Memo(4)  # (label, config) -> the patch embedding of an untrained twin
         self._model_memos = Memo(8)  # label -> Memo of the views of its weights (small)
         self._lock = threading.Lock()  # guards `loads`
