@@ -405,6 +405,94 @@ def test_derived_arrays_count_towards_the_bytes(session):
     assert entry.nbytes() == before + 4000 + 2000 + 2000
 
 
+def test_an_evicted_entry_is_freed_at_once_without_the_garbage_collector(session, tmp_path):
+    """No reference cycle between an entry and what it holds: with the cyclic collector off, the entry, its trace,
+    its tensors and its derived views die the moment the cache evicts it, after every view of every step (step 5's
+    explanations run the model again; step 1 makes the untrained twin) was drawn from it."""
+    import gc
+    import weakref
+
+    from explorer.app import views
+
+    upload = tmp_path / "upload.png"
+    _photo(30).save(upload)
+    gc.collect()
+    gc.disable()
+    try:
+        entry = session.analyse(upload, FASHION)
+        session.prefetch_untrained(entry).join()
+        views.render_views(entry, views.all_views(), views.Options())
+        entry.run_model("test", lambda model, x: model(x))
+        assert session.explain_runs and session.untrained_runs == 1 and len(entry.memo) > 10
+        dead = [weakref.ref(entry), weakref.ref(entry.trace), weakref.ref(entry.memo)]
+        dead += [weakref.ref(t) for t in entry.trace.stages.values()]
+        dead += [weakref.ref(v) for v in entry.memo.values() if isinstance(v, np.ndarray)]
+        key = entry.key
+        del entry
+        assert all(ref() is not None for ref in dead)  # the cache holds it
+        for seed in range(31, 31 + session.cache.max_entries):
+            session.analyse(_photo(seed), FASHION)
+        assert key not in session.cache
+        assert [ref for ref in dead if ref() is not None] == []
+        # The same for a model the registry lets go of (max_models), and its per-model memo's views.
+        registry = session.registry
+        registry.max_models = registry._loaded.max_entries = 1
+        model = weakref.ref(registry.get(FASHION).model)
+        registry.get(TINY)
+        assert not registry.loaded(FASHION) and model() is None
+    finally:
+        gc.enable()
+
+
+def test_memo_computes_once_per_key_while_other_keys_are_served():
+    from explorer.memo import Memo
+
+    memo = Memo(max_entries=2)
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def slow():
+        calls.append("slow")
+        started.set()
+        release.wait(5)
+        return "s"
+
+    threads = [threading.Thread(target=memo.get_or_compute, args=("slow", slow)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    started.wait(5)
+    assert memo.get_or_compute("fast", lambda: "f") == "f"  # not blocked by the key being computed
+    release.set()
+    for t in threads:
+        t.join()
+    assert calls == ["slow"] and memo.get_or_compute("slow", slow) == "s"
+    # A compute that asks for its own key (a recursion) gets a value, uncached, instead of waiting on itself.
+    assert memo.get_or_compute("self", lambda: memo.get_or_compute("self", lambda: 1) + 1) == 2
+    # A failed compute leaves no cycle behind either: what it held is freed with the error, collector off.
+    import gc
+    import weakref
+
+    class Held:
+        pass
+
+    held = Held()
+    gone = weakref.ref(held)
+
+    def fail(held=held):
+        raise RuntimeError("no")
+
+    gc.disable()
+    try:
+        try:
+            memo.get_or_compute("fails", fail)
+        except RuntimeError:
+            pass
+        del fail, held
+        assert gone() is None and "fails" not in memo
+    finally:
+        gc.enable()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The memory guard
 
@@ -416,7 +504,7 @@ def test_an_analysis_that_does_not_fit_is_refused_before_loading_and_names_a_mod
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("EXPLORER_OFFLINE", "1")
-    resident = memory._resident_bytes() // 2**20
+    resident = memory.resident_bytes() // 2**20
     b16_needs = memory.needed(CONFIGS["ViT-B/16"], loaded=False) // 2**20  # about 500 MB
     assert memory.needed(CONFIGS["ViT-Tiny-Test/8"], loaded=False) < 2**20 * 10
     # An artificial limit: this process plus 200 MB, room for the tiny model but not for an untrained ViT-B/16.
@@ -482,3 +570,43 @@ def test_heavy_analyses_queue_one_at_a_time(checkpoints, tmp_path, monkeypatch):
             t.join()
         assert session.runs == 8
         assert (most[0] == 1) if expected == 1 else (most[0] >= 2), (heavy_mb, most[0])
+
+
+def test_a_heavy_analysis_is_checked_again_at_its_turn_against_what_the_process_holds(checkpoints, tmp_path,
+                                                                                      monkeypatch):
+    """The guard reads the process's resident memory when a queued heavy analysis gets its turn: memory taken
+    meanwhile (here 300 MB, as the analysis before it would keep) refuses it, though its estimate fit when it came."""
+    from explorer.app import memory
+    from explorer.app.server import NotEnoughMemory
+    from explorer.app.settings import Settings
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("EXPLORER_OFFLINE", "1")
+    settings = Settings.from_env(checkpoint_dir=checkpoints, heavy_mb=0,
+                                 memory_mb=memory.resident_bytes() // 2**20 + 200)
+    session = Server(settings, device="cpu")
+    session.registry.get(TINY)
+    checks, real_available = [], memory.available
+    monkeypatch.setattr(memory, "available", lambda limit: checks.append(1) or real_available(limit))
+    outcome = []
+
+    def visitor():
+        try:
+            outcome.append(session.analyse(_photo(40), TINY))
+        except NotEnoughMemory as error:
+            outcome.append(error)
+
+    with session._heavy:  # another heavy analysis is running
+        thread = threading.Thread(target=visitor)
+        thread.start()
+        while len(checks) < 2:  # admitted by its estimate (before and after loading), now waiting for its turn
+            threading.Event().wait(0.01)
+        held = np.ones(300 * 2**20 // 8)  # touched: resident
+    thread.join()
+    assert isinstance(outcome[0], NotEnoughMemory) and len(checks) >= 3
+    assert session.runs == 0 and session.stats()["memory_refusals"] == 1
+    del held
+    entry = session.analyse(_photo(40), TINY)  # once that memory is free again, the same analysis is admitted
+    assert entry.trace.probabilities.shape == (10,) and session.runs == 1
+    stats = session.stats()
+    assert stats["rss_bytes"] > stats["cache_bytes"] > 0  # /stats: what the process holds beside the cache's bytes

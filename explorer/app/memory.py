@@ -2,12 +2,18 @@
 
 `needed(config, loaded)` estimates, from the shapes alone, the bytes one analysis adds: the weights (unless the model
 is loaded already), the trace it keeps (explorer.trace's stages) and what the forward holds at its peak. `available()`
-is $EXPLORER_MEMORY_MB minus this process's resident memory when that limit is set, else the smaller of the machine's
-MemAvailable and the cgroup's remaining limit. The server refuses an analysis whose estimate does not fit, in one
-sentence naming a model that does, instead of swapping or being killed; and heavy analyses run one at a time.
+is $EXPLORER_MEMORY_MB minus what this process really holds (its resident memory, `resident_bytes()`) when that limit
+is set, else the smaller of the machine's MemAvailable and the cgroup's remaining limit. The server refuses an analysis
+whose estimate does not fit, in one sentence naming a model that does, instead of swapping or being killed; heavy
+analyses run one at a time, each checked again when its turn comes. `give_back()` returns to the system what the C
+allocator kept of the memory freed (glibc's malloc_trim): called after the trace cache or the registry evicts, and
+before the guard refuses.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 from pathlib import Path
 
 from ..config import ViTConfig
@@ -53,7 +59,8 @@ def needed(config: ViTConfig, loaded: bool) -> int:
     return int(SAFETY * (weights + trace_bytes(config) + forward_peak_bytes(config)))
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
+    """What this process holds in memory now (VmRSS, Linux); 0 where it can't be read."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -87,9 +94,34 @@ def available(limit_mb: int | None = None) -> int | None:
     """Bytes this process may still add: limit_mb (the app's setting) minus what it holds now, else what the machine
     (and its cgroup) has available; None where nothing can be read (then nothing is refused)."""
     if limit_mb:
-        return limit_mb * 2**20 - _resident_bytes()
+        return limit_mb * 2**20 - resident_bytes()
     readings = [r for r in (_meminfo_available(), _cgroup_remaining()) if r is not None]
     return min(readings) if readings else None
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another C library, another system)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None  # musl and others: no malloc_trim
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back() -> bool:
+    """Return the free pages the C allocator keeps (in every arena) to the system: malloc_trim(0). Freed traces are
+    tensors of a few MB, which glibc carves from its heaps rather than maps once it has seen a few freed, and keeps
+    after they are freed. False where there is no malloc_trim."""
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True
 
 
 def in_words(size: int) -> str:

@@ -2,7 +2,7 @@
 
 - `ModelSpec`: one entry of the menu (its label is also the model name of the /predict API).
 - `ModelRegistry`: the menu, and `resolve(name)` (labels and short names), and `get(label)`: each model is loaded
-  by one thread while the others wait, and a small LRU keeps the last few. The menu, in order:
+  by one thread while the others wait, and a small LRU (explorer.memo.Memo) keeps the last few. The menu, in order:
     checkpoint   the project's checkpoints (.safetensors + .json) in $EXPLORER_CHECKPOINTS
     folder       the user's own models, one per subfolder of $EXPLORER_MODELS (timm's or transformers' save_pretrained)
     hub          the paper's fine-tuned checkpoints by Hugging Face Hub id (explorer.families.PAPER_CHECKPOINTS)
@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +30,7 @@ from ..families.hub import hub_cache_dir, hub_folder_name
 from ..families.hub import hub_offline as _hub_offline
 from ..families.sources import load
 from ..families.transformers import config_from_transformers, preprocessing_from_transformers
+from ..memo import Memo
 from ..weights import (
     PICKLE_SUFFIXES as _PICKLE_SUFFIXES,
     PRETRAINED,
@@ -45,6 +45,7 @@ from ..weights import (
     read_checkpoint_info,
     torchvision_weights,
 )
+from .memory import give_back
 from .settings import DEFAULT_MAX_MODELS, default_checkpoint_dir, default_device, default_models_dir, on_space
 
 # Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
@@ -258,11 +259,10 @@ class ModelRegistry:
                                           [s.path for s in others if s.kind == "hub"])
         self.problems += problems
         self.specs: dict[str, ModelSpec] = {s.label: s for s in checkpoints + folders + others}
-        self._loaded: OrderedDict[str, ModelBundle] = OrderedDict()
-        self._untrained: OrderedDict[tuple, torch.nn.Module] = OrderedDict()  # patch embeddings of untrained twins
-        self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
-        self._model_memos: OrderedDict[str, dict] = OrderedDict()  # label -> views of its weights (small)
+        self._loaded = Memo(self.max_models, on_evict=give_back)  # label -> ModelBundle; a model let go is freed
+        self._untrained = Memo(4)  # (label, config) -> the patch embedding of an untrained twin
+        self._model_memos = Memo(8)  # label -> Memo of the views of its weights (small)
+        self._lock = threading.Lock()  # guards `loads`
         self.loads = 0
 
     @property
@@ -361,33 +361,21 @@ class ModelRegistry:
 
     # -- loading -----------------------------------------------------------------------------------------------
     def loaded(self, label: str) -> bool:
-        with self._lock:
-            return label in self._loaded
+        return label in self._loaded
 
     def get(self, label: str, progress: Progress = no_progress) -> ModelBundle:
         """The loaded bundle for `label` (loading it on first use). Raises WeightsUnavailable with one sentence."""
         spec = self.resolve(label)
-        with self._lock:
-            if spec.label in self._loaded:
-                self._loaded.move_to_end(spec.label)
-                return self._loaded[spec.label]
-            load_lock = self._loading.setdefault(spec.label, threading.Lock())
-        with load_lock:  # one thread loads; the others wait here and then find it loaded
-            with self._lock:
-                if spec.label in self._loaded:
-                    self._loaded.move_to_end(spec.label)
-                    return self._loaded[spec.label]
+
+        def load() -> ModelBundle:
             progress(0.05, desc=f"Loading {spec.label}…")
             bundle = self._load(spec)
             bundle.model.to(self.device).eval()
             with self._lock:
-                self._loaded[spec.label] = bundle
                 self.loads += 1
-                while len(self._loaded) > self.max_models:
-                    self._loaded.popitem(last=False)
-                self._loading.pop(spec.label, None)
             progress(1.0, desc=f"{spec.label} loaded")
             return bundle
+        return self._loaded.get_or_compute(spec.label, load)
 
     def _load(self, spec: ModelSpec) -> ModelBundle:
         """Through the one resolver (explorer.load): a checkpoint's stem, a folder or a Hub id by its path, the others
@@ -398,31 +386,17 @@ class ModelRegistry:
                 return load(spec.label)
         return load(spec.path or spec.label, models_dir=self.models_dir)
 
-    def model_memo(self, label: str) -> dict:
-        """A small dict shared by all entries of one model, for views that depend on its weights only."""
-        with self._lock:
-            memo = self._model_memos.setdefault(label, {})
-            self._model_memos.move_to_end(label)
-            while len(self._model_memos) > 8:
-                self._model_memos.popitem(last=False)
-            return memo
+    def model_memo(self, label: str) -> Memo:
+        """A small memo shared by all entries of one model, for views that depend on its weights only."""
+        return self._model_memos.get_or_compute(label, lambda: Memo(64))
 
     def untrained_patch_embedding(self, label: str, config: ViTConfig) -> torch.nn.Module:
         """The patch embedding E of an untrained model with the same config: the "random init" entry of the menu
-        for a Table 1 preset (seed 0, so it matches that entry exactly), else ViT(config) from seed 0."""
-        key = (label, config)
-        with self._lock:
-            if key in self._untrained:
-                return self._untrained[key]
-            build_lock = self._loading.setdefault(f"untrained:{label}", threading.Lock())
-        with build_lock:  # built by one thread
-            return self._build_untrained(key, config)
+        for a Table 1 preset (seed 0, so it matches that entry exactly), else ViT(config) from seed 0. Built once."""
+        return self._untrained.get_or_compute((label, config), lambda: self._build_untrained(config))
 
-    def _build_untrained(self, key, config: ViTConfig) -> torch.nn.Module:
-        with self._lock:
-            if key in self._untrained:
-                return self._untrained[key]
-            twin = self._loaded.get(untrained_label(config.name))
+    def _build_untrained(self, config: ViTConfig) -> torch.nn.Module:
+        twin = self._loaded.get(untrained_label(config.name))
         if twin is not None and twin.model.config == config:
             embedding = twin.model.patch_embedding
         elif config.name in CONFIGS and CONFIGS[config.name] == config:
@@ -434,9 +408,4 @@ class ModelRegistry:
 
                 torch.manual_seed(0)
                 embedding = ViT(config).patch_embedding
-        embedding = embedding.to(self.device).eval()
-        with self._lock:
-            self._untrained[key] = embedding
-            while len(self._untrained) > 4:
-                self._untrained.popitem(last=False)
-        return embedding
+        return embedding.to(self.device).eval()

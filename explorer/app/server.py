@@ -10,6 +10,7 @@ Nothing here imports Gradio: progress is reported through a plain callable `prog
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -74,7 +75,9 @@ class Server:
         self.settings = settings
         self.registry = ModelRegistry(checkpoint_dir or settings.checkpoint_dir, device or settings.device,
                                       max_models or settings.max_models, models_dir=settings.models_dir)
-        self.cache = TraceCache(max_entries or settings.trace_entries, max_bytes or settings.trace_bytes)
+        # An evicted entry is freed at once (cache.py); what the C allocator keeps of it goes back to the system.
+        self.cache = TraceCache(max_entries or settings.trace_entries, max_bytes or settings.trace_bytes,
+                                on_evict=memory.give_back)
         self._lock = threading.Lock()
         self.runs = 0  # forward passes of a model in the menu (one per traced (image, model, device))
         self.untrained_runs = 0  # patch embeddings of untrained twins (Eq. 1's comparison), counted apart
@@ -129,6 +132,8 @@ class Server:
         process can't add them."""
         need = memory.needed(config, loaded=self.registry.loaded(spec.label))
         free = memory.available(self.settings.memory_mb)
+        if free is not None and need > free and memory.give_back():  # what the allocator kept is not held
+            free = memory.available(self.settings.memory_mb)
         if free is not None and need > free:
             with self._lock:
                 self.refusals += 1
@@ -164,8 +169,10 @@ class Server:
         progress(0.9, desc="Running the model once…")
         seen, crop_notes = bundle.preprocessing.crop(opened.image)
         x = bundle.preprocessing.normalise(seen)  # (1, C, H, W)
-        heavy = self._heavy if need > self.settings.heavy_mb * 2**20 else contextlib.nullcontext()
-        with heavy:  # big analyses one at a time
+        heavy = need > self.settings.heavy_mb * 2**20
+        with self._heavy if heavy else contextlib.nullcontext():  # big analyses one at a time
+            if heavy:  # again, now that those before it hold their traces: what the process really holds counts
+                self.check_memory(spec, bundle.model.config)
             start = time.perf_counter()
             result = tracing.trace(bundle.model, x, mean=bundle.preprocessing.mean, std=bundle.preprocessing.std,
                            class_names=bundle.class_names, meta={"model": spec.label})
@@ -181,10 +188,13 @@ class Server:
             projection_weight=bundle.model.patch_embedding.projection.weight.detach().float().cpu().clone(),
             logit_lens=lens, seconds=seconds, model_memo=self.registry.model_memo(spec.label),
         )
+        # What the entry's callables need, given to them: a closure over the entry would be a reference cycle.
+        pixels = result["input.pixels"]  # (C, H, W)
         if spec.kind != "untrained":  # an untrained model's twin would be itself
-            entry.untrained = lambda: self.untrained_feature_maps(entry)
-        entry.run_model = lambda kind, fn: self.run_model(entry, kind, fn)
-        entry.survey = lambda: self.survey_of(spec.label)
+            entry.untrained = functools.partial(self.untrained_feature_maps, spec.label, result.config, pixels,
+                                                entry.memo)
+        entry.run_model = functools.partial(self.run_model, spec.label, pixels)
+        entry.survey = functools.partial(self.survey_of, spec.label)
         return entry
 
     # -- surveys ------------------------------------------------------------------------------------------------
@@ -200,45 +210,44 @@ class Server:
     def survey_of(self, label: str) -> dict | None:
         """The survey of this model's exact weights (matched by explorer.survey.weights_digest), read once per model;
         None where there is none. A survey of other weights (a retrained checkpoint) is never shown for this one."""
-        memo = self.registry.model_memo(label)
-        if "survey" not in memo:
-            from ..survey import weights_digest  # only when a survey view is drawn
+        return self.registry.model_memo(label).get_or_compute("survey", lambda: self._find_survey(label))
 
-            digest = weights_digest(self.registry.get(label).model)
-            found = None
-            for path in self.survey_paths():
-                try:
-                    survey = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    continue  # not a readable survey: ignored, as a folder of something else would be
-                if isinstance(survey, dict) and survey.get("model", {}).get("digest") == digest:
-                    found = dict(survey, path=str(path))
-                    break
-            memo["survey"] = found
-        return memo["survey"]
+    def _find_survey(self, label: str) -> dict | None:
+        from ..survey import weights_digest  # only when a survey view is drawn
 
-    def run_model(self, entry: Entry, kind: str, fn):
-        """fn(model, x): the entry's model on its input x (1, C, H, W), for what the trace alone cannot give
-        (relevance and Grad-CAM need a backward pass; dropped patches and other sizes, new sequences). Counted under
-        `kind` in stats()["explain_runs"]; the model is loaded again if it was dropped meanwhile."""
-        bundle = self.registry.get(entry.spec.label)
-        x = entry.trace["input.pixels"].unsqueeze(0).to(self.device)  # (1, C, H, W)
+        digest = weights_digest(self.registry.get(label).model)
+        for path in self.survey_paths():
+            try:
+                survey = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # not a readable survey: ignored, as a folder of something else would be
+            if isinstance(survey, dict) and survey.get("model", {}).get("digest") == digest:
+                return dict(survey, path=str(path))
+        return None
+
+    def run_model(self, label: str, pixels, kind: str, fn):
+        """fn(model, x): the model `label` on an entry's input pixels (C, H, W) as x (1, C, H, W), for what the trace
+        alone cannot give (relevance and Grad-CAM need a backward pass; dropped patches and other sizes, new
+        sequences). Counted under `kind` in stats()["explain_runs"]; the model is loaded again if it was dropped
+        meanwhile. (Entry.run_model(kind, fn) is this with the entry's label and pixels.)"""
+        bundle = self.registry.get(label)
+        x = pixels.unsqueeze(0).to(self.device)  # (1, C, H, W)
         result = fn(bundle.model, x)
         with self._lock:
             self.explain_runs[kind] += 1
         return result
 
-    def untrained_feature_maps(self, entry: Entry) -> np.ndarray:
-        """Eq. 1's conv feature maps of the same input under an untrained model of the same config: (D, rows, cols)."""
+    def untrained_feature_maps(self, label: str, config: ViTConfig, pixels, memo) -> np.ndarray:
+        """Eq. 1's conv feature maps of an entry's input pixels (C, H, W) under an untrained model of the same config:
+        (D, rows, cols), computed once into the entry's memo. (Entry.untrained() is this with the entry's own.)"""
         def compute():
-            embedding = self.registry.untrained_patch_embedding(entry.spec.label, entry.config)
-            pixels = entry.trace["input.pixels"].unsqueeze(0)  # (1, C, H, W)
+            embedding = self.registry.untrained_patch_embedding(label, config)
             with torch.no_grad():
-                maps = embedding.projection(pixels.to(self.device))[0].float().cpu().numpy()  # (D, rows, cols)
+                maps = embedding.projection(pixels.unsqueeze(0).to(self.device))[0]  # (1, C, H, W) -> (D, rows, cols)
             with self._lock:
                 self.untrained_runs += 1
-            return maps
-        return entry.cached("untrained.feature_maps", compute)
+            return maps.float().cpu().numpy()
+        return memo.get_or_compute("untrained.feature_maps", compute)
 
     def prefetch_untrained(self, entry: Entry) -> threading.Thread | None:
         """Make Eq. 1's untrained comparison in the background (building an untrained twin of ViT-B/16 takes seconds)."""
@@ -272,6 +281,7 @@ class Server:
             "last_forward_s": round(last, 4),
             "cache_entries": len(self.cache),
             "cache_bytes": self.cache.nbytes(),
+            "rss_bytes": memory.resident_bytes(),  # what the process holds: the cache, the models, Python, Gradio
             "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,
             "cache_evictions": self.cache.evictions,
