@@ -50,7 +50,7 @@ def torchvision_twin(model):
     import torch
     from torchvision.models import VisionTransformer
 
-    from explorer.weights import _key_table
+    from explorer.families.torchvision import key_table
 
     c = model.config
     height, width = c.image_hw
@@ -64,7 +64,7 @@ def torchvision_twin(model):
     theirs = tv.state_dict()
     ours = model.state_dict()
     state = {}
-    for our_key, candidates in _key_table(c.depth, c.representation_size is not None).items():
+    for our_key, candidates in key_table(c.depth, c.representation_size is not None).items():
         state[next(k for k in candidates if k in theirs)] = ours[our_key].detach().clone()
     tv.load_state_dict(state, strict=True)
     return tv.eval()

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from explorer.app.memory import process_memory
 from explorer.common import reason
 
 
@@ -87,17 +88,8 @@ def cpu_busy(seconds: float = 2.0) -> float | None:
 
 
 def memory_status(pid: int | str = "self") -> dict[str, float]:
-    """VmRSS and VmHWM (peak RSS) of a process in MB, from /proc (Linux); {} elsewhere."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) * 1024 / 1e6  # kB -> MB
-    return out
+    """VmRSS and VmHWM (peak RSS) of a process in MB (explorer.app.memory.process_memory); {} elsewhere."""
+    return {key: value / 1e6 for key, value in process_memory(pid).items()}
 
 
 def peak_rss_mb() -> float:

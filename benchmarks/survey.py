@@ -22,6 +22,8 @@ from explorer.model import ViT
 from explorer.survey import parse_args, run_survey, survey_batch
 from explorer.weights import PRETRAINED
 
+from .report import memory_status
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "vit_fashion_mnist"
 
@@ -122,14 +124,8 @@ def bench(batch_size: int = 32, repeats: int = 2, processes: tuple[int, ...] = (
 # Memory: resident memory over a long survey
 
 def resident_mb() -> float:
-    """This process's resident memory (VmRSS) in MB, from /proc/self/status (Linux); NaN elsewhere."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    """This process's resident memory (VmRSS) in MB; NaN where it can't be read."""
+    return memory_status().get("VmRSS", float("nan"))
 
 
 def memory(n: int = 10_000, batch_size: int = 32, early_batches: int = 5, model: str = str(SHIPPED),

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from explorer.app.memory import process_memory
 from explorer.app.settings import free_port  # noqa: F401 (the tests' one free-port helper, re-exported)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -236,11 +237,11 @@ class AppServer:
             return ""
 
     def rss_kb(self) -> int:
-        """Resident memory of the server process (VmRSS from /proc/<pid>/status), in KiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError(f"no VmRSS for pid {self.pid}")
+        """Resident memory of the server process (VmRSS, explorer.app.memory.process_memory), in KiB."""
+        rss = process_memory(self.pid).get("VmRSS")
+        if rss is None:
+            raise RuntimeError(f"no VmRSS for pid {self.pid}")
+        return rss // 1024
 
     def temp_files(self) -> list[Path]:
         return [p for p in self.temp_dir.rglob("*") if p.is_file()]

@@ -6,7 +6,7 @@ import torchvision
 from torchvision.models.vision_transformer import VisionTransformer
 
 from explorer import CONFIGS, ViT, ViTConfig, from_torchvision
-from explorer.families.torchvision import _key_table, config_from_torchvision
+from explorer.families.torchvision import key_table, config_from_torchvision
 
 TOLERANCE = 1e-4
 
@@ -141,7 +141,7 @@ def test_key_table_covers_every_table_1_model_on_meta(builder, preset):
     state_dict = tv.state_dict()
     config = config_from_torchvision(state_dict)
     assert config.replace(name="") == CONFIGS[preset].replace(name="")
-    table = _key_table(config.depth, pre_logits=False)
+    table = key_table(config.depth, pre_logits=False)
     sources = [names[0] for names in table.values()]
     assert len(sources) == len(set(sources)) == len(state_dict)  # a bijection onto torchvision's keys
     assert set(sources) == set(state_dict)

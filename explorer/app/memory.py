@@ -59,15 +59,20 @@ def needed(config: ViTConfig, loaded: bool) -> int:
     return int(SAFETY * (weights + trace_bytes(config) + forward_peak_bytes(config)))
 
 
+def process_memory(pid: int | str = "self") -> dict[str, int]:
+    """A process's resident memory now (VmRSS) and at its peak (VmHWM), in bytes, from /proc/<pid>/status (Linux);
+    {} where it can't be read."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    fields = (line.partition(":") for line in text.splitlines())
+    return {key: int(value.split()[0]) * 1024 for key, _, value in fields if key in ("VmRSS", "VmHWM")}  # kB -> B
+
+
 def resident_bytes() -> int:
     """What this process holds in memory now (VmRSS, Linux); 0 where it can't be read."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return process_memory().get("VmRSS", 0)
 
 
 def _meminfo_available() -> int | None:

@@ -17,7 +17,7 @@ from .engine import KeyTable, convert
 torch = deferred("torch")
 
 
-def _key_table(depth: int, pre_logits: bool) -> KeyTable:
+def key_table(depth: int, pre_logits: bool) -> KeyTable:
     """Our parameter name -> the torchvision names it may come from (newest first): data for the one conversion
     engine (.engine)."""
     table: KeyTable = {
@@ -95,5 +95,5 @@ def from_torchvision(model_or_state_dict, heads: int | None = None, name: str = 
     else:
         state_dict = dict(model_or_state_dict)
     config = config_from_torchvision(state_dict, heads, name)
-    table = _key_table(config.depth, config.representation_size is not None)
+    table = key_table(config.depth, config.representation_size is not None)
     return convert(state_dict, table, config, "torchvision", copy=copy)
