@@ -66,6 +66,7 @@ class Soak:
     cache_bytes: int
     evictions: int
     seconds: float
+    readings: list[tuple[int, int]]  # (images sent, RSS) at each reading of /stats
 
     @property
     def growth(self) -> float:
@@ -117,18 +118,18 @@ def soak(url: str, model: str, images: list[Path], steps=(), visitors: int = 2, 
             client().predict(*sent[step], api_name=f"/step_{step}")
 
     probe = Client(url, verbose=False, download_files=downloads)
-    full = peak = None
+    full, readings = None, []
     start = time.perf_counter()
     with ThreadPoolExecutor(visitors) as pool:
         for first in range(0, len(images), every):
             list(pool.map(send, images[first:first + every]))
             stats = probe.predict(api_name="/stats")
-            peak = max(peak or 0, stats["rss_bytes"])
+            readings.append((first + len(images[first:first + every]), stats["rss_bytes"]))
             if full is None and stats["cache_evictions"] > 0:
                 full = stats["rss_bytes"]
     folder.cleanup()
-    return Soak(len(images), full or stats["rss_bytes"], stats["rss_bytes"], peak, stats["cache_bytes"],
-                stats["cache_evictions"], time.perf_counter() - start)
+    return Soak(len(images), full or stats["rss_bytes"], stats["rss_bytes"], max(r for _, r in readings),
+                stats["cache_bytes"], stats["cache_evictions"], time.perf_counter() - start, readings)
 
 
 class App:
@@ -169,6 +170,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply each row's image count (default 1)")
     parser.add_argument("--rows", nargs="*", default=[r.name for r in ROWS], choices=[r.name for r in ROWS])
+    parser.add_argument("--readings", action="store_true", help="print RSS at each reading of /stats too")
     args = parser.parse_args(argv)
     print(f"{'row':8} {'model':34} {'images':>6} {'full MB':>8} {'end MB':>8} {'peak MB':>8} {'cache MB':>8} "
           f"{'growth':>7} {'s':>5}")
@@ -183,6 +185,8 @@ def main(argv=None) -> int:
             print(f"{row.name:8} {row.model:34} {count:6d} {result.rss_full / 2**20:8.0f} {result.rss_end / 2**20:8.0f} "
                   f"{result.rss_peak / 2**20:8.0f} {result.cache_bytes / 2**20:8.1f} {result.growth:+7.1%} "
                   f"{result.seconds:5.0f}  {'PASS' if result.passed else 'FAIL'} (growth <= {GROWTH:.0%})", flush=True)
+            if args.readings:
+                print("  RSS MB after n images: " + ", ".join(f"{n}: {r / 2**20:.0f}" for n, r in result.readings))
     return 1 if failed else 0
 
 
