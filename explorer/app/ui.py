@@ -55,7 +55,11 @@ def page_assets() -> dict:
     """The page's own style and script for keyboard, screen-reader and phone use (a11y.css, a11y.js beside this
     module; docs/accessibility.md), as launch() takes them."""
     here = Path(__file__).parent
-    return dict(css=(here / "a11y.css").read_text(), head=f"<script>{(here / 'a11y.js').read_text()}</script>")
+    # Gradio's default theme writes info text, a slider's range and a menu's text at #bbbbc2 on white (1.9:1):
+    # the same theme with that text at 4.5:1 or more (WCAG AA).
+    theme = gr.themes.Default().set(body_text_color_subdued="*neutral_600", body_text_color_subdued_dark="*neutral_300")
+    return dict(theme=theme, css=(here / "a11y.css").read_text(),
+                head=f"<script>{(here / 'a11y.js').read_text()}</script>")
 
 
 class ImageUpload(gr.Image):
