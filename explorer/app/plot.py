@@ -72,7 +72,7 @@ function draw() {
   layout.autosize = true;
   layout.margin = layout.margin || {};
   layout.margin.autoexpand = true;
-  if (layout.title) layout.margin.t = Math.max(100, layout.margin.t || 0);
+  fitTitle(layout);
   // Tick labels may overflow the div (they never do here): Plotly's default, "hide past div", measures every tick
   // label's box on every draw, a forced layout each — a third of a redraw's time.
   for (const key of Object.keys(layout)) {
@@ -97,6 +97,29 @@ function draw() {
     return Object.keys(update).length ? Plotly.relayout(host, update) : null;
   }
   return Plotly.react(host, data, layout, config);
+}
+// Plotly never wraps a title: one wider than the chart is cut off. On a narrow chart (a phone's) its words are
+// wrapped to the chart's width here, and the top margin makes room for the lines.
+const NARROW = 480;
+function fitTitle(layout) {
+  if (!layout.title) return;
+  if (host.clientWidth >= NARROW) { layout.margin.t = Math.max(100, layout.margin.t || 0); return; }
+  const title = typeof layout.title === 'string' ? {text: layout.title} : Object.assign({}, layout.title);
+  const size = (title.font && title.font.size) || 17;  // Plotly's default title size
+  const perLine = Math.max(16, Math.floor((host.clientWidth || 700) / (size * 0.55)));
+  const visible = text => text.replace(/<[^>]*>/g, '').length;
+  const lines = [];
+  for (const part of String(title.text || '').split(/<br\s*\/?>/i)) {
+    let line = '';
+    for (const word of part.split(' ')) {
+      if (line && visible(line) + 1 + visible(word) > perLine) { lines.push(line); line = word; }
+      else line = line ? line + ' ' + word : word;
+    }
+    lines.push(line);
+  }
+  title.text = lines.join('<br>');
+  layout.title = title;
+  layout.margin.t = Math.max(100, layout.margin.t || 0, Math.ceil(40 + lines.length * size * 1.3));
 }
 // The accessible name says what the chart shows now (its title), and the CSV button is offered while it shows one.
 function describe(layout) {
@@ -149,7 +172,7 @@ let width = null;
 const resized = new ResizeObserver(() => {
   const now = host.clientWidth;
   if (width !== null && now !== width) {
-    const resize = () => host.data && window.Plotly.Plots.resize(host);
+    const resize = () => { if (host.data) { window.Plotly.Plots.resize(host); request(); } };  // titles re-wrapped
     if (drawing) drawing.then(resize); else resize();  // after a draw that may have read the old width
   }
   width = now;
