@@ -336,6 +336,11 @@ def test_a_phone_reaches_every_step_and_nothing_overflows(server, session):
         picker, steps = page.evaluate("() => ['#picker', '#steps'].map(s => { const r = document.querySelector(s)"
                                       ".getBoundingClientRect(); return [r.top + scrollY, r.bottom + scrollY]; })")
         assert picker[1] <= steps[0] + 1 and steps[0] - picker[1] < 200, (picker, steps)
+        # and stays in sight, a third of the screen at most, while the views it drives scroll under it
+        page.locator("#tab-5 .js-plotly-plot").last.scroll_into_view_if_needed()
+        top, bottom = page.evaluate("() => { const r = document.querySelector('#picker').getBoundingClientRect();"
+                                    " return [r.top, r.bottom]; }")
+        assert top >= -1 and bottom - top <= 844 / 3, (top, bottom)
         phone.assert_clean()
     finally:
         phone.page.context.close()

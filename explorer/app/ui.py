@@ -57,7 +57,8 @@ def page_assets() -> dict:
     here = Path(__file__).parent
     # Gradio's default theme writes info text, a slider's range and a menu's text at #bbbbc2 on white (1.9:1):
     # the same theme with that text at 4.5:1 or more (WCAG AA).
-    theme = gr.themes.Default().set(body_text_color_subdued="*neutral_600", body_text_color_subdued_dark="*neutral_300")
+    theme = gr.themes.Default().set(body_text_color_subdued="*neutral_600",
+                                    body_text_color_subdued_dark="*neutral_300")
     # In <head> as it is: launch(css=) would scope every rule under `.gradio-container .contain`, out of reach of
     # the page's own padding.
     return dict(theme=theme, head=f"<style>{(here / 'a11y.css').read_text()}</style>"
