@@ -59,14 +59,14 @@ def standin_preprocessing():
     return Preprocessing(**FASHION_PREPROCESSING)
 
 
-def make_standin_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """Write <folder>/vit_fashion_standin.{safetensors,json}; return the stem."""
+def make_standin_checkpoint(folder: Path, seed: int = 0, stem: str = STANDIN_STEM) -> Path:
+    """Write <folder>/<stem>.{safetensors,json} (vit_fashion_standin unless told); return the stem."""
     from explorer.data import FASHION_MNIST_CLASSES
     from explorer.weights import save_checkpoint
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / STANDIN_STEM
+    stem = folder / stem
     save_checkpoint(stem, standin_model(seed), list(FASHION_MNIST_CLASSES), standin_preprocessing(),
                     provenance={"dataset": "none (random stand-in for tests)"})
     return stem
@@ -332,17 +332,24 @@ def open_browser(url: str, width: int = 1400, height: int = 1000):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": width, "height": height}, service_workers="block")
-            page = context.new_page()
-            session = BrowserSession(page)
-            context.route("**/*", session.on_route)
-            page.on("console", session.on_console)
-            page.on("pageerror", lambda error: session.page_errors.append(str(error)))
-            page.on("request", lambda request: session.requests.append(request.url))
-            page.on("dialog", lambda dialog: (session.dialogs.append(dialog.message), dialog.dismiss()))
-            page.set_default_timeout(60_000)
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#upload")
-            yield session
+            yield new_session(browser, url, width, height)
         finally:
             browser.close()
+
+
+def new_session(browser, url: str, width: int = 1400, height: int = 1000) -> BrowserSession:
+    """A new page of `url` in its own context of `browser` (a Playwright Browser), at this window size, watched as
+    BrowserSession says; returns once the upload box is there. (A second size within one test: open_browser's
+    session.page.context.browser.)"""
+    context = browser.new_context(viewport={"width": width, "height": height}, service_workers="block")
+    page = context.new_page()
+    session = BrowserSession(page)
+    context.route("**/*", session.on_route)
+    page.on("console", session.on_console)
+    page.on("pageerror", lambda error: session.page_errors.append(str(error)))
+    page.on("request", lambda request: session.requests.append(request.url))
+    page.on("dialog", lambda dialog: (session.dialogs.append(dialog.message), dialog.dismiss()))
+    page.set_default_timeout(60_000)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#upload")
+    return session

@@ -219,7 +219,8 @@ def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(serv
     every = dict(indices="0", layer=3, head="mean", fusion="mean", discard=0.0, ln_layer=1, ln_which=LN)
     outputs = app.handlers.select_patch(Click, key, None, 2, *(every[name] for name in ui.SELECTED_READS))
     selected, picker, selection = outputs[:3]
-    assert selected == 4 * 7 + 2 and "patch 30" in selection and picker.shape == (448, 448, 3)
+    assert selected == 4 * 7 + 2 and "patch 30" in selection and picker["value"].shape == (448, 448, 3)
+    assert "7 × 7 patches" in picker["alt_text"] and "patch 30 selected (row 4, column 2)" in picker["alt_text"]
     drawn = dict(zip(ui.SELECTED_VIEWS, outputs[3:]))
     for name, value in drawn.items():  # the hidden steps' views are emptied: their tab draws them when opened
         assert (value is not None) == name.startswith("eq2."), name

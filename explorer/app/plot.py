@@ -13,6 +13,7 @@ Gradio from its file route; nothing is fetched from the internet.
 from __future__ import annotations
 
 import functools
+import html
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,17 @@ def plotly_js() -> Path:
 # The chart lives in `.vit-plot`; the template never mentions the value, so Gradio's re-render on a new value leaves
 # the chart's DOM alone, and `watch` hands the new figure to Plotly.react. Layout as gr.Plot sets it (autosize,
 # responsive, room for the title under the label), so the figures look the same as before.
-TEMPLATE = '<div class="vit-plot" data-testid="plotly"></div>'
-CSS = ".vit-plot { width: 100%; } .vit-plot.vit-plot-empty { min-height: 48px; } .vit-plot-error { color: #b00; }"
+CSS = (".vit-plot { width: 100%; } .vit-plot.vit-plot-empty { min-height: 48px; } .vit-plot-error { color: #b00; }"
+       " .vit-csv { font-size: 13px; color: #1d4ed8; text-decoration: underline; background: none; border: 0;"
+       " padding: 2px 0; cursor: pointer; } .vit-csv[hidden] { display: none; }")
+# For screen readers (docs/accessibility.md): the chart is a named figure ("<label>: <its title>"), and a button
+# under it downloads its numbers as CSV (every trace's x, y, z, text), built in the page from the figure's own data.
+TEMPLATE = ('<div class="vit-plot" data-testid="plotly" role="figure" aria-label="{label}"></div>'
+            '<button type="button" class="vit-csv" hidden>Download the numbers (CSV): {label}</button>')
 ON_LOAD = r"""
 const host = element.querySelector('.vit-plot');
+const csvButton = element.querySelector('.vit-csv');
+const name = host.getAttribute('aria-label') || 'chart';
 let drawing = null, again = false;
 let shown = null;  // what the chart shows: its data's JSON and each layout key's JSON
 function figure() {
@@ -53,16 +61,18 @@ function draw() {
   const fig = figure();
   if (!fig) {
     shown = null;
+    if (csvButton) csvButton.hidden = true;
     Plotly.purge(host);
     host.classList.add('vit-plot-empty');
     return null;
   }
   host.classList.remove('vit-plot-empty');
   const layout = fig.layout || {};
+  describe(layout);
   layout.autosize = true;
   layout.margin = layout.margin || {};
   layout.margin.autoexpand = true;
-  if (layout.title) layout.margin.t = Math.max(100, layout.margin.t || 0);
+  fitTitle(layout);
   // Tick labels may overflow the div (they never do here): Plotly's default, "hide past div", measures every tick
   // label's box on every draw, a forced layout each — a third of a redraw's time.
   for (const key of Object.keys(layout)) {
@@ -88,6 +98,66 @@ function draw() {
   }
   return Plotly.react(host, data, layout, config);
 }
+// Plotly never wraps a title: one wider than the chart is cut off. On a narrow chart (a phone's) its words are
+// wrapped to the chart's width here, and the top margin makes room for the lines.
+const NARROW = 480;
+function fitTitle(layout) {
+  if (!layout.title) return;
+  if (host.clientWidth >= NARROW) { layout.margin.t = Math.max(100, layout.margin.t || 0); return; }
+  const title = typeof layout.title === 'string' ? {text: layout.title} : Object.assign({}, layout.title);
+  const size = (title.font && title.font.size) || 17;  // Plotly's default title size
+  const perLine = Math.max(16, Math.floor((host.clientWidth || 700) / (size * 0.55)));
+  const visible = text => text.replace(/<[^>]*>/g, '').length;
+  const lines = [];
+  for (const part of String(title.text || '').split(/<br\s*\/?>/i)) {
+    let line = '';
+    for (const word of part.split(' ')) {
+      if (line && visible(line) + 1 + visible(word) > perLine) { lines.push(line); line = word; }
+      else line = line ? line + ' ' + word : word;
+    }
+    lines.push(line);
+  }
+  title.text = lines.join('<br>');
+  layout.title = title;
+  layout.margin.t = Math.max(100, layout.margin.t || 0, Math.ceil(40 + lines.length * size * 1.3));
+}
+// The accessible name says what the chart shows now (its title), and the CSV button is offered while it shows one.
+function describe(layout) {
+  const title = layout.title && (typeof layout.title === 'string' ? layout.title : layout.title.text);
+  const plain = title ? String(title).replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim() : '';
+  host.setAttribute('aria-label', plain ? `${name}: ${plain}` : name);
+  if (csvButton) csvButton.hidden = false;
+}
+function numbers(values) {  // plotly's typed arrays ({dtype, bdata, shape}) or plain lists, flattened
+  if (values === undefined || values === null) return [];
+  if (Array.isArray(values)) return values.flat(Infinity);
+  if (values.bdata !== undefined && values.dtype) {
+    const bytes = Uint8Array.from(atob(values.bdata), c => c.charCodeAt(0));
+    const kinds = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array, i2: Int16Array,
+                   u2: Uint16Array, i1: Int8Array, u1: Uint8Array};
+    return Array.from(new (kinds[values.dtype] || Float64Array)(bytes.buffer));
+  }
+  return [values];
+}
+function csv() {  // one row per value: trace, its name, the value's index, x, y, z, text
+  const fig = figure();
+  const rows = [['trace', 'name', 'index', 'x', 'y', 'z', 'text']];
+  const quote = v => (v === undefined || v === null) ? '' : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v);
+  (fig && fig.data || []).forEach((trace, t) => {
+    const x = numbers(trace.x), y = numbers(trace.y), z = numbers(trace.z), text = numbers(trace.text);
+    const n = Math.max(x.length, y.length, z.length);
+    for (let i = 0; i < n; i++) rows.push([t, trace.name || trace.type || '', i, x[i], y[i], z[i], text[i]]);
+  });
+  return rows.map(row => row.map(quote).join(',')).join('\n');
+}
+if (csvButton) csvButton.addEventListener('click', () => {
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(new Blob([csv()], {type: 'text/csv'}));
+  link.download = name.replace(/[^\w.-]+/g, '_').slice(0, 60) + '.csv';
+  document.body.appendChild(link);
+  link.click();
+  setTimeout(() => { URL.revokeObjectURL(link.href); link.remove(); }, 0);
+});
 // One draw at a time; values that arrive meanwhile are coalesced into one more draw of the newest.
 function request() {
   if (!host.isConnected) return;  // a view taken off the page draws nothing
@@ -102,7 +172,7 @@ let width = null;
 const resized = new ResizeObserver(() => {
   const now = host.clientWidth;
   if (width !== null && now !== width) {
-    const resize = () => host.data && window.Plotly.Plots.resize(host);
+    const resize = () => { if (host.data) { window.Plotly.Plots.resize(host); request(); } };  // titles re-wrapped
     if (drawing) drawing.then(resize); else resize();  // after a draw that may have read the old width
   }
   width = now;
@@ -130,7 +200,8 @@ class PlotView(gr.HTML):
 
     def __init__(self, value: Any = None, *, label: str | None = None, **kwargs):
         src = "gradio_api/file=" + str(plotly_js())  # relative: right under any mount path
-        super().__init__(value, label=label, show_label=bool(label), container=True, html_template=TEMPLATE,
+        template = TEMPLATE.format(label=html.escape(label or "chart", quote=True))
+        super().__init__(value, label=label, show_label=bool(label), container=True, html_template=template,
                          css_template=CSS, js_on_load=ON_LOAD, apply_default_css=False,
                          head=f'<script src="{src}"></script>', **kwargs)
 

@@ -7,6 +7,7 @@ The model runs once per (image, model, device); every control redraws from the c
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Before gradio is imported: no analytics, no version check, no telemetry.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -47,7 +48,21 @@ def launch_options(server: Server) -> dict:
     settings = server.settings
     return dict(share=False, max_file_size=f"{settings.max_upload_mb}mb",
                 allowed_paths=[str(settings.assets_dir), str(plotly_js())],
-                ssr_mode=False, footer_links=["api"])
+                ssr_mode=False, footer_links=["api"], **page_assets())
+
+
+def page_assets() -> dict:
+    """The page's own style and script for keyboard, screen-reader and phone use (a11y.css, a11y.js beside this
+    module; docs/accessibility.md), as launch() takes them."""
+    here = Path(__file__).parent
+    # Gradio's default theme writes info text, a slider's range and a menu's text at #bbbbc2 on white (1.9:1):
+    # the same theme with that text at 4.5:1 or more (WCAG AA).
+    theme = gr.themes.Default().set(body_text_color_subdued="*neutral_600",
+                                    body_text_color_subdued_dark="*neutral_300")
+    # In <head> as it is: launch(css=) would scope every rule under `.gradio-container .contain`, out of reach of
+    # the page's own padding.
+    return dict(theme=theme, head=f"<style>{(here / 'a11y.css').read_text()}</style>"
+                                  f"<script>{(here / 'a11y.js').read_text()}</script>")
 
 
 class ImageUpload(gr.Image):
@@ -124,6 +139,13 @@ class Handlers:
             gr.Warning(str(error))
             return None
 
+    def choose_model(self, image, model, step, model_in_use, *option_values, progress=gr.Progress(track_tqdm=True)):
+        """A model chosen in the menu, by mouse or keyboard (the dropdown's `input`, see _control_triggers): analyse
+        with it, unless it is the model in use already (the menu only lost focus)."""
+        if model == model_in_use:
+            return [gr.skip()] * (len(HEADER_OUTPUTS) + len(views.all_views()))
+        return self.analyse(image, model, step, model_in_use, *option_values, progress=progress)
+
     def analyse(self, image, model, step, model_in_use, *option_values, progress=gr.Progress(track_tqdm=True),
                 status=""):
         """Upload or model change: run the model once (unless cached) and draw the visible step."""
@@ -162,7 +184,7 @@ class Handlers:
             "dropped": (),
             "model_in_use": spec.label, "model": spec.label,
             "card": model_card(entry, availability=self.availability), "status": status, "runs": self.runs_text(),
-            "picker": views.patch_picker(entry, None), "selection": views.selection_text(entry, None),
+            "picker": _picker(entry, None), "selection": views.selection_text(entry, None),
         }
         adapted = {}
         for name, control in CONTROLS.items():
@@ -171,7 +193,7 @@ class Handlers:
                 header[name] = gr.update(value=adapted[name], **props)
         options = options.replace(**adapted)
         visible = views.step_views(int(step or 0))
-        drawn = dict(zip(visible, views.render_views(entry, visible, options)))
+        drawn = dict(zip(visible, _render(entry, visible, options)))
         self.server.prefetch_untrained(entry)
         return [header[name] for name in HEADER_OUTPUTS] + [drawn.get(name, HIDDEN) for name in views.all_views()]
 
@@ -190,8 +212,8 @@ class Handlers:
             entry = self._entry(key, source)
             if entry is None:
                 return [step] + [gr.update(visible=True)] * len(names) + toggled
-            drawn = views.render_views(entry, names, _named_options(options_read, option_values))
-            return [step] + [gr.update(visible=True, value=value) for value in drawn] + toggled
+            drawn = _render(entry, names, _named_options(options_read, option_values))
+            return [step] + [_shown(value) for value in drawn] + toggled
         return handler
 
     def redraw(self, names: list[str]):
@@ -201,7 +223,7 @@ class Handlers:
         def handler(key, source, *option_values):
             entry = self._entry(key, source)
             values = ([gr.skip()] * len(names) if entry is None
-                      else views.render_views(entry, names, _named_options(options_read, option_values)))
+                      else _render(entry, names, _named_options(options_read, option_values)))
             return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
         return handler
 
@@ -223,8 +245,8 @@ class Handlers:
     def _selected(self, entry, selected, step, option_values):
         options = _named_options(SELECTED_READS, option_values).replace(selected=selected)
         visible = views.affected(int(step or 0), "selected")
-        drawn = dict(zip(visible, views.render_views(entry, visible, options)))
-        return ([selected, views.patch_picker(entry, selected), views.selection_text(entry, selected)]
+        drawn = dict(zip(visible, _render(entry, visible, options)))
+        return ([selected, _picker(entry, selected), views.selection_text(entry, selected)]
                 + [drawn.get(name, HIDDEN) for name in SELECTED_VIEWS])
 
     def toggle_patch(self, option: str):
@@ -260,7 +282,7 @@ class Handlers:
     def _visible(self, entry, names, step, options) -> list:
         """The named views drawn where they are on the visible step, emptied elsewhere (drawn when their tab opens)."""
         visible = [name for name in names if VIEWS_BY_STEP.get(name) == int(step or 0)]
-        drawn = dict(zip(visible, views.render_views(entry, visible, options)))
+        drawn = dict(zip(visible, _render(entry, visible, options)))
         return [drawn.get(name, HIDDEN) for name in names]
 
     def new_random_indices(self, key, source, *option_values):
@@ -268,7 +290,7 @@ class Handlers:
         D = entry.config.hidden_dim if entry is not None else 768
         names = views.affected(1, "indices")
         options = _named_options(reads(names), option_values).replace(indices=views.random_indices(D))
-        values = views.render_views(entry, names, options) if entry is not None else [gr.skip()] * len(names)
+        values = _render(entry, names, options) if entry is not None else [gr.skip()] * len(names)
         return [options.indices] + values
 
     def predict(self, image, model: str, k: int = 5) -> dict:
@@ -284,6 +306,25 @@ class Handlers:
     def stats(self) -> dict:
         """Server-side counters: model runs, trace-cache entries and bytes, hits and misses, models loaded."""
         return self.server.stats()
+
+
+def _render(entry, names, options) -> list:
+    """views.render_views, each image view's picture sent with its alt text (what it shows, in words)."""
+    values = views.render_views(entry, names, options)
+    return [gr.update(value=value, alt_text=views.alt_text(entry, name, options))
+            if views.VIEWS[name].kind == "image" else value for name, value in zip(names, values)]
+
+
+def _picker(entry, selected):
+    """The patch picker's picture with its alt text."""
+    return gr.update(value=views.patch_picker(entry, selected), alt_text=views.picker_alt(entry, selected))
+
+
+def _shown(value):
+    """A drawn view's value, its component made visible (an image's update keeps its alt text)."""
+    if isinstance(value, dict) and value.get("__type__") == "update":
+        return {**value, "visible": True}
+    return gr.update(visible=True, value=value)
 
 
 # What an event sends for a view on a step that is not shown: nothing (its tab draws it from the cached trace when
@@ -341,8 +382,10 @@ def _control_component(spec: Control) -> gr.components.Component:
 
 
 def _control_triggers(component, kind: str) -> list:
-    """The events that mean "changed by the visitor" for each kind of control."""
-    triggers = {"slider": ("input",), "dropdown": ("select",), "radio": ("input",), "textbox": ("submit", "blur")}
+    """The events that mean "changed by the visitor" for each kind of control. A dropdown's is `input`, not `select`:
+    Gradio 6 fires `select` only for a mouse choice, `input` for a mouse choice and for one made with the keyboard
+    (arrows and Enter, or a filter typed and Enter; it also fires when the menu merely loses focus)."""
+    triggers = {"slider": ("input",), "dropdown": ("input",), "radio": ("input",), "textbox": ("submit", "blur")}
     return [getattr(component, event) for event in triggers[kind]]
 
 
@@ -373,7 +416,7 @@ def build_app(server: Server) -> App:
         gr.Markdown("# ViT Explorer\nA Vision Transformer ([Dosovitskiy et al. 2020, *An Image is Worth 16x16 Words*]"
                     "(https://arxiv.org/abs/2010.11929)) on your own image, one equation at a time. The model runs once "
                     "per image; every control below redraws from that one run.")
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="layout"):
             with gr.Column(scale=1, min_width=320):
                 c["image"] = ImageUpload(label=f"Image (up to {settings.max_upload_mb} MB): drop, paste or click to "
                                          "upload", type="filepath", image_mode=None, sources=["upload", "clipboard"],
@@ -387,7 +430,7 @@ def build_app(server: Server) -> App:
                 c["picker"] = PictureView(label="What the model sees, with its patch grid: click a patch",
                                        interactive=False, format="png", elem_id="picker", height=360, buttons=[])
                 c["selection"] = gr.Markdown(NO_SELECTION, elem_id="selection")
-                class_token_button = gr.Button("Query the class token", size="sm")
+                class_token_button = gr.Button("Query the class token", size="sm", elem_id="class-token")
                 c["runs"] = gr.Markdown(handlers.runs_text, elem_id="model-runs")  # a callable: fresh on every load
             with gr.Column(scale=3):
                 c["card"] = gr.Markdown(model_card(spec=server.registry.resolve(default_model),
@@ -442,7 +485,8 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
     analyse_wiring = dict(inputs=[c["image"], c["model"], c["step"], c["model_in_use"]] + option_inputs,
                           outputs=[c[n] for n in HEADER_OUTPUTS] + view_outputs,
                           trigger_mode="always_last", show_progress_on=[c["card"], c["picker"]])
-    gr.on([c["image"].upload, c["model"].select], handlers.analyse, api_name="analyse", **analyse_wiring)
+    gr.on([c["image"].upload], handlers.analyse, api_name="analyse", **analyse_wiring)
+    c["model"].input(handlers.choose_model, api_visibility="private", **analyse_wiring)
     examples.load_input_event.then(handlers.analyse, api_visibility="private", **analyse_wiring)
     for number, tab in enumerate(tabs):
         tab.select(handlers.show_step(number), inputs=state + read_by(views.step_views(number)),

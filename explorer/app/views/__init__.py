@@ -15,9 +15,9 @@ from ...common import HEAD_FUSIONS
 from ..text import STEPS
 from . import input, eq1, eq2, eq3, eq4, why  # noqa: F401  (in page order: each declares its step's views)
 from .declare import (CLICKED, CONTROLS, LN_CHOICES, OPTION_NAMES, PAGE, VIEWS, Control, DeclaredOptions, Options,
-                      View, affected, all_views, control, render_views, step_views, view)
+                      View, affected, all_views, alt_text, control, render_views, step_views, view)
 from .eq1 import MAX_FEATURE_MAPS, parse_indices, random_indices
 from .eq3 import layernorm_pair
-from .input import PICKER_SIDE, display_image, display_patches, patch_at, patch_picker, picker_scale, seen_image, \
-    selection_text, stage
+from .input import PICKER_SIDE, display_image, display_patches, patch_at, patch_picker, picker_alt, picker_scale, \
+    seen_image, selection_text, stage
 from .why import SCALES, TOP_CLASS, dropped_image, scaled_size, target_choices, target_class, toggle_patch

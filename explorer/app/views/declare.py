@@ -71,8 +71,9 @@ class DeclaredOptions:
 @dataclass(frozen=True)
 class View:
     """One output of the page. `kind` is "markdown", "plot" or "image"; `row` groups neighbours side by side;
-    `click` names the option a click on the view toggles a patch in (a tuple of patch indices); `props` go to the
-    component as they are (height, elem_id, ...)."""
+    `click` names the option a click on the view toggles a patch in (a tuple of patch indices); `alt(entry, options)`
+    says in words what an image view shows (its alt text, for screen readers); `props` go to the component as they
+    are (height, elem_id, ...)."""
 
     name: str
     step: int
@@ -83,6 +84,7 @@ class View:
     row: str | None = None
     click: str | None = None
     props: dict = field(default_factory=dict)
+    alt: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -106,18 +108,20 @@ CONTROLS: dict[str, Control] = {}
 
 
 def view(name: str, step: int, kind: str, label: str = "", reads: tuple[str, ...] = (), row: str | None = None,
-         click: str | None = None, **props):
+         click: str | None = None, alt: Callable | None = None, **props):
     """Declare the decorated function `draw(entry, options)` as the view `name` of `step`."""
     unknown = set(reads) - set(OPTION_NAMES)
     if unknown:
         raise ValueError(f"View {name} reads unknown options {sorted(unknown)}; options are {OPTION_NAMES}.")
     if click is not None and (click not in reads or kind != "image"):
         raise ValueError(f"View {name}: a click toggles patches in an option it reads, on an image.")
+    if (alt is None) != (kind != "image"):
+        raise ValueError(f"View {name}: an image view, and only an image view, says what it shows with alt=.")
 
     def declare(draw: Callable) -> Callable:
         if name in VIEWS:
             raise ValueError(f"View {name} is declared twice.")
-        VIEWS[name] = View(name, step, kind, label, tuple(reads), draw, row, click, props)
+        VIEWS[name] = View(name, step, kind, label, tuple(reads), draw, row, click, props, alt)
         PAGE.append(VIEWS[name])
         return draw
     return declare
@@ -146,6 +150,12 @@ def all_views() -> list[str]:
 def affected(step: int, option: str) -> list[str]:
     """The views of `step` that read `option`: what a change of it redraws when that step is visible."""
     return [name for name in step_views(step) if option in VIEWS[name].reads]
+
+
+def alt_text(entry, name: str, options: Options) -> str:
+    """What image view `name` shows, in words (its alt text), for these options."""
+    spec = VIEWS[name]
+    return spec.alt(entry, options.only(spec.reads))
 
 
 def render_views(entry, names, options: Options) -> list:

@@ -83,6 +83,21 @@ def patch_at(config: ViTConfig, x: float, y: float) -> int:
     return analysis.patch_index(row, col, config.grid)
 
 
+def grid_words(config: ViTConfig) -> str:
+    """"Patch grid, R × C patches of P × P pixels": how an alt text names a patch picture. (explorer/app/a11y.js
+    reads the grid's size from these words to move its keyboard cursor.)"""
+    rows, cols = config.grid
+    return f"Patch grid, {rows} × {cols} patches of {config.patch_size} × {config.patch_size} pixels"
+
+
+def picker_alt(entry, selected: int | None) -> str:
+    """The patch picker in words: its grid and the selected patch."""
+    if selected is None:
+        return f"{grid_words(entry.config)}, no patch selected (the query is the class token)."
+    row, col = analysis.patch_position(int(selected), entry.config.grid)
+    return f"{grid_words(entry.config)}, patch {selected} selected (row {row}, column {col})."
+
+
 def selection_text(entry, selected: int | None) -> str:
     if selected is None:
         return "Query: **the class token** (token 0). Click a patch to choose it instead."
@@ -110,12 +125,24 @@ def _input_text(entry, options):
     return explanation(0, entry.config, entry.preprocessing)
 
 
-@view("input.original", 0, "image", "Your image (upright, RGB)", row="images", height=320)
+def _original_alt(entry, options) -> str:
+    width, height = entry.original_size
+    return f"Your image as uploaded, upright, {width} × {height} pixels."
+
+
+def _seen_alt(entry, options) -> str:
+    height, width = entry.config.image_hw
+    colour = "grayscale" if entry.config.channels == 1 else "colour"
+    return f"What the model sees: your image at {width} × {height} pixels, {colour}, before normalisation."
+
+
+@view("input.original", 0, "image", "Your image (upright, RGB)", row="images", height=320, alt=_original_alt)
 def _input_original(entry, options):
     return entry.original
 
 
-@view("input.seen", 0, "image", "What the model sees (resized, centre-cropped)", row="images", height=320, format="png")
+@view("input.seen", 0, "image", "What the model sees (resized, centre-cropped)", row="images", height=320, format="png",
+      alt=_seen_alt)
 def _input_seen(entry, options):
     return seen_image(entry)
 

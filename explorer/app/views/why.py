@@ -11,7 +11,7 @@ from ..text import explanation
 from .declare import control, view
 from .eq1 import _position_similarity
 from .eq2 import _fused
-from .input import display_image, picker_base, picker_scale
+from .input import display_image, grid_words, picker_base, picker_scale
 
 # Imported when first used (explorer/deferred.py): the page is up before torch (and plotly) are loaded.
 torch = deferred("torch")
@@ -78,6 +78,12 @@ def dropped_image(entry, dropped: tuple[int, ...]) -> np.ndarray:
         return base
     config = entry.config
     return picker.crossed_out(base, dropped, config.patch_size * picker_scale(config), config.grid[1])
+
+
+def _dropper_alt(entry, dropped) -> str:
+    """The dropper in words: its grid and the patches taken out."""
+    out = ", ".join(str(i) for i in dropped)
+    return f"{grid_words(entry.config)}; " + (f"patches taken out: {out}." if dropped else "no patch taken out.")
 
 
 def toggle_patch(dropped, index: int, num_patches: int) -> tuple[int, ...]:
@@ -173,7 +179,8 @@ def _why_faithfulness(entry, options):
 
 
 @view("why.dropper", 5, "image", "Click patches to take them out of the sequence (click again to put back)",
-      reads=("dropped",), click="dropped", row="drop", format="png", height=360)
+      reads=("dropped",), click="dropped", row="drop", format="png", height=360, alt=lambda entry, options:
+      _dropper_alt(entry, options.dropped))
 def _why_dropper(entry, options):
     return dropped_image(entry, options.dropped)
 
