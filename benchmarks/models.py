@@ -50,7 +50,7 @@ def torchvision_twin(model):
     import torch
     from torchvision.models import VisionTransformer
 
-    from explorer.weights import _key_table
+    from explorer.families.torchvision import _key_table
 
     c = model.config
     height, width = c.image_hw

@@ -570,7 +570,8 @@ def test_weights_that_change_after_their_first_verified_download_are_refused(fak
     first download, and is refused; a SHA-256 given in the catalogue is checked the same way."""
     import dataclasses
 
-    first, second = hf_model(**HF_CONFIGS["32px P8 D32 L2 h4"]), randomise(hf_model(**HF_CONFIGS["32px P8 D32 L2 h4"]), 2)
+    first = hf_model(**HF_CONFIGS["32px P8 D32 L2 h4"])
+    second = randomise(hf_model(**HF_CONFIGS["32px P8 D32 L2 h4"]), 2)
     first.save_pretrained(tmp_path / "first")
     second.save_pretrained(tmp_path / "second")
     FakeHub.revisions = {"google/vit-base-patch16-224": {"main": ("b" * 40, folder_files(tmp_path / "first"))}}

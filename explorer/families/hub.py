@@ -7,7 +7,8 @@ against its header; its SHA-256 against its blob's name, which is that SHA-256 f
 damaged one is downloaded again (force_download) where the network is allowed, and offline is one sentence naming
 it. A checkpoint may be pinned: its files come from one revision (a commit), and its model.safetensors must have a
 given SHA-256; where none is given, the first verified download records it in <cache>/explorer-pins.json and later
-loads of that repository must match it. huggingface_hub is imported only inside the functions that need it, so `import explorer` stays fast.
+loads of that repository must match it. huggingface_hub is imported only inside the functions that need it, so
+`import explorer` stays fast.
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def snapshot(repo_id: str, folder: str, revision: str | None = None, sha256: str
         except _MissingOnHub:
             at = f" at revision {revision}" if revision else ""
             raise WeightsUnavailable(f"{repo_id} has no model.safetensors on the Hub{at}, and the explorer never "
-                                     f"unpickles pytorch_model.bin; pick a checkpoint that offers safetensors.") from None
+                                     f"unpickles pytorch_model.bin; pick a checkpoint that offers safetensors."
+                                     ) from None
         for shard in sorted(set(read_json(index).get("weight_map", {}).values())):
             _weights_file(repo_id, shard, folder, revision)
     if "model_type" in hf_config:
@@ -100,10 +102,10 @@ def check_pin(repo_id: str, revision: str, weights: Path, sha256: str | None) ->
         partial.write_text(json.dumps(pins, indent=1, sort_keys=True))
         partial.replace(pins_path)
     elif actual != expected:
-        source = "the catalogue pins" if sha256 else f"was recorded in {pins_path} at its first download"
+        remedy = (f"the catalogue pins; delete {weights} to download it again" if sha256 else
+                  f"recorded in {pins_path} at its first download; delete that record to accept the new file")
         raise WeightsUnavailable(f"model.safetensors of {repo_id} at {revision} has SHA-256 {actual}, not the "
-                                 f"{expected} {source}; delete {weights} to download it again, or that record to "
-                                 f"accept the new file.")
+                                 f"{expected} {remedy}.")
     return actual
 
 
