@@ -4,7 +4,7 @@
                                                       GRADIO_SERVER_PORT; a Hugging Face Space binds 0.0.0.0:7860)
 
 The page is built by explorer.app.build_demo(server) from the view registry in explorer/app/views.py; this file only
-starts it (a Hugging Face Space runs `python app.py`).
+starts it (a Hugging Face Space runs `python app.py`; on a ZeroGPU Space main() imports `spaces` before torch).
 """
 from explorer.app import main
 

@@ -59,27 +59,47 @@ class FakeHub(http.server.BaseHTTPRequestHandler):
     """Files in the Hub's layout, /<repo_id>/resolve/<revision>/<file>, with the headers huggingface_hub reads:
     X-Repo-Commit (the commit of the revision), ETag (the blob's name in the cache: the file's SHA-256, as the Hub
     gives it for files stored in Git LFS, such as weights), Content-Length; and for what
-    is missing, 404 with X-Error-Code RepoNotFound or EntryNotFound, as the Hub answers."""
+    is missing, 404 with X-Error-Code RepoNotFound, RevisionNotFound or EntryNotFound, as the Hub answers.
+
+    `repos[repo_id]` is a repository whose every revision is one commit, COMMIT; `revisions[repo_id]` one with
+    several: {name: (commit, files)}, a name being a branch ("main", "refs/pr/2", percent-encoded in the URL as the
+    Hub's are) and each commit answering for itself too."""
 
     repos: dict[str, dict[str, bytes]] = {}
+    revisions: dict[str, dict[str, tuple[str, dict[str, bytes]]]] = {}
     requests: list[tuple[str, str]] = []
+
+    def _revision(self, repo: str, revision: str) -> tuple[str | None, dict[str, bytes] | None]:
+        """(commit, files) of `revision` in `repo`; (None, None) for no such repository, (None, {}) for no such
+        revision."""
+        if repo in self.repos:
+            return COMMIT, self.repos[repo]
+        if repo not in self.revisions:
+            return None, None
+        for name, (commit, files) in self.revisions[repo].items():
+            if revision in (name, commit):
+                return commit, files
+        return None, {}
 
     def _answer(self, body: bool) -> None:
         match = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<file>.+)",
-                             urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
-        files = self.repos.get(match["repo"]) if match else None
+                             urllib.parse.urlsplit(self.path).path)
         self.requests.append((self.command, self.path))
-        if files is None or match["file"] not in files:
+        commit, files = (self._revision(urllib.parse.unquote(match["repo"]), urllib.parse.unquote(match["revision"]))
+                         if match else (None, None))
+        name = urllib.parse.unquote(match["file"]) if match else ""
+        if files is None or commit is None or name not in files:
             self.send_response(404)
-            self.send_header("X-Error-Code", "RepoNotFound" if files is None else "EntryNotFound")
-            if files is not None:
-                self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("X-Error-Code", "RepoNotFound" if files is None else
+                             "RevisionNotFound" if commit is None else "EntryNotFound")
+            if commit is not None:
+                self.send_header("X-Repo-Commit", commit)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        data = files[match["file"]]
+        data = files[name]
         self.send_response(200)
-        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("X-Repo-Commit", commit)
         self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Content-Type", "application/octet-stream")
@@ -104,7 +124,7 @@ def folder_files(folder: Path) -> dict[str, bytes]:
 @pytest.fixture
 def fake_hub(monkeypatch):
     """A Hub on 127.0.0.1 (online for huggingface_hub, with HF_ENDPOINT pointing at it); yields (server, base URL)."""
-    FakeHub.repos, FakeHub.requests = {}, []
+    FakeHub.repos, FakeHub.revisions, FakeHub.requests = {}, {}, []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_address[1]}"

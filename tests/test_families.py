@@ -42,6 +42,7 @@ from explorer.families import (  # noqa: E402
 )
 from explorer.images import Preprocessing  # noqa: E402
 from explorer.weights import WeightsUnavailable, load_checkpoint, save_checkpoint  # noqa: E402
+from explorer.families.catalogue import WITHOUT_SAFETENSORS, paper_checkpoint  # noqa: E402
 from hub_models import COMMIT, FakeHub, fake_hub, folder_files, hf_model, randomise, save_timm  # noqa: E402,F401
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -525,6 +526,81 @@ def test_a_pre_seeded_cache_stands_in_for_the_hub(tmp_path):
         assert max_logit_gap(bundle.model, reference(pixel_values=x).logits, x) <= TOLERANCE
     assert bundle.meta["paper"]["model"] == "ViT-B/16" and bundle.preprocessing.interpolation == "bilinear"
     json.dumps(bundle.meta)  # meta stays JSON-ready
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's checkpoints: one revision each, its model.safetensors checked by SHA-256
+
+PR_COMMIT = "8041a8c7b0517e25d4cfa63f2e2e35b50b853386"  # refs/pr/2 of google/vit-large-patch16-224 (catalogue)
+
+
+def test_a_paper_checkpoint_loads_the_revision_it_names_not_main(fake_hub, tmp_path):
+    """As on the Hub: main holds only a pickle, the bot's refs/pr/2 adds model.safetensors. The catalogue names that
+    commit; every request asks for it, the cache keeps it under that commit, and its SHA-256 is recorded."""
+    import hashlib
+
+    reference = hf_model(**HF_CONFIGS["32px P8 D32 L2 h4"])
+    reference.save_pretrained(tmp_path / "pr")
+    files = folder_files(tmp_path / "pr")
+    pickles = {"config.json": files["config.json"], "pytorch_model.bin": b"not unpickled"}
+    FakeHub.revisions = {"google/vit-large-patch16-224": {"main": ("a" * 40, pickles), "refs/pr/2": (PR_COMMIT, files)}}
+    assert paper_checkpoint("google/vit-large-patch16-224").revision == PR_COMMIT
+    bundle = load("google/vit-large-patch16-224")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert max_logit_gap(bundle.model, reference(pixel_values=x).logits, x) <= TOLERANCE
+    asked = [path for method, path in FakeHub.requests]
+    assert asked and all(f"/resolve/{PR_COMMIT}/" in path for path in asked), asked
+    cache = tmp_path / "hf_home" / "hub"
+    assert (cache / "models--google--vit-large-patch16-224" / "snapshots" / PR_COMMIT / "model.safetensors").is_file()
+    pins = json.loads((cache / "explorer-pins.json").read_text())
+    assert pins["google/vit-large-patch16-224"] == {
+        "revision": PR_COMMIT, "commit": PR_COMMIT, "sha256": hashlib.sha256(files["model.safetensors"]).hexdigest()}
+
+    # A revision the Hub no longer has is named in one sentence.
+    FakeHub.revisions["google/vit-large-patch16-224"] = {"main": ("a" * 40, pickles)}
+    (cache / "models--google--vit-large-patch16-224").rename(tmp_path / "moved")
+    with pytest.raises(WeightsUnavailable, match=f"no revision {PR_COMMIT}") as refused:
+        load("google/vit-large-patch16-224")
+    assert one_sentence(str(refused.value))
+
+
+def test_weights_that_change_after_their_first_verified_download_are_refused(fake_hub, tmp_path, monkeypatch):
+    """main moves to other weights: a fresh download matches the Hub's own SHA-256 but not the one recorded at the
+    first download, and is refused; a SHA-256 given in the catalogue is checked the same way."""
+    import dataclasses
+
+    first = hf_model(**HF_CONFIGS["32px P8 D32 L2 h4"])
+    second = randomise(hf_model(**HF_CONFIGS["32px P8 D32 L2 h4"]), 2)
+    first.save_pretrained(tmp_path / "first")
+    second.save_pretrained(tmp_path / "second")
+    FakeHub.revisions = {"google/vit-base-patch16-224": {"main": ("b" * 40, folder_files(tmp_path / "first"))}}
+    load("google/vit-base-patch16-224")
+    FakeHub.revisions = {"google/vit-base-patch16-224": {"main": ("c" * 40, folder_files(tmp_path / "second"))}}
+    with pytest.raises(WeightsUnavailable, match="SHA-256") as refused:
+        load("google/vit-base-patch16-224")
+    assert one_sentence(str(refused.value)) and "explorer-pins.json" in str(refused.value)
+
+    (tmp_path / "hf_home" / "hub" / "explorer-pins.json").unlink()  # the record deleted: the new file is accepted
+    load("google/vit-base-patch16-224")
+    pinned = tuple(dataclasses.replace(c, sha256="0" * 64) if c.hub_id == "google/vit-base-patch16-224" else c
+                   for c in PAPER_CHECKPOINTS)
+    monkeypatch.setattr("explorer.families.catalogue.PAPER_CHECKPOINTS", pinned)
+    with pytest.raises(WeightsUnavailable, match="the catalogue pins") as refused:
+        load("google/vit-base-patch16-224")
+    assert one_sentence(str(refused.value))
+
+
+def test_every_checkpoint_in_the_menu_names_a_revision_with_safetensors():
+    """A commit (40 hex digits) or main; a SHA-256 is 64 hex digits where given; the checkpoint with safetensors at
+    no nameable commit is not offered."""
+    for checkpoint in PAPER_CHECKPOINTS:
+        assert checkpoint.revision == "main" or re.fullmatch(r"[0-9a-f]{40}", checkpoint.revision), checkpoint
+        assert checkpoint.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", checkpoint.sha256), checkpoint
+    assert not {c.hub_id for c in PAPER_CHECKPOINTS} & set(WITHOUT_SAFETENSORS)
+    assert {c.hub_id: c.revision for c in PAPER_CHECKPOINTS if c.revision != "main"} == {
+        "google/vit-large-patch16-224": PR_COMMIT,
+        "google/vit-large-patch32-384": "7cb790d8aa73dc7882e7190b95f2dbde837abe21"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

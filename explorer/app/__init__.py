@@ -6,6 +6,7 @@
     text.py       each step's words and the model card   views/        each view declared once, a module per step
     transport.py  how figures and pictures travel        plot.py       the plot component
     ui.py         the page and its events, built from views/
+    zerogpu.py    the events that run a model, lent a GPU on a ZeroGPU Space (spaces.GPU)
 
 The benchmarks that drive this app live outside the package, in the checkout's benchmarks/ folder.
 
@@ -23,7 +24,11 @@ def build_demo(server=None):
 
 
 def main(argv=None) -> None:
-    """`python app.py` / `vit-explorer`: read the settings, build the page, launch it."""
+    """`python app.py` / `vit-explorer`: read the settings, build the page, launch it. On a Space the `spaces`
+    package is imported first, before torch, as ZeroGPU requires (explorer/app/zerogpu.py)."""
+    from . import zerogpu
+
+    zerogpu.import_spaces()
     import argparse
 
     from .settings import Settings, configure_threads
@@ -43,7 +48,10 @@ def main(argv=None) -> None:
     # (configure_threads) and the default model loads in the background.
     server = Server(settings)
     demo = build(server)
+    if zerogpu.active():  # its CUDA stand-in answers on the main thread only: the default model goes to "cuda" here
+        configure_threads()
+        zerogpu.load_default(server)
     demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **launch_options(server))
     configure_threads()
-    server.warm_up()
+    server.warm_up()  # on ZeroGPU already loaded: nothing to do
     demo.block_thread()

@@ -9,7 +9,8 @@
     EXPLORER_MAX_MODELS, EXPLORER_TRACE_CACHE_ENTRIES, EXPLORER_TRACE_CACHE_MB: the server's bounds
     EXPLORER_SURVEYS            a folder of surveys (python -m explorer.survey --out ...), one per subfolder; the
                                 checkpoints' own <stem>_survey folders are found without it
-    EXPLORER_MEMORY_MB          the memory this process may use (default: what the machine has available)
+    EXPLORER_MEMORY_MB          the memory this process may use (default: a CPU Space's 16 GB where SPACE_ID is set
+                                and SPACES_ZERO_GPU is not, else what the machine has available)
     EXPLORER_HEAVY_MB           analyses estimated above this run one at a time (default 1024)
 
 Nothing here imports Gradio.
@@ -101,6 +102,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+CPU_SPACE_MB = 16 * 1024  # a cpu-basic Space: 2 vCPU, 16 GB (its /proc/meminfo shows the host's memory instead)
+
+
+def space_memory_mb(env=None) -> int | None:
+    """The memory of the Space this runs on, in MB, where it is known: a CPU Space's (SPACE_ID set, SPACES_ZERO_GPU
+    not); else None."""
+    env = os.environ if env is None else env
+    zero_gpu = env.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
+    return CPU_SPACE_MB if env.get("SPACE_ID", "").strip() and not zero_gpu else None
+
+
 def _int(env, name: str, default: int) -> int:
     value = env.get(name, "").strip()
     return int(value) if value else default
@@ -133,7 +145,7 @@ class Settings:
             max_models=_int(env, "EXPLORER_MAX_MODELS", DEFAULT_MAX_MODELS),
             trace_entries=_int(env, "EXPLORER_TRACE_CACHE_ENTRIES", DEFAULT_TRACE_ENTRIES),
             trace_bytes=_int(env, "EXPLORER_TRACE_CACHE_MB", DEFAULT_TRACE_MB) * 2**20,
-            memory_mb=_int(env, "EXPLORER_MEMORY_MB", 0) or None,
+            memory_mb=_int(env, "EXPLORER_MEMORY_MB", 0) or space_memory_mb(env),
             surveys_dir=Path(env["EXPLORER_SURVEYS"]) if env.get("EXPLORER_SURVEYS", "").strip() else None,
             heavy_mb=_int(env, "EXPLORER_HEAVY_MB", DEFAULT_HEAVY_MB),
         )

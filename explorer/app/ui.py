@@ -27,6 +27,7 @@ from .registry import JFT_NOTE  # noqa: E402
 from .server import USER_ERRORS, Server  # noqa: E402
 from .text import STEPS, model_card  # noqa: E402
 from .views import CONTROLS, PAGE, Control, Options  # noqa: E402
+from .zerogpu import model_duration, on_gpu  # noqa: E402
 from ..weights import WeightsUnavailable  # noqa: E402
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
@@ -118,12 +119,25 @@ def _named_options(names, values) -> Options:
 
 class Handlers:
     """The event handlers, each a thin call into the server and the views. Inputs and outputs by name as in
-    HEADER_OUTPUTS, views.all_views() and OPTION_NAMES."""
+    HEADER_OUTPUTS, views.all_views() and OPTION_NAMES. Each that may run a model is spaces.GPU-decorated where the
+    package is importable (explorer.app.zerogpu): one asking (image, model, ...) for its model, one drawing from a
+    trace (key, source, ...) (after the click's event data, if any) for the key's."""
 
     def __init__(self, server: Server):
         self.server = server
         self.default_model = server.registry.default_label()
         self.availability = server.registry.availability_note()
+        tracing = lambda image, model, *rest, **kw: model_duration(server, model, "trace")  # noqa: E731
+        self.analyse = on_gpu(self.analyse, tracing)
+        self.choose_model = on_gpu(self.choose_model, tracing)
+        self.predict = on_gpu(self.predict, lambda image, model, *rest, **kw: model_duration(server, model, "predict"))
+        for name in ("select_patch", "select_class_token", "new_random_indices"):
+            setattr(self, name, on_gpu(getattr(self, name), self._drawing))
+
+    def _drawing(self, *args, **kwargs) -> int:
+        """The GPU seconds of an event that draws from the trace of its key (image sha256, model label, device)."""
+        key = next((a for a in args[:2] if isinstance(a, (list, tuple)) and len(a) == 3), None)
+        return model_duration(self.server, key[1] if key else None, "draw")
 
     def runs_text(self) -> str:
         return f"model runs: {self.server.runs}"  # not stats(): that names the device, which imports torch
@@ -144,7 +158,8 @@ class Handlers:
         with it, unless it is the model in use already (the menu only lost focus)."""
         if model == model_in_use:
             return [gr.skip()] * (len(HEADER_OUTPUTS) + len(views.all_views()))
-        return self.analyse(image, model, step, model_in_use, *option_values, progress=progress)
+        # The class's analyse, not the instance's GPU-decorated one: this handler is decorated itself.
+        return Handlers.analyse(self, image, model, step, model_in_use, *option_values, progress=progress)
 
     def analyse(self, image, model, step, model_in_use, *option_values, progress=gr.Progress(track_tqdm=True),
                 status=""):
@@ -214,7 +229,7 @@ class Handlers:
                 return [step] + [gr.update(visible=True)] * len(names) + toggled
             drawn = _render(entry, names, _named_options(options_read, option_values))
             return [step] + [_shown(value) for value in drawn] + toggled
-        return handler
+        return on_gpu(handler, self._drawing)
 
     def redraw(self, names: list[str]):
         """A control changed: redraw the views that read it (views.affected)."""
@@ -225,7 +240,7 @@ class Handlers:
             values = ([gr.skip()] * len(names) if entry is None
                       else _render(entry, names, _named_options(options_read, option_values)))
             return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
-        return handler
+        return on_gpu(handler, self._drawing)
 
     def select_patch(self, evt: gr.SelectData, key, source, step, *option_values):
         """A click on the picker: evt.index is [x, y] in the picker image's pixels. (The event data comes first:
@@ -264,7 +279,7 @@ class Handlers:
             options = options.replace(**{option: views.toggle_patch(getattr(options, option), patch,
                                                                     entry.config.num_patches)})
             return [getattr(options, option)] + self._visible(entry, names, step, options)
-        return handler
+        return on_gpu(handler, self._drawing)
 
     def clear_patches(self, option: str):
         """Every patch back into the option's tuple."""
@@ -277,7 +292,7 @@ class Handlers:
                 return [gr.skip()] * (1 + len(names))
             options = _named_options(options_read, option_values).replace(**{option: ()})
             return [()] + self._visible(entry, names, step, options)
-        return handler
+        return on_gpu(handler, self._drawing)
 
     def _visible(self, entry, names, step, options) -> list:
         """The named views drawn where they are on the visible step, emptied elsewhere (drawn when their tab opens)."""

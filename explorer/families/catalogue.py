@@ -2,6 +2,12 @@
 
 `PAPER_CHECKPOINTS` lists them with their data sets, resolution and their authors' preprocessing; the app's menu
 offers them (explorer.app.registry) and a loaded one carries its row in bundle.meta["paper"] (`paper_entry`).
+
+Each names the revision whose model.safetensors it loads. Three of Google's repositories keep only pickles
+(pytorch_model.bin) on main; their safetensors exist only on the Hub bot's pull-request branches, so those entries
+name that branch's commit. google/vit-large-patch16-384 has safetensors at no commit that could be named, so it is
+not offered. `sha256` is the SHA-256 of that model.safetensors where it is known; where it is None, the first
+download whose bytes match the Hub's own SHA-256 records it (explorer.families.hub), and later loads must match.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ class PaperCheckpoint:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     note: str = ""
+    revision: str = "main"  # the commit (40 hex digits) whose model.safetensors is loaded; "main": its head
+    sha256: str | None = None  # of that model.safetensors; None: recorded at the first verified download
 
 
 _IN21K = "ImageNet-21k (14M images, 21,843 classes)"
@@ -33,6 +41,13 @@ _GOOGLE = ("Google's original JAX release, converted by Hugging Face; ViTImagePr
 _TIMM_ORIG = "Google's original JAX release, converted by timm"
 _AUGREG = "AugReg training (Steiner et al. 2021, 'How to train your ViT'), not the paper's own"
 
+# Repositories whose main branch holds only pickles: the commit of the Hub bot's branch that adds model.safetensors
+# (refs/pr/2 and refs/pr/1, "Adding `safetensors` variant of this model").
+_BOT_PR = {"google/vit-large-patch16-224": "8041a8c7b0517e25d4cfa63f2e2e35b50b853386",
+           "google/vit-large-patch32-384": "7cb790d8aa73dc7882e7190b95f2dbde837abe21"}
+# Not offered: no commit of it holds model.safetensors that could be named (the bot's pull request is still open).
+WITHOUT_SAFETENSORS = ("google/vit-large-patch16-384",)
+
 PAPER_CHECKPOINTS: tuple[PaperCheckpoint, ...] = (
     PaperCheckpoint("google/vit-base-patch16-224", "transformers", "ViT-B/16", 224, _IN21K, _IN1K, "bilinear", 1.0,
                     _HALF, _HALF, _GOOGLE),
@@ -41,11 +56,9 @@ PAPER_CHECKPOINTS: tuple[PaperCheckpoint, ...] = (
     PaperCheckpoint("google/vit-base-patch32-384", "transformers", "ViT-B/32", 384, _IN21K, _IN1K, "bilinear", 1.0,
                     _HALF, _HALF, _GOOGLE),
     PaperCheckpoint("google/vit-large-patch16-224", "transformers", "ViT-L/16", 224, _IN21K, _IN1K, "bilinear", 1.0,
-                    _HALF, _HALF, _GOOGLE),
-    PaperCheckpoint("google/vit-large-patch16-384", "transformers", "ViT-L/16", 384, _IN21K, _IN1K, "bilinear", 1.0,
-                    _HALF, _HALF, _GOOGLE),
+                    _HALF, _HALF, _GOOGLE, revision=_BOT_PR["google/vit-large-patch16-224"]),
     PaperCheckpoint("google/vit-large-patch32-384", "transformers", "ViT-L/32", 384, _IN21K, _IN1K, "bilinear", 1.0,
-                    _HALF, _HALF, _GOOGLE),
+                    _HALF, _HALF, _GOOGLE, revision=_BOT_PR["google/vit-large-patch32-384"]),
     PaperCheckpoint("timm/vit_base_patch16_224.orig_in21k_ft_in1k", "timm", "ViT-B/16", 224, _IN21K, _IN1K,
                     "bicubic", 0.9, _HALF, _HALF, _TIMM_ORIG),
     PaperCheckpoint("timm/vit_base_patch16_384.orig_in21k_ft_in1k", "timm", "ViT-B/16", 384, _IN21K, _IN1K,
@@ -61,7 +74,12 @@ PAPER_CHECKPOINTS: tuple[PaperCheckpoint, ...] = (
 )
 
 
+def paper_checkpoint(hub_id: str | None) -> PaperCheckpoint | None:
+    """The PAPER_CHECKPOINTS row of a Hub id, or None."""
+    return next((c for c in PAPER_CHECKPOINTS if c.hub_id == hub_id), None)
+
+
 def paper_entry(hub_id: str | None) -> dict | None:
     """The PAPER_CHECKPOINTS row of a Hub id as a plain dict (bundle.meta stays JSON-ready), or None."""
-    entry = next((c for c in PAPER_CHECKPOINTS if c.hub_id == hub_id), None)
+    entry = paper_checkpoint(hub_id)
     return None if entry is None else {**asdict(entry), "mean": list(entry.mean), "std": list(entry.std)}

@@ -5,11 +5,15 @@ network error, raises WeightsUnavailable with one sentence naming the files and 
 HF_HOME and HF_HUB_CACHE are also read at each call. A cached safetensors file is checked before use (its size
 against its header; its SHA-256 against its blob's name, which is that SHA-256 for weights, stored in Git LFS); a
 damaged one is downloaded again (force_download) where the network is allowed, and offline is one sentence naming
-it. huggingface_hub is imported only inside the functions that need it, so `import explorer` stays fast.
+it. A checkpoint may be pinned: its files come from one revision (a commit), and its model.safetensors must have a
+given SHA-256; where none is given, the first verified download records it in <cache>/explorer-pins.json and later
+loads of that repository must match it. huggingface_hub is imported only inside the functions that need it, so
+`import explorer` stays fast.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -53,38 +57,66 @@ def hub_cache_dir() -> Path:
     return Path(huggingface_hub.constants.HF_HUB_CACHE).expanduser()
 
 
-def snapshot(repo_id: str, folder: str) -> Path:
-    """The cached snapshot folder of `repo_id` holding config.json, the safetensors weights and (transformers) its
-    preprocessor_config.json, downloaded first where the network is allowed. `folder` is where a user can put
-    those files instead, as the one-sentence errors say."""
-    config_path = _file(repo_id, "config.json", folder)
+def snapshot(repo_id: str, folder: str, revision: str | None = None, sha256: str | None = None) -> Path:
+    """The cached snapshot folder of `repo_id` at `revision` (a commit or branch; None: main) holding config.json,
+    the safetensors weights and (transformers) its preprocessor_config.json, downloaded first where the network is
+    allowed. `sha256`: what model.safetensors must hash to (None: what the first verified download recorded).
+    `folder` is where a user can put those files instead, as the one-sentence errors say."""
+    config_path = _file(repo_id, "config.json", folder, revision=revision)
     hf_config = read_json(config_path)
     try:
-        _weights_file(repo_id, "model.safetensors", folder)
+        weights = _weights_file(repo_id, "model.safetensors", folder, revision)
+        check_pin(repo_id, revision or "main", weights, sha256)
     except _MissingOnHub:
         try:
-            index = _file(repo_id, "model.safetensors.index.json", folder)
+            index = _file(repo_id, "model.safetensors.index.json", folder, revision=revision)
         except _MissingOnHub:
-            raise WeightsUnavailable(f"{repo_id} has no model.safetensors on the Hub, and the explorer never unpickles "
-                                     f"pytorch_model.bin; pick a checkpoint that offers safetensors.") from None
+            at = f" at revision {revision}" if revision else ""
+            raise WeightsUnavailable(f"{repo_id} has no model.safetensors on the Hub{at}, and the explorer never "
+                                     f"unpickles pytorch_model.bin; pick a checkpoint that offers safetensors."
+                                     ) from None
         for shard in sorted(set(read_json(index).get("weight_map", {}).values())):
-            _weights_file(repo_id, shard, folder)
+            _weights_file(repo_id, shard, folder, revision)
     if "model_type" in hf_config:
         try:
-            _file(repo_id, "preprocessor_config.json", folder)
+            _file(repo_id, "preprocessor_config.json", folder, revision=revision)
         except _MissingOnHub:
             pass  # ViTImageProcessor's defaults apply, as in transformers
     return config_path.parent
+
+
+PINS = "explorer-pins.json"  # in the Hugging Face cache: {repo_id: {"revision", "commit", "sha256"}}
+
+
+def check_pin(repo_id: str, revision: str, weights: Path, sha256: str | None) -> str:
+    """The SHA-256 of a verified model.safetensors, checked against `sha256` when given, else against the one
+    recorded for `repo_id` at its first verified download (recorded now if there is none). One sentence else."""
+    actual = file_sha256(weights)
+    pins_path = hub_cache_dir() / PINS
+    pins = read_json(pins_path) if pins_path.is_file() else {}
+    expected = sha256 or pins.get(repo_id, {}).get("sha256")
+    if expected is None:
+        pins[repo_id] = {"revision": revision, "commit": weights.parent.name, "sha256": actual}
+        pins_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = pins_path.with_name(f"{PINS}.{os.getpid()}")
+        partial.write_text(json.dumps(pins, indent=1, sort_keys=True))
+        partial.replace(pins_path)
+    elif actual != expected:
+        remedy = (f"the catalogue pins; delete {weights} to download it again" if sha256 else
+                  f"recorded in {pins_path} at its first download; delete that record to accept the new file")
+        raise WeightsUnavailable(f"model.safetensors of {repo_id} at {revision} has SHA-256 {actual}, not the "
+                                 f"{expected} {remedy}.")
+    return actual
 
 
 class _MissingOnHub(Exception):
     """The repository exists but has no such file."""
 
 
-def _weights_file(repo_id: str, filename: str, folder: str) -> Path:
+def _weights_file(repo_id: str, filename: str, folder: str, revision: str | None = None) -> Path:
     """_file for a safetensors file, checked: a cached copy cut short or with changed bytes is downloaded again
     where the network is allowed (huggingface_hub checks a download's size, but never a cached file)."""
-    path = _file(repo_id, filename, folder)
+    path = _file(repo_id, filename, folder, revision=revision)
     damage = _safetensors_damage(path)
     if damage is None:
         return path
@@ -92,7 +124,7 @@ def _weights_file(repo_id: str, filename: str, folder: str) -> Path:
     if flag:
         raise WeightsUnavailable(f"The cached file {path} of {repo_id} is damaged ({damage}) and {flag} is set: unset "
                                  f"it to have it downloaded afresh, or delete it and run once with the network.")
-    path = _file(repo_id, filename, folder, force_download=True)
+    path = _file(repo_id, filename, folder, force_download=True, revision=revision)
     damage = _safetensors_damage(path)
     if damage is not None:
         raise WeightsUnavailable(f"{filename} of {repo_id} was damaged in the cache and came damaged again from the "
@@ -117,18 +149,29 @@ def _safetensors_damage(path: Path) -> str | None:
     key = (str(blob), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if not re.fullmatch(r"[0-9a-f]{64}", blob.name) or key in _checked_blobs:
         return None  # a blob named otherwise (a git hash, or a cache written by hand) has no SHA-256 to check
-    digest = hashlib.sha256()
-    with open(blob, "rb") as file:
-        while chunk := file.read(1 << 24):
-            digest.update(chunk)
-    if digest.hexdigest() != blob.name:
+    if file_sha256(blob) != blob.name:
         return "its SHA-256 is not the one the Hub named it by"
     _checked_blobs.add(key)
     return None
 
 
-def _file(repo_id: str, filename: str, folder: str, force_download: bool = False) -> Path:
-    """One file of a Hub repository: from the cache, or downloaded into it. One-sentence WeightsUnavailable else."""
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes; a cache blob already checked against its name (the Hub's SHA-256) is not read
+    again."""
+    blob = path.resolve()
+    stat = blob.stat()
+    if (str(blob), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) in _checked_blobs:
+        return blob.name
+    digest = hashlib.sha256()
+    with open(blob, "rb") as file:
+        while chunk := file.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file(repo_id: str, filename: str, folder: str, force_download: bool = False, revision: str | None = None) -> Path:
+    """One file of a Hub repository at `revision` (None: main): from the cache, or downloaded into it. One-sentence
+    WeightsUnavailable else."""
     import huggingface_hub
     from huggingface_hub import errors
 
@@ -136,7 +179,7 @@ def _file(repo_id: str, filename: str, folder: str, force_download: bool = False
     cache = hub_cache_dir()
     put = by_hand(repo_id, folder)
     if flag:
-        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=str(cache))
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)
         if isinstance(cached, str):
             return Path(cached)
         if cached is not None:  # huggingface_hub's marker: the Hub said this file does not exist
@@ -146,7 +189,7 @@ def _file(repo_id: str, filename: str, folder: str, force_download: bool = False
     try:
         return Path(huggingface_hub.hf_hub_download(
             repo_id, filename, cache_dir=str(cache), endpoint=os.environ.get("HF_ENDPOINT") or None,
-            force_download=force_download))
+            force_download=force_download, revision=revision))
     except errors.RepositoryNotFoundError:
         raise WeightsUnavailable(f"There is no repository {repo_id} on the Hugging Face Hub (or it is private or "
                                  f"gated); check the id.") from None
@@ -157,7 +200,12 @@ def _file(repo_id: str, filename: str, folder: str, force_download: bool = False
         cause = error.__cause__ or error.__context__ or error
         raise WeightsUnavailable(f"Could not download {filename} of {repo_id} ({reason(cause)}) and it is not in the "
                                  f"Hugging Face cache {cache}; with no network, {put}.") from None
-    except (getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError), errors.RevisionNotFoundError):
+    except errors.RevisionNotFoundError:
+        if revision is None:
+            raise _MissingOnHub(filename) from None
+        raise WeightsUnavailable(f"{repo_id} has no revision {revision} on the Hugging Face Hub any more; update "
+                                 f"explorer/families/catalogue.py, or {put}.") from None
+    except getattr(errors, "RemoteEntryNotFoundError", errors.EntryNotFoundError):
         raise _MissingOnHub(filename) from None
     except (errors.HfHubHTTPError, OSError) as error:
         cause = error.__cause__ or error.__context__ or error

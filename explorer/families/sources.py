@@ -25,6 +25,7 @@ from ..config import CONFIGS
 from ..deferred import deferred
 from ..weights import (PICKLE_SUFFIXES, PRETRAINED, UNTRAINED, ModelBundle, WeightsUnavailable, get_weights,
                        load_checkpoint, load_pretrained, random_bundle)
+from .catalogue import paper_checkpoint
 from .files import is_project_checkpoint, read_json
 from .hub import hub_folder_name, snapshot
 from .timm import load_timm_folder
@@ -142,4 +143,6 @@ def _load_hub(repo_id: str, models_dir) -> ModelBundle:
         bundle.meta["hub_id"] = repo_id
         return bundle
     put_in = str(folder) if folder is not None else f"<folder>/{name} and set EXPLORER_MODELS=<folder>"
-    return _load_folder(snapshot(repo_id, put_in), hub_id=repo_id)
+    pinned = paper_checkpoint(repo_id)  # the paper's checkpoints: one revision, one SHA-256 (catalogue.py)
+    return _load_folder(snapshot(repo_id, put_in, pinned.revision if pinned else None, pinned and pinned.sha256),
+                        hub_id=repo_id)
