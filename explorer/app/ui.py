@@ -22,7 +22,6 @@ from gradio import processing_utils  # noqa: E402
 
 from . import transport, views  # noqa: E402
 from .plot import PlotView, plotly_js  # noqa: E402
-from .registry import JFT_NOTE  # noqa: E402
 from .server import USER_ERRORS, Server  # noqa: E402
 from .text import STEPS, model_card  # noqa: E402
 from .views import CONTROLS, PAGE, Control, Options  # noqa: E402
@@ -382,7 +381,7 @@ def build_app(server: Server) -> App:
                                        label="Examples (photos: public domain / CC0; Fashion-MNIST: MIT — see "
                                        "assets/README.md)", examples_per_page=12)
                 c["model"] = gr.Dropdown(choices=server.registry.choices(), value=default_model, label="Model",
-                                         info=JFT_NOTE, elem_id="model")
+                                         info=server.registry.menu_info(), elem_id="model")
                 c["status"] = gr.Markdown("", elem_id="status")
                 c["picker"] = PictureView(label="What the model sees, with its patch grid: click a patch",
                                        interactive=False, format="png", elem_id="picker", height=360, buttons=[])

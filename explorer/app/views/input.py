@@ -115,7 +115,7 @@ def _input_original(entry, options):
     return entry.original
 
 
-@view("input.seen", 0, "image", "What the model sees (resized, centre-cropped)", row="images", height=320, format="png")
+@view("input.seen", 0, "image", "What the model sees (after its own preprocessing)", row="images", height=320, format="png")
 def _input_seen(entry, options):
     return seen_image(entry)
 
