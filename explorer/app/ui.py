@@ -7,6 +7,7 @@ The model runs once per (image, model, device); every control redraws from the c
 from __future__ import annotations
 
 import os
+import threading
 
 # Before gradio is imported: no analytics, no version check, no telemetry.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -108,6 +109,8 @@ class Handlers:
         self.server = server
         self.default_model = server.registry.default_label()
         self.availability = server.registry.availability_note()
+        self._slow_tokens: dict = {}  # session -> the token of its newest slow-view request (draw_slow)
+        self._slow_lock = threading.Lock()
 
     def runs_text(self) -> str:
         return f"model runs: {self.server.runs}"  # not stats(): that names the device, which imports torch
@@ -284,6 +287,39 @@ class Handlers:
         """Server-side counters: model runs, trace-cache entries and bytes, hits and misses, models loaded."""
         return self.server.stats()
 
+    def draw_slow(self, key, source, step, *option_values, request: gr.Request = None,
+                  progress=gr.Progress()):
+        """After an event that showed the visible step's slow views as pending (views.SLOW_VIEWS): compute them,
+        with a progress bar. A newer draw or cancel_slow of this visitor (a new image, model or class) stops it."""
+        names = [name for name in views.SLOW_VIEWS if VIEWS_BY_STEP[name] == int(step or 0)]
+        entry = self._entry(key, source) if names else None
+        if entry is None:
+            return [gr.skip()] * len(views.SLOW_VIEWS)
+        session = request.session_hash if request is not None else None
+        token = self.cancel_slow(request)
+        options = _named_options(reads(views.SLOW_VIEWS), option_values)
+
+        def report(done: int, total: int) -> None:
+            if self._slow_tokens.get(session) != token:
+                raise _Superseded
+            progress(done / total, desc=f"faithfulness curves: {done} of {total} forwards")
+        try:
+            drawn = {name: transport.encode(views.draw_slow(entry, name, options, report)) for name in names}
+        except _Superseded:
+            return [gr.skip()] * len(views.SLOW_VIEWS)
+        return [drawn.get(name, gr.skip()) for name in views.SLOW_VIEWS]
+
+    def cancel_slow(self, request: gr.Request = None) -> int:
+        """Stop this visitor's slow views being computed (at their next forward); the new token."""
+        session = request.session_hash if request is not None else None
+        with self._slow_lock:
+            self._slow_tokens[session] = self._slow_tokens.get(session, 0) + 1
+            return self._slow_tokens[session]
+
+
+class _Superseded(Exception):
+    """A slow view's computation that a newer request of the same visitor replaced."""
+
 
 # What an event sends for a view on a step that is not shown: nothing (its tab draws it from the cached trace when
 # opened). Not gr.skip(): Gradio handles a skip or gr.update as a new component (a new instance, its config copied:
@@ -441,12 +477,18 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
     analyse_wiring = dict(inputs=[c["image"], c["model"], c["step"], c["model_in_use"]] + option_inputs,
                           outputs=[c[n] for n in HEADER_OUTPUTS] + view_outputs,
                           trigger_mode="always_last", show_progress_on=[c["card"], c["picker"]])
-    gr.on([c["image"].upload, c["model"].select], handlers.analyse, api_name="analyse", **analyse_wiring)
-    examples.load_input_event.then(handlers.analyse, api_visibility="private", **analyse_wiring)
+    def then_slow(event, names):  # an event that shows slow views pending is followed by their drawing
+        if set(names) & set(views.SLOW_VIEWS):
+            event.then(handlers.draw_slow, inputs=state + [c["step"]] + read_by(views.SLOW_VIEWS),
+                       outputs=[c[n] for n in views.SLOW_VIEWS], api_visibility="private")
+    then_slow(gr.on([c["image"].upload, c["model"].select], handlers.analyse, api_name="analyse", **analyse_wiring),
+              views.all_views())
+    then_slow(examples.load_input_event.then(handlers.analyse, api_visibility="private", **analyse_wiring),
+              views.all_views())
     for number, tab in enumerate(tabs):
-        tab.select(handlers.show_step(number), inputs=state + read_by(views.step_views(number)),
-                   outputs=[c["step"]] + [c[n] for n in views.step_views(number) + STEP_TOGGLED[number]],
-                   api_name=f"step_{number}", api_visibility="undocumented")
+        then_slow(tab.select(handlers.show_step(number), inputs=state + read_by(views.step_views(number)),
+                             outputs=[c["step"]] + [c[n] for n in views.step_views(number) + STEP_TOGGLED[number]],
+                             api_name=f"step_{number}", api_visibility="undocumented"), views.step_views(number))
     selected_outputs = [c["selected"], c["picker"], c["selection"]] + [c[n] for n in SELECTED_VIEWS]
     selected_inputs = state + [c["step"]] + [c[name] for name in SELECTED_READS]
     c["picker"].select(handlers.select_patch, inputs=selected_inputs, outputs=selected_outputs,
@@ -456,9 +498,9 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
                              show_progress="hidden")
     for name, control in CONTROLS.items():
         names = views.affected(control.step, name)
-        gr.on(_control_triggers(c[name], control.kind), handlers.redraw(names), inputs=state + read_by(names),
-              outputs=[c[n] for n in names], api_name=f"set_{name}", api_visibility="undocumented",
-              trigger_mode="always_last", show_progress="hidden")
+        then_slow(gr.on(_control_triggers(c[name], control.kind), handlers.redraw(names), inputs=state + read_by(names),
+                        outputs=[c[n] for n in names], api_name=f"set_{name}", api_visibility="undocumented",
+                        trigger_mode="always_last", show_progress="hidden"), names)
     for name, spec in views.VIEWS.items():  # images whose clicks take patches in and out of an option
         if spec.click is None:
             continue
@@ -471,6 +513,13 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
         clear_buttons[name].click(handlers.clear_patches(spec.click), inputs=state + [c["step"]] + read_by(reading_names),
                                   outputs=[c[spec.click]] + reading, api_name=f"clear_{spec.click}",
                                   api_visibility="undocumented", show_progress="hidden")
+    # A new image, model or class stops the slow views being computed for the old one, at once (not queued), at
+    # their next forward: the old event then ends, sending nothing. (Not Gradio's `cancels`: it cannot stop a thread,
+    # and its /cancel call fails (422) for events not running.)
+    slow_triggers = [c["image"].upload, c["model"].select, examples.dataset.click] + [
+        trigger for name, control in CONTROLS.items() if set(views.affected(control.step, name)) & set(views.SLOW_VIEWS)
+        for trigger in _control_triggers(c[name], control.kind)]
+    gr.on(slow_triggers, handlers.cancel_slow, queue=False, show_progress="hidden", api_visibility="private")
     random_button.click(handlers.new_random_indices, inputs=state + read_by(views.affected(1, "indices")),
                         outputs=[c["indices"]] + [c[n] for n in views.affected(1, "indices")],
                         api_name="random_indices", api_visibility="undocumented", show_progress="hidden")
