@@ -388,3 +388,40 @@ def test_settings_named_in_these_messages_are_in_readme():
     for variable in ("EXPLORER_MODELS", "EXPLORER_SURVEYS", "EXPLORER_OFFLINE"):
         assert f"`{variable}" in readme, variable
     importlib.import_module("explorer.app.views.eq2")  # the survey command it prints names $EXPLORER_SURVEYS
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In the page: the refusal's whole sentence under the menu, the left-out folder in the menu's info, step 5's curves
+# after its maps, and no "Share chart" on any chart
+
+@pytest.mark.browser
+def test_in_the_page_messages_keep_their_words_and_charts_offer_no_upload(tmp_path):
+    from app_server import AppServer, open_browser
+
+    models = tmp_path / "models"
+    (models / "only_pickle").mkdir(parents=True)
+    (models / "only_pickle" / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    (models / "only_pickle" / "pytorch_model.bin").write_bytes(b"never unpickled")
+    with AppServer(tmp_path / "app", extra_env={"EXPLORER_MODELS": str(models)}) as server, \
+            open_browser(server.url) as session:
+        page = session.page
+        info = page.inner_text("#model")
+        assert "Left out of the menu: only_pickle (its weights are only pytorch_model.bin" in info, info
+        page.click("#model input")
+        page.click("li.item[aria-label^='ViT-B/16 · google/vit-base-patch16-224']")
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('Offline')",
+                               timeout=60_000)
+        status = page.inner_text("#status").strip()
+        assert status.endswith("or run once with the network."), status
+        assert "put its config.json and model.safetensors" in status and str(models / "google--vit-base-patch16-224") in status
+        assert page.input_value("#model input") == "ViT-Fashion/4 · vit_fashion_standin"  # the menu: the model in use
+        page.set_input_files("#upload input[type=file]", str(REPO / "assets" / "cat_chelsea.jpg"))
+        page.wait_for_function("() => document.querySelector('#model-runs').innerText.includes('model runs: 1')")
+        page.click("#tab-5-button")
+        page.wait_for_function("() => { const p = document.querySelectorAll('#tab-5 .js-plotly-plot');"
+                               " return p.length >= 3 && p[2].data && p[2].data.length === 10; }", timeout=120_000)
+        page.hover("#tab-5 .js-plotly-plot")
+        buttons = page.evaluate("() => Array.from(document.querySelectorAll('.modebar-btn')).map(b => b.dataset.title)")
+        assert buttons and not [b for b in buttons if "Share" in b or "Chart Studio" in b or "cloud" in b.lower()], buttons
+        assert not page.query_selector_all("a.modebar-btn--logo"), "Plotly's logo links off the machine"
+        session.assert_clean()

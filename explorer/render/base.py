@@ -53,19 +53,25 @@ TITLE_CHARACTERS = 64  # a title line longer than this is broken at spaces: Plot
 
 
 def wrap_title(title: str, width: int = TITLE_CHARACTERS) -> str:
-    """`title` with each line over `width` visible characters broken with <br> at spaces (tags such as <sub> are not
-    counted, and stay whole)."""
+    """`title` with each line over `width` visible characters broken with <br>: between its " · " parts where it has
+    them, else at spaces (tags such as <sub> are not counted, and stay whole)."""
+    def visible(text: str) -> int:
+        return len(re.sub(r"<[^>]*>", "", text))
+
+    def pack(pieces: list[str], joint: str) -> list[str]:
+        lines, current = [], ""
+        for piece in pieces:
+            if current and visible(current) + len(joint) + visible(piece) > width:
+                lines.append(current)
+                current = piece
+            else:
+                current = current + joint + piece if current else piece
+        return lines + [current]
+
     lines = []
     for line in title.split("<br>"):
-        current, length = [], 0
-        for word in line.split(" "):
-            visible = len(re.sub(r"<[^>]*>", "", word))
-            if current and length + 1 + visible > width:
-                lines.append(" ".join(current))
-                current, length = [], 0
-            current.append(word)
-            length = visible if len(current) == 1 else length + 1 + visible
-        lines.append(" ".join(current))
+        for part in pack(line.split(" · "), " · "):
+            lines += pack(part.split(" "), " ") if visible(part) > width else [part]
     return "<br>".join(lines)
 
 
