@@ -294,9 +294,9 @@ class Handlers:
         names = [name for name in views.SLOW_VIEWS if VIEWS_BY_STEP[name] == int(step or 0)]
         entry = self._entry(key, source) if names else None
         if entry is None:
-            return [gr.skip()] * len(views.SLOW_VIEWS)
+            return _outputs([gr.skip()] * len(views.SLOW_VIEWS))
         session = request.session_hash if request is not None else None
-        token = self.cancel_slow(request)
+        token = self._new_slow_token(session)
         options = _named_options(reads(views.SLOW_VIEWS), option_values)
 
         def report(done: int, total: int) -> None:
@@ -306,12 +306,14 @@ class Handlers:
         try:
             drawn = {name: transport.encode(views.draw_slow(entry, name, options, report)) for name in names}
         except _Superseded:
-            return [gr.skip()] * len(views.SLOW_VIEWS)
-        return [drawn.get(name, gr.skip()) for name in views.SLOW_VIEWS]
+            return _outputs([gr.skip()] * len(views.SLOW_VIEWS))
+        return _outputs([drawn.get(name, gr.skip()) for name in views.SLOW_VIEWS])
 
-    def cancel_slow(self, request: gr.Request = None) -> int:
-        """Stop this visitor's slow views being computed (at their next forward); the new token."""
-        session = request.session_hash if request is not None else None
+    def cancel_slow(self, request: gr.Request = None) -> None:
+        """Stop this visitor's slow views being computed (at their next forward)."""
+        self._new_slow_token(request.session_hash if request is not None else None)
+
+    def _new_slow_token(self, session) -> int:
         with self._slow_lock:
             self._slow_tokens[session] = self._slow_tokens.get(session, 0) + 1
             return self._slow_tokens[session]
@@ -319,6 +321,10 @@ class Handlers:
 
 class _Superseded(Exception):
     """A slow view's computation that a newer request of the same visitor replaced."""
+
+
+def _outputs(values: list):
+    return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
 
 
 # What an event sends for a view on a step that is not shown: nothing (its tab draws it from the cached trace when
