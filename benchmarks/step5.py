@@ -81,20 +81,32 @@ def main(argv=None) -> dict:
             pass
         return maps, curves, time.perf_counter() - start
 
-    order = np.argsort(-entry.trace.probabilities.numpy(), kind="stable")
-    maps, curves, stopped = class_change(int(order[0]))
-    row("step5.maps", maps, "relevance + Grad-CAM (one forward + backward), step 5 drawn, curves pending")
-    row("step5.faithfulness", curves, "the curves' event after the maps, progress per forward")
-    row("step5.stopped", stopped, "a newer class: the curves stop at their first forward")
-    maps, _, _ = class_change(int(order[2]))
-    row("step5.maps.another_class", maps, "the class picker: a new class's maps")
-
     model = server.registry.get(entry.spec.label).model
     x = entry.trace["input.pixels"].unsqueeze(0)  # (1, C, H, W)
+    with torch.no_grad():
+        model(x)
+        start = time.perf_counter()
+        model(x)
+    forward = time.perf_counter() - start
+    row("model.forward", forward, "one plain forward, for scale: the times below are also given in forwards")
+
+    def in_forwards(seconds: float) -> str:
+        return f"= {seconds / forward:.1f} forwards; "
+
+    order = np.argsort(-entry.trace.probabilities.numpy(), kind="stable")
+    maps, curves, stopped = class_change(int(order[0]))
+    row("step5.maps", maps, in_forwards(maps) + "relevance + Grad-CAM (one forward + backward), step 5 drawn, "
+        "curves pending")
+    row("step5.faithfulness", curves, in_forwards(curves) + "the curves' event after the maps, progress per forward")
+    row("step5.stopped", stopped, in_forwards(stopped) + "a newer class: the curves stop after their first forward")
+    maps, _, _ = class_change(int(order[2]))
+    row("step5.maps.another_class", maps, in_forwards(maps) + "the class picker: a new class's maps")
+
     start = time.perf_counter()
     result = explain.faithfulness(model, x)  # a notebook's call: defaults, tqdm bar
-    row("notebook.faithfulness", time.perf_counter() - start,
-        f"explain.faithfulness(model, x): {len(result.deletion['random'].counts)} points a curve, maps included")
+    seconds = time.perf_counter() - start
+    row("notebook.faithfulness", seconds, in_forwards(seconds) + f"explain.faithfulness(model, x): "
+        f"{len(result.deletion['random'].counts)} points a curve, maps included")
     if args.json is not None:
         args.json.write_text(json.dumps({"model": args.model, "threads": args.threads, "rows": rows}, indent=1))
     return rows
