@@ -17,6 +17,8 @@ grad_cam(model, x, target=None, layer=-1) -> map
     Returned at grid resolution and not scaled. pytorch-grad-cam computes the same numbers (its get_cam_image, then
     ReLU) and then, per image, min-max scales them, (cam − min) / (max + 1e-7), and resizes to H x W with
     cv2.resize (bilinear); tests/test_explain.py checks both against the package.
+gradient_maps(model, x, target=None) -> {"relevance": map, "grad_cam": map}
+    Both from one forward and one backward (the same target logit): what step 5 of the app paints first.
 drop_patches(model, x, patches) -> logits (B, K)
     The model on the sequence without those patches: their tokens leave z_0 with their position embeddings, the
     class token stays. keep_patches(model, x, keep (R, n)) runs R shortened sequences of n patches in one forward.
@@ -28,9 +30,10 @@ deletion_curve / insertion_curve(model, x, order, target=None, steps=None) -> Cu
     patch_order(map) gives the order of a map (most relevant first, ties by patch index).
     Cost: every step is its own sequence, so a curve over all N patches costs about (N/2 + 1) forwards of FLOPs
     whatever the batching; `steps` = S evaluates S + 1 evenly spaced counts instead (about S/2 + 1 forwards).
-faithfulness(model, x, target=None, maps=None, steps=None, seed=0) -> Faithfulness
+faithfulness(model, x, target=None, maps=None, steps="default", seed=0, progress=True) -> Faithfulness
     Both curves for rollout (explorer.analysis.rollout_map), relevance, Grad-CAM, the last layer's raw attention
     (class token row, mean over heads) and a random order (seeded); sequences of equal length share one forward.
+    By default every patch is a point up to 64 patches, else 10 steps (default_steps), with a tqdm bar of forwards.
 interpolate_position_embedding(position_embedding (1, T, D), old_grid, new_grid) -> (1, T', D)
     Dosovitskiy et al. 2020, Sec. 3.2 (fine-tuning at higher resolution): 2-D bicubic interpolation of the patch
     position embeddings, the class token's kept, exactly as torchvision's interpolate_embeddings.
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -52,8 +55,9 @@ from .analysis import rollout_map
 from .model import ViT
 from .trace import trace
 
-# Tokens per batched forward of the curves: bounds memory, large enough that short sequences share a forward.
-_TOKENS_PER_FORWARD = 8192
+# Tokens per batched forward of the curves: bounds memory, large enough that short sequences share a forward, small
+# enough that a progress bar moves and a stop is heard within about ten sequences of ViT-B/16 (197 tokens each).
+_TOKENS_PER_FORWARD = 2048
 
 
 class GraphRecord(dict):
@@ -139,14 +143,12 @@ def _forward_backward(model: ViT, x: torch.Tensor, target, stages: Sequence[str]
     return record, targets, dict(zip(stages, gradients))
 
 
-def relevance(model: ViT, x: torch.Tensor, target=None) -> np.ndarray:
-    """Chefer et al. 2021: R = I; R = R + E_h[(∇A_l ⊙ A_l)^+] · R for l = 1..L; the map is R[0, 1:].
+def _attention_stages(model: ViT) -> list[str]:
+    return [f"blocks.{l}.attn.weights" for l in range(1, model.config.depth + 1)]
 
-    (B, C, H, W) -> (rows, cols) for B = 1, (B, rows, cols) otherwise.
-    """
-    L = model.config.depth
-    stages = [f"blocks.{l}.attn.weights" for l in range(1, L + 1)]
-    record, _, gradients = _forward_backward(model, x, target, stages)
+
+def _relevance(model: ViT, record, gradients, stages: list[str]) -> np.ndarray:
+    """R = I; R = R + E_h[(∇A_l ⊙ A_l)^+] · R over the attention `stages`; the class token's row as maps."""
     with torch.no_grad():
         B, h, T, _ = record[stages[0]].shape
         R = torch.eye(T, dtype=gradients[stages[0]].dtype, device=gradients[stages[0]].device).expand(B, T, T)
@@ -157,6 +159,26 @@ def relevance(model: ViT, x: torch.Tensor, target=None) -> np.ndarray:
         return _maps(R[:, 0, 1:].reshape(B, *model.config.grid))  # class token row: (B, N) -> (B, rows, cols)
 
 
+def _grad_cam(model: ViT, record, gradients, stage: str) -> np.ndarray:
+    """ReLU(Σ_k w_k A_k) on the LayerNorm output `stage`, w_k the gradients' mean over the patches, as maps."""
+    with torch.no_grad():
+        activations = record[stage].detach()[:, 1:]  # A_k, the class token dropped: (B, T, D) -> (B, N, D)
+        # pytorch-grad-cam reshapes to (B, D, rows, cols) and averages the gradients over rows and cols: over N.
+        weights = gradients[stage][:, 1:].mean(dim=1)  # w_k: (B, N, D) -> (B, D)
+        cam = (activations * weights[:, None, :]).sum(dim=-1).clamp(min=0)  # ReLU(Σ_k w_k A_k): (B, N)
+        return _maps(cam.reshape(-1, *model.config.grid))  # (B, N) -> (B, rows, cols)
+
+
+def relevance(model: ViT, x: torch.Tensor, target=None) -> np.ndarray:
+    """Chefer et al. 2021: R = I; R = R + E_h[(∇A_l ⊙ A_l)^+] · R for l = 1..L; the map is R[0, 1:].
+
+    (B, C, H, W) -> (rows, cols) for B = 1, (B, rows, cols) otherwise.
+    """
+    stages = _attention_stages(model)
+    record, _, gradients = _forward_backward(model, x, target, stages)
+    return _relevance(model, record, gradients, stages)
+
+
 def grad_cam(model: ViT, x: torch.Tensor, target=None, layer: int = -1) -> np.ndarray:
     """Grad-CAM on LN(z_{l-1}) of block `layer` (1..L, or -1 for the last): ReLU(Σ_k w_k A_k), not scaled.
 
@@ -164,12 +186,17 @@ def grad_cam(model: ViT, x: torch.Tensor, target=None, layer: int = -1) -> np.nd
     """
     stage = f"blocks.{_layer_number(model, layer)}.ln_1"
     record, _, gradients = _forward_backward(model, x, target, [stage])
-    with torch.no_grad():
-        activations = record[stage].detach()[:, 1:]  # A_k, the class token dropped: (B, T, D) -> (B, N, D)
-        # pytorch-grad-cam reshapes to (B, D, rows, cols) and averages the gradients over rows and cols: over N.
-        weights = gradients[stage][:, 1:].mean(dim=1)  # w_k: (B, N, D) -> (B, D)
-        cam = (activations * weights[:, None, :]).sum(dim=-1).clamp(min=0)  # ReLU(Σ_k w_k A_k): (B, N)
-        return _maps(cam.reshape(-1, *model.config.grid))  # (B, N) -> (B, rows, cols)
+    return _grad_cam(model, record, gradients, stage)
+
+
+def gradient_maps(model: ViT, x: torch.Tensor, target=None) -> dict[str, np.ndarray]:
+    """relevance and grad_cam (last block) from one forward and one backward: {"relevance", "grad_cam"} -> maps.
+    Both differentiate the same target logit, so one backward gives the gradients of both."""
+    stages = _attention_stages(model)
+    stage = f"blocks.{model.config.depth}.ln_1"
+    record, _, gradients = _forward_backward(model, x, target, stages + [stage])
+    return {"relevance": _relevance(model, record, gradients, stages),
+            "grad_cam": _grad_cam(model, record, gradients, stage)}
 
 
 def last_layer_attention(model: ViT, x: torch.Tensor) -> np.ndarray:
@@ -282,9 +309,26 @@ def _area(fractions: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.sum(np.diff(fractions) * (probabilities[1:] + probabilities[:-1]) / 2))
 
 
+Progress = Callable[[int, int], object]  # (forwards done, forwards in all), called after each; it may raise to stop
+
+
+def _progress_bar(total: int, desc: str) -> Progress:
+    """A tqdm bar (tqdm.auto: a widget in a notebook) advanced by each call; closed at the last forward."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="forward", leave=False)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+    return advance
+
+
 def _curves(model: ViT, x: torch.Tensor, target: int, requests: Sequence[tuple[np.ndarray, str]],
-            steps: int | None) -> list[Curve]:
-    """Curves for (order, mode) pairs of one image; all sequences of one length share batched forwards."""
+            steps: int | None, progress: bool | Progress = False) -> list[Curve]:
+    """Curves for (order, mode) pairs of one image; all sequences of one length share batched forwards. `progress`:
+    True for a tqdm bar, or a callable told (forwards done, forwards in all) after each forward."""
     N = model.config.num_patches
     counts = _counts(N, steps)  # (S,)
     by_length: dict[int, list[tuple[int, int, np.ndarray]]] = defaultdict(list)
@@ -292,18 +336,22 @@ def _curves(model: ViT, x: torch.Tensor, target: int, requests: Sequence[tuple[n
         for s, count in enumerate(counts):
             kept = order[count:] if mode == "deletion" else order[:count]
             by_length[len(kept)].append((r, s, np.sort(kept)))  # sequence order: the set is what matters
+    forwards = [(n, rows[start:start + max(1, _TOKENS_PER_FORWARD // (n + 1))])
+                for n, rows in by_length.items()
+                for start in range(0, len(rows), max(1, _TOKENS_PER_FORWARD // (n + 1)))]
+    if progress is True:
+        progress = _progress_bar(len(forwards), "deletion and insertion curves")
     probabilities = np.zeros((len(requests), len(counts)))
     with torch.inference_mode():
         z0 = model.embed(x)  # (1, T, D), once for every sequence
-        for n, rows in by_length.items():
-            per_forward = max(1, _TOKENS_PER_FORWARD // (n + 1))
-            for start in range(0, len(rows), per_forward):
-                chunk = rows[start:start + per_forward]
-                keep = np.stack([kept for _, _, kept in chunk]).reshape(len(chunk), n)  # (R, n)
-                keep = torch.as_tensor(keep, device=z0.device)
-                p = _encode_kept(model, z0, keep).float().softmax(dim=-1)[:, target]  # (R, K) -> (R,)
-                for (r, s, _), value in zip(chunk, p.tolist()):
-                    probabilities[r, s] = value
+        for done, (n, chunk) in enumerate(forwards, start=1):
+            keep = np.stack([kept for _, _, kept in chunk]).reshape(len(chunk), n)  # (R, n)
+            keep = torch.as_tensor(keep, device=z0.device)
+            p = _encode_kept(model, z0, keep).float().softmax(dim=-1)[:, target]  # (R, K) -> (R,)
+            for (r, s, _), value in zip(chunk, p.tolist()):
+                probabilities[r, s] = value
+            if progress:
+                progress(done, len(forwards))
     fractions = counts / N
     return [Curve(counts, fractions, p, _area(fractions, p)) for p in probabilities]
 
@@ -338,20 +386,22 @@ def insertion_curve(model: ViT, x: torch.Tensor, order, target: int | None = Non
 def explanation_maps(model: ViT, x: torch.Tensor, target: int | None = None) -> dict[str, np.ndarray]:
     """rollout, relevance, grad_cam and the last layer's attention for one image (1, C, H, W): name -> (rows, cols)."""
     x = _one_image(model, x)
-    return {
-        "rollout": rollout_map(trace(model, x)),
-        "relevance": relevance(model, x, target),
-        "grad_cam": grad_cam(model, x, target),
-        "attention": last_layer_attention(model, x),
-    }
+    return {"rollout": rollout_map(trace(model, x)), **gradient_maps(model, x, target),
+            "attention": last_layer_attention(model, x)}
 
 
 def faithfulness(model: ViT, x: torch.Tensor, target: int | None = None, maps: dict[str, np.ndarray] | None = None,
-                 steps: int | None = None, seed: int = 0) -> Faithfulness:
+                 steps: int | None | str = "default", seed: int = 0, progress: bool | Progress = True) -> Faithfulness:
     """Deletion and insertion curves of each map for one image (1, C, H, W), and of a random order (seeded).
 
     maps None = explanation_maps (rollout, relevance, grad_cam, attention); a "random" map is added unless given.
+    steps "default" = default_steps(model.config): every patch up to 64 patches, else 10 steps (None: every patch).
+    progress: a tqdm bar (True), none (False), or a callable told (forwards done, forwards in all).
     """
+    if isinstance(steps, str):
+        if steps != "default":
+            raise ValueError(f"steps must be a positive int, None (every patch) or 'default' but got {steps!r}.")
+        steps = default_steps(model.config)
     x = _one_image(model, x)
     target = _target_class(model, x, target)
     grid, N = model.config.grid, model.config.num_patches
@@ -363,7 +413,7 @@ def faithfulness(model: ViT, x: torch.Tensor, target: int | None = None, maps: d
         maps["random"] = np.random.default_rng(seed).random(N).reshape(grid)  # its order is a random permutation
     names = list(maps)
     requests = [(patch_order(maps[name]), mode) for mode in MODES for name in names]
-    curves = _curves(model, x, target, requests, steps)
+    curves = _curves(model, x, target, requests, steps, progress)
     return Faithfulness(
         target, {name: np.asarray(maps[name]) for name in names},
         deletion=dict(zip(names, curves[:len(names)])), insertion=dict(zip(names, curves[len(names):])),

@@ -259,8 +259,9 @@ def test_rehearsal_a_zerogpu_space_imports_spaces_first_and_asks_a_gpu_for_every
                 "SPACES_ZERO_DEVICE_API_URL": f"http://127.0.0.1:{device_api.server_address[1]}"}
     env = {**zero_env, "IMPORT_ORDER_FILE": str(order_file), "PYTHONPATH": f"{hooks}{os.pathsep}{REPO}"}
 
-    # Every function Gradio calls is spaces.GPU-decorated but the three that run no model: the counters (/stats), the
-    # example loader Gradio adds, the "model runs" text it refreshes on each page load.
+    # Every function Gradio calls is spaces.GPU-decorated but the four that run no model: the counters (/stats), the
+    # example loader Gradio adds, the "model runs" text it refreshes on each page load, and the stop of a visitor's
+    # step-5 curves (it only replaces a token).
     listing = ("import json; from explorer.app.server import Server; from explorer.app.ui import build_app; "
                "app = build_app(Server()); print(json.dumps([[getattr(f.fn, '__name__', ''), f.api_name, "
                "hasattr(f.fn, 'zerogpu')] for f in app.demo.fns.values()]))")
@@ -269,7 +270,7 @@ def test_rehearsal_a_zerogpu_space_imports_spaces_first_and_asks_a_gpu_for_every
     assert listed.returncode == 0, listed.stderr[-3000:]
     functions = json.loads(listed.stdout.strip().splitlines()[-1])
     undecorated = sorted(name for name, api_name, decorated in functions if not decorated)
-    assert undecorated == ["load_example", "runs_text", "stats"], functions
+    assert undecorated == ["cancel_slow", "load_example", "runs_text", "stats"], functions
     decorated_api = {api_name for name, api_name, decorated in functions if decorated}
     assert {"analyse", "predict", "step_0", "class_token", "random_indices"} <= decorated_api
 

@@ -742,6 +742,7 @@ def b16_cases():
         # Step 5 and the survey views.
         "faithfulness": lambda: render.faithfulness({m: curves[0] for m in methods}, {m: curves[1] for m in methods},
                                                     names[0]),
+        "faithfulness_pending": lambda: render.faithfulness_pending(names[0]),
         "prediction_change": lambda: render.prediction_change(data["p"], data["p"][::-1].copy(), names,
                                                               ("all patches", "without 3 patches")),
         "attention_distance_survey": lambda: render.attention_distance_survey(

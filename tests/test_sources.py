@@ -118,7 +118,8 @@ def test_a_hub_id_from_a_models_folder(tmp_path, monkeypatch):
 
 
 def test_a_hub_id_offline_and_not_cached_says_where_its_files_can_go(tmp_path):
-    for models_dir, where in [(None, "<folder>/someone--vit-tiny and set EXPLORER_MODELS=<folder>"),
+    for models_dir, where in [(None, "a folder named someone--vit-tiny inside a folder of your choice, and set "
+                                     "EXPLORER_MODELS to that folder"),
                               (tmp_path / "models", str(tmp_path / "models" / "someone--vit-tiny"))]:
         with pytest.raises(WeightsUnavailable) as refused:
             explorer.load("someone/vit-tiny", models_dir=models_dir)

@@ -40,6 +40,13 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=settings.port,
                         help=f"port (default here: {settings.port}; env EXPLORER_PORT, GRADIO_SERVER_PORT, else 7860)")
     args = parser.parse_args(argv)
+    try:
+        import gradio  # noqa: F401
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "gradio":
+            raise
+        raise SystemExit('The app needs Gradio, which is not installed: pip install "vit-explorer[app]" (or pip '
+                         'install -r requirements.txt in a checkout).') from None
 
     from .server import Server
     from .ui import build_demo as build, launch_options

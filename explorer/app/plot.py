@@ -45,6 +45,7 @@ const host = element.querySelector('.vit-plot');
 const csvButton = element.querySelector('.vit-csv');
 const name = host.getAttribute('aria-label') || 'chart';
 let drawing = null, again = false;
+const CLOUD_BUTTONS = ['sendChartToCloud', 'sendDataToCloud', 'editInChartStudio'];
 let shown = null;  // what the chart shows: its data's JSON and each layout key's JSON
 function figure() {
   const value = props.value;
@@ -82,7 +83,9 @@ function draw() {
   }
   // Not Plotly's `responsive`: that adds a window listener per chart which is never removed, so every chart a tab
   // switch took off the page stayed alive (and was resized on every window resize); `resized` below instead.
-  const config = Object.assign({}, fig.config || {}, {responsive: false});
+  // Nothing leaves the page: no "Share chart" (an upload to Plotly's cloud), no link to it, no Plotly logo.
+  const config = Object.assign({}, fig.config || {}, {responsive: false, showSendToCloud: false, showLink: false,
+    showEditInChartStudio: false, displaylogo: false, modeBarButtonsToRemove: CLOUD_BUTTONS});
   const data = fig.data || [];
   const now = {data: JSON.stringify(data), layout: {}};
   for (const key of Object.keys(layout)) now.layout[key] = JSON.stringify(layout[key]);

@@ -182,11 +182,13 @@ def _hub_specs() -> list[ModelSpec]:
     return specs
 
 
-def _folder_specs(folder: Path | None, taken, hub_ids=()) -> tuple[list[ModelSpec], list[str]]:
+def _folder_specs(folder: Path | None, taken, hub_ids=(), left_out: dict | None = None
+                  ) -> tuple[list[ModelSpec], list[str]]:
     """One entry per subfolder of `folder`, labelled by its name, from its config.json alone (no weights read, no
     timm or transformers imported); a subfolder that can't be read is skipped with a one-sentence problem. A subfolder
     named after a Hub checkpoint of the menu ("google--vit-base-patch16-224") is that entry's files: no entry of its
-    own."""
+    own. `left_out` gets each skipped subfolder's name -> why, in a clause."""
+    left_out = {} if left_out is None else left_out
     if folder is None:
         return [], []
     if not folder.is_dir():
@@ -195,12 +197,15 @@ def _folder_specs(folder: Path | None, taken, hub_ids=()) -> tuple[list[ModelSpe
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         stands_in = sub.name in {hub_folder_name(repo_id) for repo_id in hub_ids}
         if sub.name in taken and not stands_in:
-            problems.append(f"{sub.name} was skipped: another model of the menu has that name; rename the folder.")
+            left_out[sub.name] = "another model of the menu has that name; rename the folder"
+            problems.append(f"{sub.name} was skipped: {left_out[sub.name]}.")
             continue
         try:
             preset, text = _describe_folder(sub)
         except (WeightsUnavailable, ValueError, KeyError, TypeError, OSError) as error:
             problems.append(f"{sub.name} was skipped: {error}")
+            why = str(error).rstrip(".")
+            left_out[sub.name] = why[0].lower() + why[1:] if why.startswith(("The ", "A ", "An ")) else why
             continue
         if not stands_in:
             specs.append(ModelSpec(sub.name, "folder", preset, path=str(sub), description=text))
@@ -255,8 +260,9 @@ class ModelRegistry:
         self.max_models = max_models or int(os.environ.get("EXPLORER_MAX_MODELS", "") or DEFAULT_MAX_MODELS)
         checkpoints, self.problems = _checkpoint_specs(self.checkpoint_dir)
         others = _hub_specs() + _pretrained_specs() + _random_specs()
+        self.left_out: dict[str, str] = {}  # a subfolder of models_dir not in the menu -> why, in a clause
         folders, problems = _folder_specs(self.models_dir, {s.label for s in checkpoints + others},
-                                          [s.path for s in others if s.kind == "hub"])
+                                          [s.path for s in others if s.kind == "hub"], self.left_out)
         self.problems += problems
         self.specs: dict[str, ModelSpec] = {s.label: s for s in checkpoints + folders + others}
         self._loaded = Memo(self.max_models, on_evict=give_back)  # label -> ModelBundle; a model let go is freed
@@ -299,7 +305,18 @@ class ModelRegistry:
         if wanted in (p.lower() for p in PRETRAINED):
             preset = next(p for p in PRETRAINED if p.lower() == wanted)
             return self.specs[f"{preset} · {torchvision_weights(preset).variant}"]
+        for folder, why in self.left_out.items():
+            if wanted == folder.lower():
+                raise UnknownModel(f"The model folder {folder} (in EXPLORER_MODELS) was left out of the menu: {why}.")
         raise UnknownModel(f"There is no model called {name!r}; choose one of: {', '.join(self.specs)}.")
+
+    def menu_info(self) -> str:
+        """The menu's note: torchvision's weights are not the paper's, and each model folder left out of the menu with
+        why."""
+        if not self.left_out:
+            return JFT_NOTE
+        return JFT_NOTE + " Left out of the menu: " + "; ".join(f"{name} ({why})" for name, why in
+                                                              self.left_out.items()) + "."
 
     def default_label(self) -> str:
         """On a Hugging Face Space (downloads allowed), the paper's own ViT-B/16 (PAPER_B16); elsewhere a model that

@@ -56,7 +56,7 @@ def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
     if step == 0:
         pre = preprocessing
         if pre is None:
-            resize = "it is resized and centre-cropped"
+            resize = "it is resized to that size"
         elif pre.resize_to is not None:  # Hugging Face's ViTImageProcessor, timm's crop_mode="squash"
             height, width = pre.resize_to
             resize = f"the whole image is resized to {width} × {height} pixels, its aspect ratio not kept"

@@ -7,6 +7,7 @@ The model runs once per (image, model, device); every control redraws from the c
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 # Before gradio is imported: no analytics, no version check, no telemetry.
@@ -23,7 +24,6 @@ from gradio import processing_utils  # noqa: E402
 
 from . import transport, views  # noqa: E402
 from .plot import PlotView, plotly_js  # noqa: E402
-from .registry import JFT_NOTE  # noqa: E402
 from .server import USER_ERRORS, Server  # noqa: E402
 from .text import STEPS, model_card  # noqa: E402
 from .views import CONTROLS, PAGE, Control, Options  # noqa: E402
@@ -133,6 +133,10 @@ class Handlers:
         self.predict = on_gpu(self.predict, lambda image, model, *rest, **kw: model_duration(server, model, "predict"))
         for name in ("select_patch", "select_class_token", "new_random_indices"):
             setattr(self, name, on_gpu(getattr(self, name), self._drawing))
+        self.draw_slow = on_gpu(self.draw_slow, lambda key, *rest, **kw: model_duration(
+            server, key[1] if isinstance(key, (list, tuple)) and len(key) == 3 else None, "curves"))
+        self._slow_tokens: dict = {}  # session -> the token of its newest slow-view request (draw_slow)
+        self._slow_lock = threading.Lock()
 
     def _drawing(self, *args, **kwargs) -> int:
         """The GPU seconds of an event that draws from the trace of its key (image sha256, model label, device)."""
@@ -322,6 +326,45 @@ class Handlers:
         """Server-side counters: model runs, trace-cache entries and bytes, hits and misses, models loaded."""
         return self.server.stats()
 
+    def draw_slow(self, key, source, step, *option_values, request: gr.Request = None,
+                  progress=gr.Progress()):
+        """After an event that showed the visible step's slow views as pending (views.SLOW_VIEWS): compute them,
+        with a progress bar. A newer draw or cancel_slow of this visitor (a new image, model or class) stops it."""
+        names = [name for name in views.SLOW_VIEWS if VIEWS_BY_STEP[name] == int(step or 0)]
+        entry = self._entry(key, source) if names else None
+        if entry is None:
+            return _outputs([gr.skip()] * len(views.SLOW_VIEWS))
+        session = request.session_hash if request is not None else None
+        token = self._new_slow_token(session)
+        options = _named_options(reads(views.SLOW_VIEWS), option_values)
+
+        def report(done: int, total: int) -> None:
+            if self._slow_tokens.get(session) != token:
+                raise _Superseded
+            progress(done / total, desc=f"faithfulness curves: {done} of {total} forwards")
+        try:
+            drawn = {name: transport.encode(views.draw_slow(entry, name, options, report)) for name in names}
+        except _Superseded:
+            return _outputs([gr.skip()] * len(views.SLOW_VIEWS))
+        return _outputs([drawn.get(name, gr.skip()) for name in views.SLOW_VIEWS])
+
+    def cancel_slow(self, request: gr.Request = None) -> None:
+        """Stop this visitor's slow views being computed (at their next forward)."""
+        self._new_slow_token(request.session_hash if request is not None else None)
+
+    def _new_slow_token(self, session) -> int:
+        with self._slow_lock:
+            self._slow_tokens[session] = self._slow_tokens.get(session, 0) + 1
+            return self._slow_tokens[session]
+
+
+class _Superseded(Exception):
+    """A slow view's computation that a newer request of the same visitor replaced."""
+
+
+def _outputs(values: list):
+    return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
+
 
 def _render(entry, names, options) -> list:
     """views.render_views, each image view's picture sent with its alt text (what it shows, in words)."""
@@ -440,7 +483,7 @@ def build_app(server: Server) -> App:
                                        label="Examples (photos: public domain / CC0; Fashion-MNIST: MIT — see "
                                        "assets/README.md)", examples_per_page=12)
                 c["model"] = gr.Dropdown(choices=server.registry.choices(), value=default_model, label="Model",
-                                         info=JFT_NOTE, elem_id="model")
+                                         info=server.registry.menu_info(), elem_id="model")
                 c["status"] = gr.Markdown("", elem_id="status")
                 c["picker"] = PictureView(label="What the model sees, with its patch grid: click a patch",
                                        interactive=False, format="png", elem_id="picker", height=360, buttons=[])
@@ -500,13 +543,18 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
     analyse_wiring = dict(inputs=[c["image"], c["model"], c["step"], c["model_in_use"]] + option_inputs,
                           outputs=[c[n] for n in HEADER_OUTPUTS] + view_outputs,
                           trigger_mode="always_last", show_progress_on=[c["card"], c["picker"]])
-    gr.on([c["image"].upload], handlers.analyse, api_name="analyse", **analyse_wiring)
-    c["model"].input(handlers.choose_model, api_visibility="private", **analyse_wiring)
-    examples.load_input_event.then(handlers.analyse, api_visibility="private", **analyse_wiring)
+    def then_slow(event, names):  # an event that shows slow views pending is followed by their drawing
+        if set(names) & set(views.SLOW_VIEWS):
+            event.then(handlers.draw_slow, inputs=state + [c["step"]] + read_by(views.SLOW_VIEWS),
+                       outputs=[c[n] for n in views.SLOW_VIEWS], api_visibility="private")
+    then_slow(gr.on([c["image"].upload], handlers.analyse, api_name="analyse", **analyse_wiring), views.all_views())
+    then_slow(c["model"].input(handlers.choose_model, api_visibility="private", **analyse_wiring), views.all_views())
+    then_slow(examples.load_input_event.then(handlers.analyse, api_visibility="private", **analyse_wiring),
+              views.all_views())
     for number, tab in enumerate(tabs):
-        tab.select(handlers.show_step(number), inputs=state + read_by(views.step_views(number)),
-                   outputs=[c["step"]] + [c[n] for n in views.step_views(number) + STEP_TOGGLED[number]],
-                   api_name=f"step_{number}", api_visibility="undocumented")
+        then_slow(tab.select(handlers.show_step(number), inputs=state + read_by(views.step_views(number)),
+                             outputs=[c["step"]] + [c[n] for n in views.step_views(number) + STEP_TOGGLED[number]],
+                             api_name=f"step_{number}", api_visibility="undocumented"), views.step_views(number))
     selected_outputs = [c["selected"], c["picker"], c["selection"]] + [c[n] for n in SELECTED_VIEWS]
     selected_inputs = state + [c["step"]] + [c[name] for name in SELECTED_READS]
     c["picker"].select(handlers.select_patch, inputs=selected_inputs, outputs=selected_outputs,
@@ -516,9 +564,9 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
                              show_progress="hidden")
     for name, control in CONTROLS.items():
         names = views.affected(control.step, name)
-        gr.on(_control_triggers(c[name], control.kind), handlers.redraw(names), inputs=state + read_by(names),
-              outputs=[c[n] for n in names], api_name=f"set_{name}", api_visibility="undocumented",
-              trigger_mode="always_last", show_progress="hidden")
+        then_slow(gr.on(_control_triggers(c[name], control.kind), handlers.redraw(names), inputs=state + read_by(names),
+                        outputs=[c[n] for n in names], api_name=f"set_{name}", api_visibility="undocumented",
+                        trigger_mode="always_last", show_progress="hidden"), names)
     for name, spec in views.VIEWS.items():  # images whose clicks take patches in and out of an option
         if spec.click is None:
             continue
@@ -531,6 +579,13 @@ def _wire(c: dict, handlers: Handlers, tabs: list, examples, class_token_button,
         clear_buttons[name].click(handlers.clear_patches(spec.click), inputs=state + [c["step"]] + read_by(reading_names),
                                   outputs=[c[spec.click]] + reading, api_name=f"clear_{spec.click}",
                                   api_visibility="undocumented", show_progress="hidden")
+    # A new image, model or class stops the slow views being computed for the old one, at once (not queued), at
+    # their next forward: the old event then ends, sending nothing. (Not Gradio's `cancels`: it cannot stop a thread,
+    # and its /cancel call fails (422) for events not running.)
+    slow_triggers = [c["image"].upload, c["model"].select, examples.dataset.click] + [
+        trigger for name, control in CONTROLS.items() if set(views.affected(control.step, name)) & set(views.SLOW_VIEWS)
+        for trigger in _control_triggers(c[name], control.kind)]
+    gr.on(slow_triggers, handlers.cancel_slow, queue=False, show_progress="hidden", api_visibility="private")
     random_button.click(handlers.new_random_indices, inputs=state + read_by(views.affected(1, "indices")),
                         outputs=[c["indices"]] + [c[n] for n in views.affected(1, "indices")],
                         api_name="random_indices", api_visibility="undocumented", show_progress="hidden")

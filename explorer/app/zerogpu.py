@@ -19,7 +19,7 @@ from ..config import CONFIGS
 # Seconds a GPU is asked for, by analysis, before the model's share: an upload or model change traces and draws a
 # step ("trace"); a control or tab redraws, tracing again where that worker has not kept the trace ("draw");
 # /predict runs the forward alone ("predict"). Measured figures: docs/hosting.md.
-BASE_SECONDS = {"trace": 10, "draw": 10, "predict": 5}
+BASE_SECONDS = {"trace": 10, "draw": 10, "predict": 5, "curves": 30}  # curves: step 5's faithfulness forwards
 SECONDS_PER_GB_ON_GPU = 2  # the weights moved to the lent GPU
 SECONDS_PER_GB_TO_LOAD = 20  # a model not loaded yet: read (or downloaded) inside the lent time
 MIN_SECONDS, MAX_SECONDS = 5, 120
@@ -45,7 +45,7 @@ def active() -> bool:
 
 
 def duration_seconds(config, loaded: bool, analysis: str) -> int:
-    """The seconds of GPU to ask for one `analysis` ("trace", "draw", "predict") with a model of `config`, loaded in
+    """The seconds of GPU to ask for one `analysis` ("trace", "draw", "predict", "curves") with a model of `config`, loaded in
     this process or not."""
     from .memory import FLOAT_BYTES, parameters
 

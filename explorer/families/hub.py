@@ -23,6 +23,21 @@ from ..weights import WeightsUnavailable, offline
 from .files import read_json
 
 
+HUB_EXTRA = 'pip install "vit-explorer[hub]"'
+
+
+def huggingface_hub(submodule: str = ""):
+    """huggingface_hub (or one of its submodules), imported now; one-sentence WeightsUnavailable where it is missing
+    (a core install of the explorer)."""
+    import importlib
+
+    try:
+        return importlib.import_module("huggingface_hub" + (f".{submodule}" if submodule else ""))
+    except ModuleNotFoundError:
+        raise WeightsUnavailable(f"Models from the Hugging Face Hub need the huggingface_hub package, which is not "
+                                 f"installed: {HUB_EXTRA} (or pip install huggingface_hub).") from None
+
+
 def hub_folder_name(repo_id: str) -> str:
     """The folder that stands in for a Hub checkpoint in $EXPLORER_MODELS: "google--vit-base-patch16-224"."""
     return repo_id.replace("/", "--")
@@ -41,9 +56,7 @@ def hub_offline() -> str | None:
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
             return variable
-    import huggingface_hub.constants
-
-    return "HF_HUB_OFFLINE" if huggingface_hub.constants.HF_HUB_OFFLINE else None
+    return "HF_HUB_OFFLINE" if huggingface_hub("constants").HF_HUB_OFFLINE else None
 
 
 def hub_cache_dir() -> Path:
@@ -52,9 +65,7 @@ def hub_cache_dir() -> Path:
         return Path(os.path.expandvars(os.environ["HF_HUB_CACHE"])).expanduser()
     if os.environ.get("HF_HOME"):
         return Path(os.path.expandvars(os.environ["HF_HOME"])).expanduser() / "hub"
-    import huggingface_hub.constants
-
-    return Path(huggingface_hub.constants.HF_HUB_CACHE).expanduser()
+    return Path(huggingface_hub("constants").HF_HUB_CACHE).expanduser()
 
 
 def snapshot(repo_id: str, folder: str, revision: str | None = None, sha256: str | None = None) -> Path:
@@ -172,22 +183,25 @@ def file_sha256(path: Path) -> str:
 def _file(repo_id: str, filename: str, folder: str, force_download: bool = False, revision: str | None = None) -> Path:
     """One file of a Hub repository at `revision` (None: main): from the cache, or downloaded into it. One-sentence
     WeightsUnavailable else."""
-    import huggingface_hub
-    from huggingface_hub import errors
-
+    hub = huggingface_hub()
+    errors = huggingface_hub("errors")
     flag = hub_offline()
     cache = hub_cache_dir()
     put = by_hand(repo_id, folder)
-    if flag:
-        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)
+    down = None if flag or force_download else hub_unreachable()
+    if flag or down:
+        cached = hub.try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)
         if isinstance(cached, str):
             return Path(cached)
         if cached is not None:  # huggingface_hub's marker: the Hub said this file does not exist
             raise _MissingOnHub(filename)
+        if down:
+            raise WeightsUnavailable(f"The Hugging Face Hub cannot be reached ({down}) and {filename} of {repo_id} is "
+                                     f"not in the Hugging Face cache {cache}: {put}, or try again with the network.")
         raise WeightsUnavailable(f"Offline ({flag} is set) and {filename} of {repo_id} is not in the Hugging Face "
                                  f"cache {cache}: {put}, or run once with the network.")
     try:
-        return Path(huggingface_hub.hf_hub_download(
+        return Path(hub.hf_hub_download(
             repo_id, filename, cache_dir=str(cache), endpoint=os.environ.get("HF_ENDPOINT") or None,
             force_download=force_download, revision=revision))
     except errors.RepositoryNotFoundError:
@@ -211,3 +225,42 @@ def _file(repo_id: str, filename: str, folder: str, force_download: bool = False
         cause = error.__cause__ or error.__context__ or error
         raise WeightsUnavailable(f"Could not download {filename} of {repo_id} ({reason(cause)}) and it is not in the "
                                  f"Hugging Face cache {cache}; with no network, {put}.") from None
+
+
+# Without a network huggingface_hub retries each file for ~24 s before it fails: one TCP connection to the Hub's
+# server, the name lookup included, is tried first for this long, and a failure kept a while (every file of a model
+# is asked for in turn).
+PROBE_SECONDS = 1.5
+PROBE_KEPT_SECONDS = 30.0
+_probes: dict[tuple[str, int], tuple[float, str | None]] = {}  # (host, port) -> (time asked, why unreachable)
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hub's server ($HF_ENDPOINT, else huggingface.co) can't be reached now, in a clause, or None; known
+    within PROBE_SECONDS."""
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = url.hostname or "huggingface.co"
+    address = (host, url.port or (80 if url.scheme == "http" else 443))
+    asked, why = _probes.get(address, (-1e9, None))
+    if why is not None and time.monotonic() - asked < PROBE_KEPT_SECONDS:
+        return why  # a Hub that answered is asked again: it may have gone away since
+    answer: list[str | None] = []
+
+    def connect():
+        try:
+            socket.create_connection(address, timeout=PROBE_SECONDS).close()
+            answer.append(None)
+        except OSError as error:
+            answer.append(f"{host}: {reason(error)}")
+
+    probe = threading.Thread(target=connect, daemon=True)  # a name lookup has no timeout of its own
+    probe.start()
+    probe.join(PROBE_SECONDS)
+    why = answer[0] if answer else f"{host} did not answer within {PROBE_SECONDS:g} s"
+    _probes[address] = (time.monotonic(), why)
+    return why

@@ -21,6 +21,7 @@ import os
 import re
 from pathlib import Path
 
+from ..common import reason
 from ..config import CONFIGS
 from ..deferred import deferred
 from ..weights import (PICKLE_SUFFIXES, PRETRAINED, UNTRAINED, ModelBundle, WeightsUnavailable, get_weights,
@@ -59,8 +60,9 @@ def load(name: str | os.PathLike, device: str | torch.device = "cpu", *,
             raise WeightsUnavailable(str(error)) from None
         bundle = load_pretrained(preset, weights or "DEFAULT")
     elif dot:
-        raise WeightsUnavailable(f"There is no model called {text!r}; give a torchvision preset with its weights "
-                                 f"({', '.join(PRETRAINED)} · <variant>) or '<preset> · {UNTRAINED}'.")
+        raise WeightsUnavailable(f"There is no model called {text!r}; give a torchvision preset ({', '.join(PRETRAINED)}) "
+                                 f"with one of its weight variants, such as 'ViT-B/16 · IMAGENET1K_V1', or a preset at "
+                                 f"random init, such as 'ViT-B/16 · {UNTRAINED}'.")
     elif (stem := _checkpoint_stem(given)) is not None:
         bundle = load_checkpoint(stem)
     else:
@@ -122,10 +124,16 @@ def _load_folder(folder: Path, hub_id: str | None = None) -> ModelBundle:
                                  f"as transformers' and timm's save_pretrained write them.")
     hf_config = read_json(folder / "config.json")
     where = f"Hugging Face Hub {hub_id}" if hub_id else str(folder)
-    if "architecture" in hf_config:  # timm writes architecture + pretrained_cfg; transformers model_type
-        return load_timm_folder(folder, hf_config, hub_id, where)
-    if "model_type" in hf_config:
-        return load_transformers_folder(folder, hf_config, hub_id, where)
+    convert = (load_timm_folder if "architecture" in hf_config  # timm writes architecture + pretrained_cfg
+               else load_transformers_folder if "model_type" in hf_config else None)
+    if convert is not None:
+        try:
+            return convert(folder, hf_config, hub_id, where)
+        except WeightsUnavailable:
+            raise
+        except (ValueError, KeyError, AssertionError) as error:  # the key table's shape and name checks
+            raise WeightsUnavailable(f"The weights in {where} do not match its config.json ({reason(error)}); save "
+                                     f"the model again so that both files come from the same model.") from None
     raise WeightsUnavailable(f"{folder / 'config.json'} is neither a timm nor a transformers config (it has no "
                              f"'architecture' or 'model_type').")
 
@@ -142,7 +150,9 @@ def _load_hub(repo_id: str, models_dir) -> ModelBundle:
         bundle.weights = repo_id
         bundle.meta["hub_id"] = repo_id
         return bundle
-    put_in = str(folder) if folder is not None else f"<folder>/{name} and set EXPLORER_MODELS=<folder>"
+    # In words, not "<folder>": the app shows this sentence as Markdown, where <folder> would be taken for a tag.
+    put_in = (str(folder) if folder is not None
+              else f"a folder named {name} inside a folder of your choice, and set EXPLORER_MODELS to that folder")
     pinned = paper_checkpoint(repo_id)  # the paper's checkpoints: one revision, one SHA-256 (catalogue.py)
     return _load_folder(snapshot(repo_id, put_in, pinned.revision if pinned else None, pinned and pinned.sha256),
                         hub_id=repo_id)

@@ -34,7 +34,7 @@ from .attention import attention_heads, attention_matrix, attention_overview, me
 from .base import ATTENTION_COLOURS, SEQUENTIAL_COLOURS, SIMILARITY_COLOURS
 from .eq1 import (feature_maps, filter_components, patch_grid, patch_sequence, position_similarity,
                   position_similarity_tile, token_matrix)
-from .explain import FAITHFULNESS_COLOURS, faithfulness, prediction_change
+from .explain import FAITHFULNESS_COLOURS, faithfulness, faithfulness_pending, prediction_change
 from .prediction import logit_lens, top_k
 from .residual import layernorm_effect, residual_updates, token_norms
 from .survey import attention_distance_survey, no_survey, rollout_survey

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Sequence
 
 import numpy as np
@@ -48,6 +49,32 @@ HEATMAP = "heat map"  # a go.Heatmap sent as a picture of its colours (no hover 
 # helpers
 
 
+TITLE_CHARACTERS = 64  # a title line longer than this is broken at spaces: Plotly never wraps, it clips
+
+
+def wrap_title(title: str, width: int = TITLE_CHARACTERS) -> str:
+    """`title` with each line over `width` visible characters broken with <br>: between its " · " parts where it has
+    them, else at spaces (tags such as <sub> are not counted, and stay whole)."""
+    def visible(text: str) -> int:
+        return len(re.sub(r"<[^>]*>", "", text))
+
+    def pack(pieces: list[str], joint: str) -> list[str]:
+        lines, current = [], ""
+        for piece in pieces:
+            if current and visible(current) + len(joint) + visible(piece) > width:
+                lines.append(current)
+                current = piece
+            else:
+                current = current + joint + piece if current else piece
+        return lines + [current]
+
+    lines = []
+    for line in title.split("<br>"):
+        for part in pack(line.split(" · "), " · "):
+            lines += pack(part.split(" "), " ") if visible(part) > width else [part]
+    return "<br>".join(lines)
+
+
 def _figure(traces: Sequence, title: str, height: int, **layout) -> go.Figure:
     """A Figure with the white template, a left-aligned title, compact margins and a fixed height.
 
@@ -56,6 +83,10 @@ def _figure(traces: Sequence, title: str, height: int, **layout) -> go.Figure:
     tests/test_render.py re-validates every figure with go.Figure(fig.to_dict()).
     """
     layout.setdefault("margin", _MARGIN)
+    title = wrap_title(title)
+    extra_lines = title.count("<br>") - 1  # the margins above hold two lines
+    if extra_lines > 0:
+        layout["margin"] = {**layout["margin"], "t": layout["margin"].get("t", 48) + 18 * extra_lines}
     layout["title"] = dict(text=title, x=0.01, xanchor="left", font=dict(size=14))
     layout["height"] = int(height)
     layout["template"] = _TEMPLATE
@@ -233,7 +264,9 @@ def _pool_tiles(tiles: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _note_figure(title: str, text: str, height: int = 160) -> go.Figure:
-    """A figure that only says something (no data to draw)."""
+    """A figure that only says something (no data to draw); long text is broken into lines (Plotly clips it)."""
+    text = wrap_title(text, 56)
+    height = max(height, 110 + 20 * (text.count("<br>") + 1))
     return _figure([go.Scatter(x=[0], y=[0], mode="text", text=[text], hoverinfo="skip", textfont=dict(size=13))],
                    title, height, showlegend=False, xaxis=dict(visible=False), yaxis=dict(visible=False))
 

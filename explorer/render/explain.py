@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..common import ranking
-from .base import _figure
+from .base import _figure, _note_figure, wrap_title
 from .prediction import top_k
 
 
@@ -45,6 +45,12 @@ def faithfulness(deletion, insertion, target_name: str) -> go.Figure:
                    margin=dict(l=50, r=20, t=40, b=110))
 
 
+def faithfulness_pending(target_name: str) -> go.Figure:
+    """What the faithfulness view shows while its curves are computed (they follow, with a progress bar)."""
+    return _note_figure(f"Which map to trust: p({target_name}) as patches leave or enter the sequence",
+                        "Computing the deletion and insertion curves: they appear here when done.", 400)
+
+
 def prediction_change(before, after, class_names: Sequence[str], labels: tuple[str, str], k: int = 5) -> go.Figure:
     """Two predictions of the same image side by side (all patches and fewer; two resolutions): the top-k classes of
     either, ranked by `after` (ties in class order), each with both probabilities. With `after` None, `before`
@@ -52,7 +58,7 @@ def prediction_change(before, after, class_names: Sequence[str], labels: tuple[s
     before = np.asarray(before, dtype=np.float32).reshape(-1)  # (K,)
     if after is None:
         figure = top_k(before, class_names, k)
-        figure.layout.title.text = f"Prediction, {labels[0]}"
+        figure.layout.title.text = wrap_title(f"Prediction, {labels[0]}")
         return figure
     after = np.asarray(after, dtype=np.float32).reshape(-1)  # (K,)
     top = list(ranking(after, k)) + [i for i in ranking(before, k) if i not in set(ranking(after, k).tolist())]

@@ -91,7 +91,7 @@ def image_records(model: ViT, images: Images, indices: list[int], faithfulness_i
                       "mean_distance": rounded(result.mean_distance[b], 9),
                       "rollout": rounded(result.rollout[b], 9)}
             if i < faithfulness_images:
-                f = faithfulness(model, inputs[i][None], target=None, steps=steps, seed=i)
+                f = faithfulness(model, inputs[i][None], target=None, steps=steps, seed=i, progress=False)
                 record["faithfulness"] = {name: [round(d, 12), round(s, 12)] for name, (d, s) in f.areas().items()}
             records[i] = record
     return [records[i] for i in indices]

@@ -20,4 +20,5 @@ from .eq1 import MAX_FEATURE_MAPS, parse_indices, random_indices
 from .eq3 import layernorm_pair
 from .input import PICKER_SIDE, display_image, display_patches, patch_at, patch_picker, picker_alt, picker_scale, \
     seen_image, selection_text, stage
-from .why import SCALES, TOP_CLASS, dropped_image, scaled_size, target_choices, target_class, toggle_patch
+from .why import SCALES, SLOW_VIEWS, TOP_CLASS, draw_slow, dropped_image, scaled_size, target_choices, target_class, \
+    toggle_patch

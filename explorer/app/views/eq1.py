@@ -71,10 +71,8 @@ def _position_similarity(entry) -> np.ndarray:
 
 def _filter_components(entry):
     def compute():
-        components, explained = analysis.embedding_filter_components(entry.projection_weight, n=28)
-        if components.shape[-1] == 1:
-            components = np.repeat(components, 3, axis=-1)
-        return components, explained
+        # (n, P, P, C): a one-channel model's filters stay one channel, so the figure can say they are grayscale
+        return analysis.embedding_filter_components(entry.projection_weight, n=28)
     return entry.cached("filter_components", compute, per_model=True)
 
 

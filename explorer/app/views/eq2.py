@@ -112,7 +112,7 @@ def _survey_command(entry) -> str:
     spec = entry.spec
     if spec.kind == "checkpoint":
         return f"python -m explorer.survey --model {spec.path} --out {spec.path}_survey"
-    return f'python -m explorer.survey --model "{spec.label}" --out $EXPLORER_SURVEYS/<name>'
+    return f'python -m explorer.survey --model "{spec.label}" --out $EXPLORER_SURVEYS/my_survey'
 
 
 @view("eq2.survey_distance", 2, "plot", "This image against the data set: each head's mean attention distance over "

@@ -141,8 +141,8 @@ def _input_original(entry, options):
     return entry.original
 
 
-@view("input.seen", 0, "image", "What the model sees (resized, centre-cropped)", row="images", height=320, format="png",
-      alt=_seen_alt)
+@view("input.seen", 0, "image", "What the model sees (after its own preprocessing)", row="images", height=320,
+      format="png", alt=_seen_alt)
 def _input_seen(entry, options):
     return seen_image(entry)
 

@@ -53,12 +53,16 @@ def _class_name(entry, index: int) -> str:
 
 
 def _gradient_map(entry, method: str, target: int) -> np.ndarray:
-    """relevance or grad_cam for `target`, (rows, cols): one forward and one backward of the model, counted, once."""
-    explanation = getattr(explain, method)
-    return entry.cached((method, target), lambda: entry.run_model(method, lambda model, x: explanation(model, x, target)))
+    """relevance or grad_cam for `target`, (rows, cols): both come from one forward and one backward of the model
+    (explain.gradient_maps), counted, once."""
+    maps = entry.cached(("gradients", target), lambda: entry.run_model(
+        "gradients", lambda model, x: explain.gradient_maps(model, x, target)))
+    return maps[method]
 
 
-def _faithfulness(entry, target: int):
+def _faithfulness(entry, target: int, progress=False):
+    """The deletion and insertion curves of each map for `target` (explain.faithfulness); `progress(done, total)` is
+    told after each forward and may raise to stop (a visitor who moved on)."""
     def compute():
         maps = {
             "relevance": _gradient_map(entry, "relevance", target),
@@ -67,8 +71,22 @@ def _faithfulness(entry, target: int):
             "attention": analysis.last_layer_attention(entry.trace),
         }
         steps = explain.default_steps(entry.config)
-        return entry.run_model("faithfulness", lambda model, x: explain.faithfulness(model, x, target, maps, steps))
+        return entry.run_model("faithfulness", lambda model, x: explain.faithfulness(model, x, target, maps, steps,
+                                                                                     progress=progress))
     return entry.cached(("faithfulness", target), compute)
+
+
+# Views drawn after the rest of their step, with a progress bar (explorer.app.ui): the page first shows what they
+# say while they are computed (view drawn by render_views), then what `draw_slow` returns.
+SLOW_VIEWS = ("why.faithfulness",)
+
+
+def draw_slow(entry, name: str, options, progress):
+    """The slow view `name` computed now (`progress(done, total)` after each forward; it may raise to stop)."""
+    if name != "why.faithfulness":
+        raise ValueError(f"{name} is not one of the slow views {SLOW_VIEWS}.")
+    target = target_class(entry, options.target)
+    return _faithfulness_figure(entry, target, _faithfulness(entry, target, progress))
 
 
 def dropped_image(entry, dropped: tuple[int, ...]) -> np.ndarray:
@@ -172,7 +190,12 @@ def _why_grad_cam(entry, options):
 @view("why.faithfulness", 5, "plot", "Faithfulness of each map: deletion and insertion curves", reads=("target",))
 def _why_faithfulness(entry, options):
     target = target_class(entry, options.target)
-    result = _faithfulness(entry, target)
+    if ("faithfulness", target) not in entry.memo:  # computed by draw_slow, after the maps are on the page
+        return render.faithfulness_pending(_class_name(entry, target))
+    return _faithfulness_figure(entry, target, _faithfulness(entry, target))
+
+
+def _faithfulness_figure(entry, target: int, result):
     def as_tuples(curves):
         return {name: (c.fractions, c.probabilities, c.area) for name, c in curves.items()}
     return render.faithfulness(as_tuples(result.deletion), as_tuples(result.insertion), _class_name(entry, target))
