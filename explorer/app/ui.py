@@ -21,6 +21,7 @@ from itertools import groupby  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from gradio import processing_utils  # noqa: E402
+from gradio.context import LocalContext  # noqa: E402
 
 from . import transport, views  # noqa: E402
 from .plot import PlotView, plotly_js  # noqa: E402
@@ -125,6 +126,7 @@ class Handlers:
 
     def __init__(self, server: Server):
         self.server = server
+        self.demo = None  # the Blocks, once built (forget_replaced)
         self.default_model = server.registry.default_label()
         self.availability = server.registry.availability_note()
         tracing = lambda image, model, *rest, **kw: model_duration(server, model, "trace")  # noqa: E731
@@ -142,6 +144,22 @@ class Handlers:
         """The GPU seconds of an event that draws from the trace of its key (image sha256, model label, device)."""
         key = next((a for a in args[:2] if isinstance(a, (list, tuple)) and len(a) == 3), None)
         return model_duration(self.server, key[1] if key else None, "draw")
+
+    def forget_replaced(self) -> None:
+        """Drop what Gradio's session state keeps of components replaced in this visitor's page. An output given a
+        gr.update becomes a new component instance with an id of its own; a plain value sent to it later is stored
+        under that new id as well (gradio 6.31 blocks.py, postprocess_data), with the view's whole value, so each tab
+        opened then each image analysed added every view once more: ~0.75 MB per image, kept for the session's life.
+        Only ids the page does not have are dropped; the page's own entries (the last values) stay."""
+        holder = getattr(self.demo, "state_holder", None)
+        session = getattr(LocalContext.request.get(None), "session_hash", None)  # the event's, set by Gradio
+        if holder is None or session is None or session not in holder:
+            return
+        state = holder.session_data[session]
+        page = self.demo.default_config.blocks
+        for key in [key for key in state.blocks_config.blocks if key not in page]:
+            del state.blocks_config.blocks[key]
+            state.config_values.pop(key, None)
 
     def runs_text(self) -> str:
         return f"model runs: {self.server.runs}"  # not stats(): that names the device, which imports torch
@@ -168,6 +186,7 @@ class Handlers:
     def analyse(self, image, model, step, model_in_use, *option_values, progress=gr.Progress(track_tqdm=True),
                 status=""):
         """Upload or model change: run the model once (unless cached) and draw the visible step."""
+        self.forget_replaced()
         # a new image: no patch selected, every patch back
         options = _named_options(OPTION_NAMES[1:], option_values[1:]).replace(dropped=())
         registry = self.server.registry
@@ -228,6 +247,7 @@ class Handlers:
         toggled = [gr.update(visible=_step_of(name) == step) for name in STEP_TOGGLED[step]]
 
         def handler(key, source, *option_values):
+            self.forget_replaced()
             entry = self._entry(key, source)
             if entry is None:
                 return [step] + [gr.update(visible=True)] * len(names) + toggled
@@ -527,6 +547,7 @@ def build_app(server: Server) -> App:
         api_button.click(handlers.predict, inputs=[api_image, api_model, api_k], outputs=[api_result],
                          api_name="predict")
         gr.api(handlers.stats, api_name="stats")
+    handlers.demo = demo
     return App(demo, c, handlers, server)
 
 
