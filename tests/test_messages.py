@@ -118,17 +118,28 @@ def test_step_5_paints_the_maps_first_then_the_curves_and_a_newer_request_stops_
 
     def superseded(fraction, desc=""):
         handlers.cancel_slow(None)
-    assert handlers.draw_slow(entry.key, source, 5, "", request=None, progress=superseded) == handlers_skip()
+    assert handlers.draw_slow(entry.key, source, 5, None, superseded, "") == handlers_skip()
     assert ("faithfulness", target) not in entry.memo and "faithfulness" not in server.explain_runs
     # Left to finish: the curves, with a progress told as a fraction.
     told = []
-    value = handlers.draw_slow(entry.key, source, 5, "", request=None,
-                               progress=lambda fraction, desc="": told.append((fraction, desc)))  # one view: bare
+    value = handlers.draw_slow(entry.key, source, 5, None,
+                               lambda fraction, desc="": told.append((fraction, desc)), "")  # one view: bare
     assert told[-1][0] == 1.0 and "forwards" in told[-1][1]
     assert value.layout.title.text.startswith("Which map to trust") and len(value.data) == 10  # 5 maps x 2 curves
     assert server.explain_runs["faithfulness"] == 1 and server.explain_runs["gradients"] == 1
     # On another step, nothing is computed.
-    assert handlers.draw_slow(entry.key, source, 2, "", request=None, progress=superseded) == handlers_skip()
+    assert handlers.draw_slow(entry.key, source, 2, None, superseded, "") == handlers_skip()
+
+
+def test_gradio_hands_the_curves_their_visitor_and_progress_bar(app):
+    """Gradio fills in a gr.Request and a gr.Progress only where they stand before *args (gradio.helpers.special_args):
+    the curves' handler gets both, in the places its signature names them, and the options after them."""
+    from gradio.helpers import special_args
+
+    handlers, entry, source = app
+    visitor = object()
+    inputs, progress_index, _, _ = special_args(handlers.draw_slow, [entry.key, source, 5, "3"], request=visitor)
+    assert inputs[3] is visitor and progress_index == 4 and inputs[5:] == ["3"]
 
 
 def handlers_skip():

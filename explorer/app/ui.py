@@ -346,10 +346,10 @@ class Handlers:
         """Server-side counters: model runs, trace-cache entries and bytes, hits and misses, models loaded."""
         return self.server.stats()
 
-    def draw_slow(self, key, source, step, *option_values, request: gr.Request = None,
-                  progress=gr.Progress()):
+    def draw_slow(self, key, source, step, request: gr.Request = None, progress=gr.Progress(), *option_values):
         """After an event that showed the visible step's slow views as pending (views.SLOW_VIEWS): compute them,
-        with a progress bar. A newer draw or cancel_slow of this visitor (a new image, model or class) stops it."""
+        with a progress bar. A newer draw or cancel_slow of this visitor (a new image, model or class) stops it.
+        (Gradio fills in `request` and `progress` only where they stand before *option_values.)"""
         names = [name for name in views.SLOW_VIEWS if VIEWS_BY_STEP[name] == int(step or 0)]
         entry = self._entry(key, source) if names else None
         if entry is None:
