@@ -172,9 +172,14 @@ class Page:
         sample["error"] = "; ".join(problems)
         sample["painted_ms"] = paint - start
         sample["settled_ms"] = result["settled"] - start  # Plotly's later same-size relayouts included
-        sample["server_ms"] = sum(_ms(e.get("duration")) or 0.0 for e in events)
-        completed = [e["completed"] for e in events if e.get("completed") is not None]
-        sent = [e["sent"] for e in events if e.get("sent") is not None]
+        # The events the person waited for: those done by the paint. A chained event that finishes later drew nothing
+        # seen here (step 5's curves, after an upload shown on another step, send no change).
+        waited = [e for e in events if e.get("completed") is None or e["completed"] <= paint] or events
+        sample["after_paint"] = [self.names.events.get(e["fn_index"], f"fn {e['fn_index']}")
+                                 for e in events if e not in waited]
+        sample["server_ms"] = sum(_ms(e.get("duration")) or 0.0 for e in waited)
+        completed = [e["completed"] for e in waited if e.get("completed") is not None]
+        sent = [e["sent"] for e in waited if e.get("sent") is not None]
         # painted = to_join (the browser, and the file upload, before the event is sent) + post_wire (queue, Gradio's
         # pre/postprocessing, transfer: the event's round trip less the handler's time) + server + render
         sample["to_join_ms"] = min(sent) - start if sent else None

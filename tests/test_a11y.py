@@ -122,6 +122,16 @@ def test_a_patch_is_picked_with_the_arrows_and_enter(session):
     page.wait_for_function("() => document.querySelector('#selection').innerText.includes('patch 17')")
     assert "row 2, column 3" in page.inner_text("#selection")
     page.wait_for_function("() => document.querySelector('#picker img').alt.includes('patch 17 selected')")
+    # With the picture still focused, the page comes to rest: the cursor's words are written only when they change
+    # (each write is a DOM change that would draw the cursor again, a frame later, forever).
+    assert page.evaluate("""() => document.activeElement.closest('#picker') !== null""")
+    changes = page.evaluate("""() => new Promise(done => {
+        let n = 0;
+        const seen = new MutationObserver(records => { n += records.length; });
+        seen.observe(document.body, {childList: true, subtree: true, characterData: true, attributes: true});
+        setTimeout(() => { seen.disconnect(); done(n); }, 1500);
+    })""")
+    assert changes == 0, f"{changes} changes to a page at rest in 1.5 s"
 
 
 def test_tabs_follow_the_arrow_keys(session):

@@ -18,6 +18,27 @@ trace_module = importlib.import_module("explorer.trace")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def at_once(n: int, work) -> list:
+    """work(0) .. work(n - 1), each on a thread of its own, all let go together; their results in order (an error in
+    any of them fails the test here, in the test's thread)."""
+    barrier = threading.Barrier(n)
+    results, errors = [None] * n, []
+
+    def run(i):
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and all(r is not None for r in results), errors
+    return results
+
 def documented_stages() -> dict[str, tuple[str, ...]]:
     """Stage name -> shape symbols, read from the trace module's docstring (the documentation is the contract)."""
     stages = {}
@@ -236,23 +257,7 @@ def test_concurrent_traces_equal_sequential_traces():
     sequential = [trace(model, x) for x in images]
     assert len({round(t.logits[0].item(), 6) for t in sequential}) == 8  # the images really differ
 
-    barrier = threading.Barrier(8)
-    results, errors = [None] * 8, []
-
-    def work(i):
-        try:
-            barrier.wait()
-            runs = [trace(model, images[i]) for _ in range(3)]
-            results[i] = runs
-        except Exception as error:  # reported below, in the main thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors and all(r is not None for r in results)
+    results = at_once(8, lambda i: [trace(model, images[i]) for _ in range(3)])
     for i, runs in enumerate(results):
         for t in runs:
             assert t.names() == sequential[i].names()
@@ -428,23 +433,13 @@ def test_concurrent_asks_for_attention_equal_sequential_ones():
     config = ON_DEMAND_CONFIGS["T=145"]
     _, _, on_demand, full = traced_pair(config, False)
     asks = [(l, query) for l in range(1, config.depth + 1) for query in (0, 100)] * 2
-    barrier = threading.Barrier(8)
-    results, errors = {}, []
 
-    def work(i):
-        try:
-            barrier.wait()
-            for l, query in asks[i::8] + asks[:4]:
-                results[(i, l, query)] = (on_demand.attention(l).clone(), on_demand.attention_rows(query))
-        except Exception as error:  # reported below, in the main thread
-            errors.append(error)
+    def ask(i):
+        return [((l, query), (on_demand.attention(l).clone(), on_demand.attention_rows(query)))
+                for l, query in asks[i::8] + asks[:4]]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors and results
-    for (_, l, query), (attention, rows) in results.items():
+    results = [pair for pairs in at_once(8, ask) for pair in pairs]
+    assert results
+    for (l, query), (attention, rows) in results:
         assert torch.equal(attention, full.attention(l)) and torch.equal(rows, full.attentions()[:, :, query])
     assert len(on_demand._recent) <= 2

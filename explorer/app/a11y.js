@@ -75,7 +75,10 @@
       live.setAttribute('aria-live', 'polite');
       button.parentElement.appendChild(live);
     }
-    live.textContent = `Cursor on patch ${cursor} (row ${row}, column ${col}); Enter picks it.`;
+    // Written only when it changes: a write is a DOM change, which would call apply() (and so this) again next frame,
+    // forever while the picture has focus.
+    const words = `Cursor on patch ${cursor} (row ${row}, column ${col}); Enter picks it.`;
+    if (live.textContent !== words) live.textContent = words;
   }
 
   function pickable(button) {
