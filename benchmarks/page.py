@@ -177,7 +177,7 @@ class Page:
         waited = [e for e in events if e.get("completed") is None or e["completed"] <= paint] or events
         sample["after_paint"] = [self.names.events.get(e["fn_index"], f"fn {e['fn_index']}")
                                  for e in events if e not in waited]
-        sample["server_ms"] = sum(_ms(e.get("duration")) or 0.0 for e in waited)
+        sample["server_ms"] = server_span(waited)
         completed = [e["completed"] for e in waited if e.get("completed") is not None]
         sent = [e["sent"] for e in waited if e.get("sent") is not None]
         # painted = to_join (the browser, and the file upload, before the event is sent) + post_wire (queue, Gradio's
@@ -188,6 +188,25 @@ class Page:
         sample["data_bytes"] = sum(v for u, v in received.items() if not is_static(u))
         sample["static_bytes"] = sum(v for u, v in received.items() if is_static(u))
         return sample
+
+
+def server_span(events) -> float:
+    """The time (ms) the server worked on the events: the union of their handler intervals, each the duration before
+    its completion message arrived. Events that run side by side (step 5's chained ones) count once, not summed; an
+    event without a completion time adds its duration."""
+    intervals, loose = [], 0.0
+    for e in events:
+        duration = _ms(e.get("duration")) or 0.0
+        if e.get("completed") is None:
+            loose += duration
+        else:
+            intervals.append((e["completed"] - duration, e["completed"]))
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total + loose
 
 
 def _ms(seconds):

@@ -196,3 +196,19 @@ def test_the_installed_package_holds_no_benchmark():
             if any(n == "benchmarks" or n.startswith("benchmarks.") for n in names):
                 importers.append(path.name)
     assert not importers, importers
+
+
+def test_server_span_counts_side_by_side_events_once():
+    """The browser benchmark's server time: the union of the handler intervals (duration before each completion).
+    Two chained events that overlapped (step 5's target/scale changes) count once; a gap between them is not server
+    time; an event without a completion time adds its duration. Hand-computed."""
+    from benchmarks.page import server_span
+
+    overlapping = [{"duration": 0.5, "completed": 1000.0}, {"duration": 0.3, "completed": 900.0}]  # [500,1000], [600,900]
+    assert server_span(overlapping) == pytest.approx(500.0)
+    apart = [{"duration": 0.1, "completed": 200.0}, {"duration": 0.2, "completed": 600.0}]  # [100,200], [400,600]
+    assert server_span(apart) == pytest.approx(300.0)
+    chained = [{"duration": 0.2, "completed": 300.0}, {"duration": 0.2, "completed": 450.0}]  # [100,300], [250,450]
+    assert server_span(chained) == pytest.approx(350.0)
+    assert server_span([{"duration": 0.04, "completed": None}, {"duration": None, "completed": 10.0}]) == \
+        pytest.approx(40.0)
