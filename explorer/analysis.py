@@ -17,12 +17,16 @@ import numpy as np
 import torch
 
 from .common import HEAD_FUSIONS, ranking
+from .tokens import TokenLayout
 from .trace import Trace
+
+PAPER_LAYOUT = TokenLayout()  # the class token, then the patches: the layout of bare tensors unless told otherwise
 
 
 
 def patch_index(row: int, col: int, grid: tuple[int, int]) -> int:
-    """Patch (row, col) -> its index i in the sequence x_p^1..x_p^N (0-based, row-major). Its token is i + 1."""
+    """Patch (row, col) -> its index i in the sequence x_p^1..x_p^N (0-based, row-major). Its token is
+    TokenLayout.patch_token(i) (i + 1 in the paper)."""
     rows, cols = grid
     if not (0 <= row < rows and 0 <= col < cols):
         raise ValueError(f"Patch ({row}, {col}) is outside the {rows}x{cols} grid.")
@@ -48,18 +52,19 @@ def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tens
     raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, not {head_fusion!r}.")
 
 
-def attention_rollout(attentions: torch.Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
+def attention_rollout(attentions: torch.Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0,
+                      layout: TokenLayout = PAPER_LAYOUT) -> torch.Tensor:
     """Attention rollout R = Â_L ··· Â_1 with Â_l = rownorm(fuse(A_l) + I). (L, h, T, T) -> (T, T).
 
     `discard_ratio` zeroes that fraction of the smallest fused weights of each layer before adding I; weights to or
-    from the class token are never discarded.
+    from the prefix tokens (the class token) are never discarded.
     """
     L, h, T, _ = attentions.shape
     identity = torch.eye(T, dtype=attentions.dtype)
     rollout = identity.clone()  # (T, T)
     for l in range(L):
         fused = fuse_heads(attentions[l].to(identity.dtype), head_fusion)  # (h, T, T) -> (T, T)
-        fused = discard_smallest(fused, discard_ratio)  # (T, T)
+        fused = discard_smallest(fused, discard_ratio, layout)  # (T, T)
         augmented = fused + identity  # the residual connection
         augmented = augmented / augmented.sum(dim=-1, keepdim=True)  # row-normalise
         rollout = augmented @ rollout  # (T, T)
@@ -78,29 +83,30 @@ def rollout_map(trace: Trace, head_fusion: str = "mean", discard_ratio: float = 
     `fused` (L, T, T), from fused_attentions(trace, head_fusion), saves fusing the heads again."""
     if fused is None:
         fused = fused_attentions(trace, head_fusion)  # (L, T, T)
-    layers = [discard_smallest(layer, discard_ratio) for layer in fused]  # L x (T, T)
-    return class_token_rollout(layers).reshape(trace.grid).numpy()  # (N,) -> (rows, cols)
+    layers = [discard_smallest(layer, discard_ratio, trace.layout) for layer in fused]  # L x (T, T)
+    return class_token_rollout(layers, trace.layout).reshape(trace.grid).numpy()  # (N,) -> (rows, cols)
 
 
 def query_attention(trace: Trace, layer: int, query: int = 0) -> np.ndarray:
-    """Attention of token `query` (0 = class token, i + 1 = patch i) to every patch, per head: (h, rows, cols)."""
+    """Attention of token `query` (0 = class token, TokenLayout.patch_token(i) = patch i) to every patch, per head:
+    (h, rows, cols)."""
     attention = trace.attention(layer)  # (h, T, T)
-    T = attention.shape[-1]
-    if not 0 <= query < T:
-        raise ValueError(f"Query token {query} is outside 0..{T - 1}.")
-    return attention[:, query, 1:].reshape(-1, *trace.grid).numpy()  # (h, N) -> (h, rows, cols)
+    trace.layout.label(query)  # a one-sentence ValueError outside 0..T-1
+    return trace.layout.patches(attention[:, query], -1).reshape(-1, *trace.grid).numpy()  # (h, N) -> (h, rows, cols)
 
 
 def last_layer_attention(trace: Trace) -> np.ndarray:
     """The raw attention of the class token to each patch in the last layer L, mean over heads: (rows, cols)."""
-    attention = trace.attention(trace.depth)  # (h, T, T)
-    return attention[:, 0, 1:].mean(dim=0).reshape(trace.grid).numpy()  # (h, N) -> (rows, cols)
+    layout = trace.layout
+    row = trace.attention(trace.depth)[:, layout.require_query_token()]  # (h, T, T) -> (h, T)
+    return layout.patches(row, -1).mean(dim=0).reshape(trace.grid).numpy()  # (h, N) -> (rows, cols)
 
 
 def query_attention_layers(trace: Trace, query: int = 0) -> np.ndarray:
     """query_attention for every layer l = 1..L: (L, h, rows, cols). Only the query's row of each A is computed."""
     rows = trace.attention_rows(query)  # (L, h, T)
-    return rows[:, :, 1:].reshape(*rows.shape[:2], *trace.grid).numpy()  # (L, h, N) -> (L, h, rows, cols)
+    patches = trace.layout.patches(rows, -1)  # (L, h, T) -> (L, h, N)
+    return patches.reshape(*rows.shape[:2], *trace.grid).numpy()  # (L, h, N) -> (L, h, rows, cols)
 
 
 def attention_matrix(trace: Trace, layer: int, head: int | None = None) -> np.ndarray:
@@ -128,14 +134,17 @@ def mean_attention_distance(trace: Trace, renormalise: bool = True) -> np.ndarra
     to 1 (a distribution over patches); without, the weight given to the class token simply counts for nothing.
     """
     distances = patch_distances(trace.grid, trace.config.patch_size)  # (N, N)
-    per_layer = [attention_distance(trace.attention(l).double(), distances, renormalise)
+    per_layer = [attention_distance(trace.attention(l).double(), distances, renormalise, trace.layout)
                  for l in range(1, trace.depth + 1)]
     return torch.stack(per_layer).float().numpy()  # one layer's A at a time: L x (h,) -> (L, h)
 
 
-def position_similarity(position_embedding: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
-    """Fig. 7 centre: cosine similarity between the position embeddings of all patch pairs, (rows, cols, rows, cols)."""
-    E = position_embedding[1:].double()  # drop the class token's row: (T, D) -> (N, D)
+def position_similarity(position_embedding: torch.Tensor, grid: tuple[int, int],
+                        layout: TokenLayout = PAPER_LAYOUT) -> np.ndarray:
+    """Fig. 7 centre: cosine similarity between the position embeddings of all patch pairs, (rows, cols, rows, cols).
+    `layout` says which rows of E_pos (T, D) are prefix tokens (the model's TokenLayout, or its .position for the
+    parameter's own rows)."""
+    E = layout.patches(position_embedding).double()  # the prefix tokens' rows dropped: (T, D) -> (N, D)
     E = E / E.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     similarity = E @ E.T  # (N, N)
     return similarity.reshape(*grid, *grid).float().numpy()
@@ -168,7 +177,8 @@ class LogitLens:
 
 def logit_lens(trace: Trace, model, k: int = 5) -> LogitLens:
     """The class token after every layer (z_0^0 .. z_L^0) through the final LayerNorm and head (Eq. 4)."""
-    class_tokens = trace.residual_stream()[:, 0]  # (L + 1, T, D) -> (L + 1, D)
+    stream = trace.residual_stream()  # (L + 1, T, D)
+    class_tokens = trace.layout.token(stream, trace.layout.require_query_token())  # (L + 1, T, D) -> (L + 1, D)
     parameter = next(model.parameters())
     with torch.no_grad():
         logits = model.head_of(class_tokens.to(parameter.device, parameter.dtype)).float().cpu()  # (L + 1, K)
@@ -195,19 +205,20 @@ def fused_attentions_and_distance(trace: Trace, head_fusion: str = "mean",
     for l in range(1, trace.depth + 1):
         attention = trace.attention(l)  # (h, T, T)
         fused.append(fuse_heads(attention, head_fusion))  # (T, T)
-        distance.append(attention_distance(attention.double(), distances, renormalise))  # (h,)
+        distance.append(attention_distance(attention.double(), distances, renormalise, trace.layout))  # (h,)
     return torch.stack(fused), torch.stack(distance).float().numpy()  # (L, T, T), (L, h)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # One layer or one rollout for any number of images at once: the app's single trace and the survey's batches
 
-def attention_distance(attention: torch.Tensor, distances: torch.Tensor, renormalise: bool = True) -> torch.Tensor:
+def attention_distance(attention: torch.Tensor, distances: torch.Tensor, renormalise: bool = True,
+                       layout: TokenLayout = PAPER_LAYOUT) -> torch.Tensor:
     """mean_attention_distance of one layer, for one image or a batch: A_l (..., h, T, T) and the patch distances
     P·||g_i − g_j|| (N, N) -> (..., h), float64. One matrix product in A's dtype (one read of A) gives, for every
     query i, Σ_j A[i, j] P ||g_i − g_j|| and Σ_j A[i, j] over the patches; `renormalise` divides the first by the
     second."""
-    patches = attention[..., 1:, 1:]  # the class token dropped as query and key: (..., h, N, N)
+    patches = layout.patches(layout.patches(attention, -1), -2)  # prefix tokens dropped as query and key: (..., h, N, N)
     distances = distances.to(patches.device, patches.dtype)  # (N, N)
     weights = torch.stack([distances, torch.ones_like(distances)], dim=-1)  # (N, N, 2)
     sums = torch.einsum("...ij,ijk->...ik", patches, weights)  # (..., h, N, 2)
@@ -217,13 +228,12 @@ def attention_distance(attention: torch.Tensor, distances: torch.Tensor, renorma
     return per_query.mean(dim=-1)  # (1/N) Σ_i: (..., h)
 
 
-def discard_smallest(fused: torch.Tensor, discard_ratio: float) -> torch.Tensor:
+def discard_smallest(fused: torch.Tensor, discard_ratio: float, layout: TokenLayout = PAPER_LAYOUT) -> torch.Tensor:
     """Rollout's discard step: zero that fraction of the smallest patch-to-patch weights of fuse(A_l), (T, T) ->
-    (T, T); weights to or from the class token are never discarded."""
+    (T, T); weights to or from the prefix tokens (the class token) are never discarded."""
     if not 0.0 <= discard_ratio < 1.0:
         raise ValueError(f"discard_ratio must be in [0, 1), not {discard_ratio}.")
-    T = fused.shape[-1]
-    patches = fused[1:, 1:].flatten()  # patch-to-patch weights only: (N²,)
+    patches = layout.patches(layout.patches(fused, -1), -2).flatten()  # patch-to-patch weights only: (N²,)
     count = int(patches.numel() * discard_ratio)
     if not count:
         return fused
@@ -231,20 +241,22 @@ def discard_smallest(fused: torch.Tensor, discard_ratio: float) -> torch.Tensor:
     patches = patches.clone()
     patches[smallest] = 0
     fused = fused.clone()
-    fused[1:, 1:] = patches.view(T - 1, T - 1)
+    patch_block = layout.patches(layout.patches(fused, -1), -2)  # a view of the clone: (N, N)
+    patch_block.copy_(patches.view(patch_block.shape))
     return fused
 
 
-def class_token_rollout(fused: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+def class_token_rollout(fused: Sequence[torch.Tensor] | torch.Tensor, layout: TokenLayout = PAPER_LAYOUT) -> torch.Tensor:
     """Fig. 6 for one image or a batch: the class token's row of R = Â_L ··· Â_1, Â_l = rownorm(Ā_l + I), over the
     patches and scaled to a maximum of 1. Ā_l = fuse(A_l) for l = 1..L, each (..., T, T) -> (..., N).
 
     Computed from the left, one row at a time (e_0ᵀ Â_L, then · Â_{L-1}, ...), without forming Â or R:
     r Â = u Ā + u with u_i = r_i / s_i, s_i = 1 + Σ_j Ā[i, j] the row sums of Ā + I."""
-    row = torch.zeros_like(fused[-1][..., :1, :])  # (..., 1, T)
-    row[..., 0, 0] = 1.0  # e_0: the class token
+    last = fused[-1]  # (..., T, T)
+    row = last.new_zeros(*last.shape[:-2], 1, last.shape[-1])  # (..., 1, T)
+    layout.token(row, layout.require_query_token(), -1)[..., 0] = 1.0  # e_0: the class token (the pooled one)
     for l in reversed(range(len(fused))):
         u = row / (fused[l].sum(dim=-1) + 1.0).unsqueeze(-2)  # (..., 1, T)
         row = u @ fused[l] + u  # (..., 1, T) @ (..., T, T) -> (..., 1, T)
-    row = row[..., 0, 1:]  # class token -> patches: (..., N)
+    row = layout.patches(row[..., 0, :], -1)  # class token -> patches: (..., 1, T) -> (..., N)
     return row / row.amax(dim=-1, keepdim=True).clamp_min(1e-12)

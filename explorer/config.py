@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .tokens import POOLINGS, POSITION_COVERS, TokenLayout
+
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -16,12 +18,22 @@ class ViTConfig:
     depth: int = 12  # L: number of Transformer encoder layers (Eq. 2 + Eq. 3 each)
     heads: int = 12  # h: heads of multi-head self-attention; D must divide by h
     mlp_dim: int = 3072  # width of the MLP's hidden layer (Eq. 3)
-    num_classes: int = 1000  # K: outputs of the classification head (Eq. 4)
+    num_classes: int = 1000  # K: outputs of the classification head (Eq. 4); 0: none, a backbone
     representation_size: int | None = None  # hidden layer of the pre-training head; None = one linear layer
     dropout: float = 0.0  # after every dense layer except qkv, and after adding E_pos (Table 3 note)
     attention_dropout: float = 0.0  # on the attention weights
     layer_norm_eps: float = 1e-6  # as torchvision and timm
     name: str = ""
+    # The paper's descendants (explorer.tokens): the defaults are the paper's ViT.
+    class_token: bool = True  # x_class in front of the patches (Eq. 1)
+    distillation_token: bool = False  # DeiT's x_dist, after x_class, read by a second head
+    register_tokens: int = 0  # k registers (Darcet et al. 2023), after x_class (and x_dist), read by no head
+    position_covers: str = "all"  # E_pos added to "all" T tokens, "class_and_patches", or "patches" only
+    layer_scale: bool = False  # diag(gamma_1), diag(gamma_2) scale the MSA and MLP branches of Eq. 2, 3 (CaiT, DeiT III)
+    pre_norm: bool = False  # a LayerNorm on z_0 before the first block (CLIP's ln_pre, timm's norm_pre)
+    pooling: str = "class"  # "class": z_L^0 (Eq. 4); "mean" of the patch tokens; "class_and_distillation" (DeiT)
+    fc_norm: bool = False  # with mean pooling: Eq. 4's LN after the mean (MAE's fc_norm) instead of on each token
+    activation: str = "gelu"  # the MLP's: "gelu" (exact), or "quick_gelu" x * sigmoid(1.702 x) (OpenAI's CLIP)
 
     def __post_init__(self):
         height, width = self.image_hw
@@ -31,6 +43,19 @@ class ViTConfig:
             )
         if self.hidden_dim % self.heads:
             raise ValueError(f"Hidden size D={self.hidden_dim} is not divisible by h={self.heads} heads.")
+        if self.pooling not in POOLINGS or self.position_covers not in POSITION_COVERS:
+            raise ValueError(f"pooling must be one of {POOLINGS} and position_covers one of {POSITION_COVERS}, not "
+                             f"{self.pooling!r} and {self.position_covers!r}.")
+        if self.activation not in ("gelu", "quick_gelu"):
+            raise ValueError(f"activation must be 'gelu' or 'quick_gelu', not {self.activation!r}.")
+        needs = {"class": self.class_token, "class_and_distillation": self.class_token and self.distillation_token,
+                 "mean": True}[self.pooling] and (self.position_covers != "class_and_patches" or self.class_token)
+        if not needs or self.register_tokens < 0 or (self.fc_norm and self.pooling != "mean"):
+            raise ValueError(f"The token layout is inconsistent: pooling {self.pooling!r}, E_pos over "
+                             f"{self.position_covers!r}, class token {self.class_token}, distillation token "
+                             f"{self.distillation_token}, {self.register_tokens} registers, fc_norm {self.fc_norm}.")
+        if self.representation_size is not None and (self.pooling != "class" or not self.num_classes):
+            raise ValueError("A pre-logits layer (representation_size) needs class-token pooling and a classifier.")
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -51,8 +76,18 @@ class ViTConfig:
 
     @property
     def seq_len(self) -> int:
-        """T = N + 1 tokens: the class token and N patches."""
-        return self.num_patches + 1
+        """T = prefix + N tokens: N + 1 in the paper (the class token and N patches)."""
+        return self.layout.T
+
+    @property
+    def layout(self) -> TokenLayout:
+        """The token layout (explorer.tokens.TokenLayout): the one accessor of the sequence's tokens."""
+        return TokenLayout.of(self)
+
+    @property
+    def has_classifier(self) -> bool:
+        """False for a backbone (num_classes = 0): its forward returns the pooled features y, as the source's does."""
+        return self.num_classes > 0
 
     @property
     def head_dim(self) -> int:

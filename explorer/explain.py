@@ -1,13 +1,14 @@
 """Explanations of one prediction beyond attention rollout, how to test them, and the model at another resolution.
 
-Shapes: B images, C x H x W each, a rows x cols grid of N patches, T = N + 1 tokens, D hidden size, K classes.
+Shapes: B images, C x H x W each, a rows x cols grid of N patches, T = prefix + N tokens (N + 1 in the paper; cut by
+the model's TokenLayout, explorer.tokens), D hidden size, K classes.
 A map is (rows, cols) for a batch of one image (as the maps of explorer.analysis), (B, rows, cols) for B > 1.
 `target` is a class index: None = each image's top class; one int for every image; or one per image.
 
 relevance(model, x, target=None) -> map
     Chefer, Gur & Wolf 2021, "Generic Attention-model Explainability for Interpreting Bi-Modal and
     Encoder-Decoder Transformers" (ICCV), the rule for self-attention encoders:
-        R = I (T x T);  for l = 1..L:  Ā_l = E_h[(∇A_l ⊙ A_l)^+],  R = R + Ā_l · R;   map = R[0, 1:]
+        R = I (T x T);  for l = 1..L:  Ā_l = E_h[(∇A_l ⊙ A_l)^+],  R = R + Ā_l · R;   map = R[0, patches]
     A_l (h, T, T) are layer l's attention weights and ∇A_l = ∂y_t/∂A_l the gradient of the target's logit.
     One forward (explicit attention, kept in the graph) and one backward. Not scaled: the values are R's.
 grad_cam(model, x, target=None, layer=-1) -> map
@@ -34,9 +35,9 @@ faithfulness(model, x, target=None, maps=None, steps="default", seed=0, progress
     Both curves for rollout (explorer.analysis.rollout_map), relevance, Grad-CAM, the last layer's raw attention
     (class token row, mean over heads) and a random order (seeded); sequences of equal length share one forward.
     By default every patch is a point up to 64 patches, else 10 steps (default_steps), with a tqdm bar of forwards.
-interpolate_position_embedding(position_embedding (1, T, D), old_grid, new_grid) -> (1, T', D)
+interpolate_position_embedding(position_embedding (1, T, D), old_grid, new_grid, layout) -> (1, T', D)
     Dosovitskiy et al. 2020, Sec. 3.2 (fine-tuning at higher resolution): 2-D bicubic interpolation of the patch
-    position embeddings, the class token's kept, exactly as torchvision's interpolate_embeddings.
+    position embeddings, the prefix tokens' kept, exactly as torchvision's interpolate_embeddings.
 at_resolution(model, image_size) -> ViT
     A new model with the same weights for another input size (the position embedding interpolated).
 """
@@ -53,6 +54,7 @@ import torch.nn.functional as F
 from . import analysis
 from .analysis import rollout_map
 from .model import ViT
+from .tokens import TokenLayout
 from .trace import trace
 
 # Tokens per batched forward of the curves: bounds memory, large enough that short sequences share a forward, small
@@ -156,21 +158,24 @@ def _relevance(model: ViT, record, gradients, stages: list[str]) -> np.ndarray:
             A = record[name].detach()  # (B, h, T, T)
             A_bar = (gradients[name] * A).clamp(min=0).mean(dim=1)  # E_h[(∇A ⊙ A)^+]: (B, h, T, T) -> (B, T, T)
             R = R + A_bar @ R  # (B, T, T)
-        return _maps(R[:, 0, 1:].reshape(B, *model.config.grid))  # class token row: (B, N) -> (B, rows, cols)
+        layout = model.layout
+        row = layout.token(R, layout.require_query_token())  # the class token's row: (B, T, T) -> (B, T)
+        return _maps(layout.patches(row, -1).reshape(B, *model.config.grid))  # (B, N) -> (B, rows, cols)
 
 
 def _grad_cam(model: ViT, record, gradients, stage: str) -> np.ndarray:
     """ReLU(Σ_k w_k A_k) on the LayerNorm output `stage`, w_k the gradients' mean over the patches, as maps."""
     with torch.no_grad():
-        activations = record[stage].detach()[:, 1:]  # A_k, the class token dropped: (B, T, D) -> (B, N, D)
+        activations = model.layout.patches(record[stage].detach())  # A_k, prefix dropped: (B, T, D) -> (B, N, D)
         # pytorch-grad-cam reshapes to (B, D, rows, cols) and averages the gradients over rows and cols: over N.
-        weights = gradients[stage][:, 1:].mean(dim=1)  # w_k: (B, N, D) -> (B, D)
+        weights = model.layout.patches(gradients[stage]).mean(dim=1)  # w_k: (B, N, D) -> (B, D)
         cam = (activations * weights[:, None, :]).sum(dim=-1).clamp(min=0)  # ReLU(Σ_k w_k A_k): (B, N)
         return _maps(cam.reshape(-1, *model.config.grid))  # (B, N) -> (B, rows, cols)
 
 
 def relevance(model: ViT, x: torch.Tensor, target=None) -> np.ndarray:
-    """Chefer et al. 2021: R = I; R = R + E_h[(∇A_l ⊙ A_l)^+] · R for l = 1..L; the map is R[0, 1:].
+    """Chefer et al. 2021: R = I; R = R + E_h[(∇A_l ⊙ A_l)^+] · R for l = 1..L; the map is the class token's row of R
+    over the patches.
 
     (B, C, H, W) -> (rows, cols) for B = 1, (B, rows, cols) otherwise.
     """
@@ -217,11 +222,13 @@ def _check_keep(keep: torch.Tensor, N: int) -> None:
 
 
 def _encode_kept(model: ViT, z0: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Logits of the sequences [z_0^0; z_0^{i+1} for i in keep[r]]: z0 (1 or R, T, D), keep (R, n) -> (R, K)."""
-    R = keep.shape[0]
-    tokens = torch.cat([keep.new_zeros(R, 1), keep + 1], dim=1)  # the class token first: (R, 1 + n)
+    """Logits of the sequences [the prefix tokens of z_0; z_0 of patch i for i in keep[r]]: z0 (1 or R, T, D),
+    keep (R, n) -> (R, K)."""
+    R, layout = keep.shape[0], model.layout
+    prefix = torch.arange(layout.num_prefix, device=keep.device).expand(R, -1)  # (R, prefix)
+    tokens = torch.cat([prefix, layout.patch_token(keep)], dim=1)  # the prefix tokens first: (R, prefix + n)
     rows = torch.arange(R, device=keep.device)[:, None] if z0.shape[0] > 1 else keep.new_zeros(R, 1)  # (R, 1)
-    z = z0[rows, tokens]  # (1 or R, T, D) -> (R, 1 + n, D); position embeddings travel with their tokens
+    z = z0[rows, tokens]  # (1 or R, T, D) -> (R, prefix + n, D); position embeddings travel with their tokens
     return model.classify(model.encode(z))  # (R, K)
 
 
@@ -432,11 +439,13 @@ def _grid(grid) -> tuple[int, int]:
     return rows, cols
 
 
-def interpolate_position_embedding(position_embedding: torch.Tensor, old_grid, new_grid) -> torch.Tensor:
-    """Sec. 3.2: E_pos (1, 1 + old rows·cols, D) -> (1, 1 + new rows·cols, D), bicubic over the grid (align_corners,
-    as torchvision's interpolate_embeddings); the class token's row is kept as is. A grid is (rows, cols) or an int."""
+def interpolate_position_embedding(position_embedding: torch.Tensor, old_grid, new_grid,
+                                   layout: TokenLayout = analysis.PAPER_LAYOUT) -> torch.Tensor:
+    """Sec. 3.2: E_pos (1, prefix + old rows·cols, D) -> (1, prefix + new rows·cols, D), bicubic over the grid
+    (align_corners, as torchvision's interpolate_embeddings); the prefix tokens' rows are kept as is. A grid is
+    (rows, cols) or an int; `layout` says which rows are prefix tokens (the paper's: the class token's)."""
     old_grid, new_grid = _grid(old_grid), _grid(new_grid)
-    T = old_grid[0] * old_grid[1] + 1
+    T = layout.num_prefix + old_grid[0] * old_grid[1]
     if position_embedding.dim() != 3 or tuple(position_embedding.shape[:2]) != (1, T):
         raise ValueError(
             f"Expected a position embedding (1, {T}, D) for a {old_grid[0]}x{old_grid[1]} "
@@ -445,13 +454,13 @@ def interpolate_position_embedding(position_embedding: torch.Tensor, old_grid, n
     if new_grid == old_grid:
         return position_embedding.clone()  # as torchvision: nothing to interpolate
     D = position_embedding.shape[-1]
-    class_token_embedding = position_embedding[:, :1]  # (1, 1, D), not interpolated
-    patch_embedding = position_embedding[:, 1:].permute(0, 2, 1)  # (1, N, D) -> (1, D, N)
+    prefix_embedding = layout.prefix(position_embedding)  # (1, prefix, D), not interpolated
+    patch_embedding = layout.patches(position_embedding).permute(0, 2, 1)  # (1, N, D) -> (1, D, N)
     patch_embedding = patch_embedding.reshape(1, D, *old_grid)  # (1, D, N) -> (1, D, rows, cols)
     patch_embedding = F.interpolate(  # (1, D, rows, cols) -> (1, D, rows', cols')
         patch_embedding, size=new_grid, mode="bicubic", align_corners=True)
     patch_embedding = patch_embedding.reshape(1, D, -1).permute(0, 2, 1)  # (1, D, N') -> (1, N', D)
-    return torch.cat([class_token_embedding, patch_embedding], dim=1)  # (1, T', D)
+    return torch.cat([prefix_embedding, patch_embedding], dim=1)  # (1, T', D)
 
 
 def at_resolution(model: ViT, image_size) -> ViT:
@@ -460,8 +469,8 @@ def at_resolution(model: ViT, image_size) -> ViT:
     with torch.device("meta"):
         resized = ViT(config)  # no throw-away initialisation: the weights below replace every parameter
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    state["position_embedding"] = interpolate_position_embedding(
-        state["position_embedding"], model.config.grid, config.grid)  # (1, T, D) -> (1, T', D)
+    state["position_embedding"] = interpolate_position_embedding(  # its own rows: (1, T, D) -> (1, T', D)
+        state["position_embedding"], model.config.grid, config.grid, model.layout.position)
     resized.load_state_dict(state, strict=True, assign=True)
     resized.fused_attention = model.fused_attention
     return resized.train(model.training)

@@ -4,10 +4,16 @@ Read top to bottom beside the paper:
     Eq. 1  z_0  = [x_class; x_p^1 E; ...; x_p^N E] + E_pos          -> PatchEmbedding + ViT.embed
     Eq. 2  z'_l = MSA(LN(z_{l-1})) + z_{l-1}                          -> MultiHeadSelfAttention, EncoderBlock
     Eq. 3  z_l  = MLP(LN(z'_l)) + z'_l                                -> MLP, EncoderBlock
-    Eq. 4  y    = LN(z_L^0), then the classification head            -> ViT.head
+    Eq. 4  y    = LN(z_L^0), then the classification head            -> ViT.pool, ViT.classify
+
+The paper's descendants, each a field of the config (explorer.config; the defaults are the paper's ViT): more tokens
+before the patches (DeiT's distillation token, k registers) and E_pos over some of them (explorer.tokens owns the
+layout), layer scale (z'_l = diag(gamma_1) MSA(LN(z_{l-1})) + z_{l-1}, likewise gamma_2 in Eq. 3), a LayerNorm on z_0
+before the blocks (CLIP), Eq. 4 pooling the mean of the patch tokens (with LN after the mean: fc_norm) or DeiT's two
+heads averaged, QuickGELU, and no classifier (a backbone: the forward returns y).
 
 Letters in shape comments: B batch, C channels, H x W image, P patch size, N = HW/P^2 patches,
-T = N + 1 tokens, D hidden size, h heads, d = D/h head size, K classes.
+T = prefix + N tokens (N + 1 in the paper), D hidden size, h heads, d = D/h head size, K classes.
 
 Every forward takes an optional `record` dict. When given, each stage is written into it under a stable dotted
 name (see explorer.trace). The dict belongs to the caller, so nothing is stored on the modules and one model can
@@ -106,13 +112,20 @@ class MultiHeadSelfAttention(nn.Module):
         return self.dropout(self.projection(out))
 
 
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): OpenAI CLIP's approximation of GELU, which its image towers were trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
 class MLP(nn.Module):
-    """The MLP of Eq. 3: two dense layers with a GELU between them."""
+    """The MLP of Eq. 3: two dense layers with a GELU (or CLIP's QuickGELU) between them."""
 
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.fc1 = nn.Linear(config.hidden_dim, config.mlp_dim)
-        self.activation = nn.GELU()
+        self.activation = QuickGELU() if config.activation == "quick_gelu" else nn.GELU()
         self.fc2 = nn.Linear(config.mlp_dim, config.hidden_dim)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -122,7 +135,8 @@ class MLP(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """One Transformer encoder layer l: Eq. 2 then Eq. 3, both pre-norm with a residual connection."""
+    """One Transformer encoder layer l: Eq. 2 then Eq. 3, both pre-norm with a residual connection (each branch
+    scaled by diag(gamma) with layer scale)."""
 
     def __init__(self, config: ViTConfig):
         super().__init__()
@@ -130,12 +144,19 @@ class EncoderBlock(nn.Module):
         self.msa = MultiHeadSelfAttention(config)
         self.norm_2 = nn.LayerNorm(config.hidden_dim, eps=config.layer_norm_eps)
         self.mlp = MLP(config)
+        if config.layer_scale:  # Touvron et al. 2021 (CaiT; DeiT III, DINOv2): one learned scale per dimension
+            self.gamma_1 = nn.Parameter(torch.ones(config.hidden_dim))  # (D,)
+            self.gamma_2 = nn.Parameter(torch.ones(config.hidden_dim))  # (D,)
+        else:
+            self.gamma_1 = self.gamma_2 = None
 
     def forward(self, z: torch.Tensor, record: Record = None, name: str = "") -> torch.Tensor:
         # Eq. 2: z'_l = MSA(LN(z_{l-1})) + z_{l-1}
         normed = self.norm_1(z)
         _keep(record, f"{name}.ln_1", normed)
         attention_output = self.msa(normed, record, f"{name}.attn")
+        if self.gamma_1 is not None:
+            attention_output = self.gamma_1 * attention_output  # diag(gamma_1) MSA(...): (B, T, D)
         _keep(record, f"{name}.attn.output", attention_output)
         z_mid = attention_output + z  # (B, T, D)
         _keep(record, f"{name}.z_mid", z_mid)
@@ -143,6 +164,8 @@ class EncoderBlock(nn.Module):
         normed = self.norm_2(z_mid)
         _keep(record, f"{name}.ln_2", normed)
         mlp_output = self.mlp(normed)
+        if self.gamma_2 is not None:
+            mlp_output = self.gamma_2 * mlp_output  # diag(gamma_2) MLP(...): (B, T, D)
         _keep(record, f"{name}.mlp.output", mlp_output)
         z = mlp_output + z_mid  # (B, T, D)
         _keep(record, f"{name}.z", z)
@@ -155,23 +178,29 @@ class ViT(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.config = config
-        D = config.hidden_dim
+        self.layout = config.layout  # which tokens precede the patches (explorer.tokens)
+        D, layout = config.hidden_dim, self.layout
         self.patch_embedding = PatchEmbedding(config)  # E
         # Built on the meta device (to take a file's weights, explorer.weights / .families), nothing is initialised:
         # there is nothing to fill, and normal_ there imports torch._dynamo (seconds, at the app's first load).
         on_meta = torch.get_default_device().type == "meta"
-        self.class_token = nn.Parameter(torch.zeros(1, 1, D))  # x_class = z_0^0, learnable
-        position_embedding = torch.empty(1, config.seq_len, D)  # E_pos
+        # x_class = z_0^0, learnable; DeiT's x_dist; k registers: the prefix tokens, in the layout's order
+        self.class_token = nn.Parameter(torch.zeros(1, 1, D)) if config.class_token else None
+        self.distillation_token = nn.Parameter(torch.zeros(1, 1, D)) if config.distillation_token else None
+        self.register_tokens = nn.Parameter(torch.zeros(1, config.register_tokens, D)) if config.register_tokens else None
+        position_embedding = torch.empty(1, len(layout.position_tokens), D)  # E_pos: (1, T, D) in the paper
         self.position_embedding = nn.Parameter(position_embedding if on_meta else position_embedding.normal_(std=0.02))
         self.dropout = nn.Dropout(config.dropout)
+        self.norm_pre = nn.LayerNorm(D, eps=config.layer_norm_eps) if config.pre_norm else None  # CLIP's ln_pre
         self.blocks = nn.ModuleList([EncoderBlock(config) for _ in range(config.depth)])
-        self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)  # the LN of Eq. 4
-        if config.representation_size is None:
-            self.pre_logits = None
-            self.head = nn.Linear(D, config.num_classes)
-        else:  # pre-training head: one hidden layer with tanh
+        self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)  # the LN of Eq. 4 (after the mean, with fc_norm)
+        self.pre_logits = self.head = self.head_distillation = None
+        if config.representation_size is not None:  # pre-training head: one hidden layer with tanh
             self.pre_logits = nn.Sequential(nn.Linear(D, config.representation_size), nn.Tanh())
-            self.head = nn.Linear(config.representation_size, config.num_classes)
+        if config.has_classifier:
+            self.head = nn.Linear(config.representation_size or D, config.num_classes)
+        if config.has_classifier and config.pooling == "class_and_distillation":
+            self.head_distillation = nn.Linear(D, config.num_classes)  # DeiT's second head, on z_L^DIST
         if not on_meta:
             self._init_weights()
 
@@ -187,8 +216,10 @@ class ViT(nn.Module):
             for linear in (block.msa.qkv, block.msa.projection, block.mlp.fc1, block.mlp.fc2):
                 nn.init.xavier_uniform_(linear.weight)
                 nn.init.normal_(linear.bias, std=1e-6)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        for head in (self.head, self.head_distillation):
+            if head is not None:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
 
     @property
     def fused_attention(self) -> bool:
@@ -200,7 +231,8 @@ class ViT(nn.Module):
             block.msa.fused = bool(value)
 
     def embed(self, x: torch.Tensor, record: Record = None) -> torch.Tensor:
-        """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos."""
+        """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos (the layout's prefix tokens in front; with pre_norm,
+        z_0 is LN of that, what the first block reads)."""
         B, C, H, W = x.shape
         expected = self.config.image_hw
         if (H, W) != expected or C != self.config.channels:
@@ -209,14 +241,29 @@ class ViT(nn.Module):
                 f"but got {tuple(x.shape)}."
             )
         patch_embeddings = self.patch_embedding(x, record)  # (B, N, D)
-        class_token = self.class_token.expand(B, -1, -1)  # (1, 1, D) -> (B, 1, D)
-        _keep(record, "embed.class_token", class_token[:, 0])  # (B, D)
-        sequence = torch.cat([class_token, patch_embeddings], dim=1)  # (B, N + 1, D) = (B, T, D)
+        prefix = [t.expand(B, -1, -1) for t in (self.class_token, self.distillation_token, self.register_tokens)
+                  if t is not None]  # (B, 1, D), (B, 1, D), (B, k, D): the layout's order
+        if self.class_token is not None:
+            _keep(record, "embed.class_token", self.layout.token(prefix[0], 0))  # (B, D)
+        sequence = torch.cat([*prefix, patch_embeddings], dim=1)  # (B, prefix + N, D) = (B, T, D)
         _keep(record, "embed.sequence", sequence)
-        _keep(record, "embed.position_embedding", self.position_embedding.expand(B, -1, -1))  # (B, T, D)
-        z0 = self.dropout(sequence + self.position_embedding)  # (B, T, D)
+        position_embedding = self.position_over_sequence()  # (1, T, D)
+        _keep(record, "embed.position_embedding", position_embedding.expand(B, -1, -1))  # (B, T, D)
+        z0 = self.dropout(sequence + position_embedding)  # (B, T, D)
+        if self.norm_pre is not None:
+            _keep(record, "embed.sum", z0)
+            z0 = self.norm_pre(z0)  # (B, T, D)
         _keep(record, "embed.z0", z0)
         return z0
+
+    def position_over_sequence(self) -> torch.Tensor:
+        """E_pos as added to the T tokens: (1, T, D), zero on the tokens it does not cover (registers in DINOv2)."""
+        covered = self.layout.position_tokens
+        if len(covered) == self.layout.T:
+            return self.position_embedding  # the paper: E_pos covers every token
+        full = self.position_embedding.new_zeros(1, self.layout.T, self.config.hidden_dim)  # (1, T, D)
+        full[:, list(covered)] = self.position_embedding  # (1, covered, D) into its tokens' rows
+        return full
 
     def encode(self, z: torch.Tensor, record: Record = None) -> torch.Tensor:
         """Eq. 2 and Eq. 3 for l = 1..L. Stage names are 1-based, as in the paper: blocks.l.z is z_l."""
@@ -224,28 +271,47 @@ class ViT(nn.Module):
             z = block(z, record, f"blocks.{l}")
         return z  # z_L: (B, T, D)
 
-    def classify(self, z_L: torch.Tensor, record: Record = None) -> torch.Tensor:
-        """Eq. 4: y = LN(z_L^0), then the head."""
-        class_token = z_L[:, 0]  # z_L^0: (B, T, D) -> (B, D)
-        _keep(record, "head.class_token", class_token)
-        y = self.norm(class_token)  # (B, D)
+    def pool(self, z_L: torch.Tensor, record: Record = None) -> torch.Tensor:
+        """Eq. 4 before the head: y = LN(z_L^0) (class pooling), LN(mean_i z_L^i) (fc_norm) or mean_i LN(z_L^i) over
+        the patch tokens (mean pooling): (B, T, D) -> (B, D)."""
+        layout = self.layout
+        if layout.pooled is not None:
+            class_token = layout.token(z_L, layout.pooled, 1)  # z_L^0: (B, T, D) -> (B, D)
+            _keep(record, "head.class_token", class_token)
+            y = self.norm(class_token)  # (B, D)
+        elif self.config.fc_norm:
+            y = self.norm(layout.patches(z_L, 1).mean(dim=1))  # (B, N, D) -> (B, D)
+        else:
+            y = self.norm(layout.patches(z_L, 1)).mean(dim=1)  # (B, N, D) -> (B, D)
         _keep(record, "head.y", y)
-        if self.pre_logits is not None:
-            y = self.pre_logits(y)  # (B, D) -> (B, representation_size)
-        logits = self.head(y)  # (B, K)
+        return y
+
+    def classify(self, z_L: torch.Tensor, record: Record = None) -> torch.Tensor:
+        """Eq. 4: y = LN(z_L^0), then the head (DeiT: the mean of its two heads' logits). A backbone returns y."""
+        y = self.pool(z_L, record)  # (B, D)
+        if self.head is None:
+            return y  # a backbone: the pooled features, as its source's forward returns them
+        logits = self.head_of_y(y)  # (B, K)
+        if self.head_distillation is not None:
+            y_distillation = self.norm(self.layout.token(z_L, self.layout.distillation, 1))  # (B, T, D) -> (B, D)
+            _keep(record, "head.y_distillation", y_distillation)
+            logits = (logits + self.head_distillation(y_distillation)) / 2  # (B, K), as DeiT at inference
         _keep(record, "head.logits", logits)
         _keep(record, "head.probabilities", logits.softmax(-1))
         return logits
 
+    def head_of_y(self, y: torch.Tensor) -> torch.Tensor:
+        """The head on pooled features y (..., D) -> (..., K) (through pre_logits, if any); y itself for a backbone."""
+        if self.pre_logits is not None:
+            y = self.pre_logits(y)  # (..., D) -> (..., representation_size)
+        return y if self.head is None else self.head(y)
+
     def head_of(self, class_tokens: torch.Tensor) -> torch.Tensor:
         """LN then head on any class-token vectors (..., D) -> (..., K): the 'logit lens' of explorer.analysis."""
-        y = self.norm(class_tokens)
-        if self.pre_logits is not None:
-            y = self.pre_logits(y)
-        return self.head(y)
+        return self.head_of_y(self.norm(class_tokens))
 
     def forward(self, x: torch.Tensor, record: Record = None) -> torch.Tensor:
-        """(B, C, H, W) -> logits (B, K)."""
+        """(B, C, H, W) -> logits (B, K); a backbone's pooled features (B, D)."""
         return self.classify(self.encode(self.embed(x, record), record), record)
 
     def num_parameters(self) -> int:

@@ -1,6 +1,7 @@
 """explorer.trace: run a ViT once and return every intermediate tensor under a stable dotted name.
 
-Stage names and shapes (batch dimension removed; T = N + 1; layers l = 1..L as in the paper):
+Stage names and shapes (batch dimension removed; T = prefix + N tokens, N + 1 in the paper, cut by Trace.layout
+(explorer.tokens); layers l = 1..L as in the paper; a stage a model lacks is not there):
 
     input.pixels                 (C, H, W)     the preprocessed (normalised) model input x
     input.image                  (H, W, C)     the same image un-normalised to [0, 1], for display
@@ -9,8 +10,8 @@ Stage names and shapes (batch dimension removed; T = N + 1; layers l = 1..L as i
     embed.patch_embeddings       (N, D)        x_p^i E
     embed.class_token            (D,)          x_class
     embed.sequence               (T, D)        [x_class; x_p^1 E; ...; x_p^N E]
-    embed.position_embedding     (T, D)        E_pos
-    embed.z0                     (T, D)        z_0 (Eq. 1)
+    embed.position_embedding     (T, D)        E_pos, zero on the tokens it does not cover
+    embed.z0                     (T, D)        z_0 (Eq. 1), what block 1 reads
     blocks.l.ln_1                (T, D)        LN(z_{l-1})
     blocks.l.attn.q              (h, T, d)     queries LN(z_{l-1}) W_q + b_q, split into h heads of d = D/h
     blocks.l.attn.k              (h, T, d)     keys LN(z_{l-1}) W_k + b_k, split likewise
@@ -20,10 +21,13 @@ Stage names and shapes (batch dimension removed; T = N + 1; layers l = 1..L as i
     blocks.l.ln_2                (T, D)        LN(z'_l)
     blocks.l.mlp.output          (T, D)        MLP(LN(z'_l))
     blocks.l.z                   (T, D)        z_l (Eq. 3)
-    head.class_token             (D,)          z_L^0
-    head.y                       (D,)          y = LN(z_L^0) (Eq. 4)
-    head.logits                  (K,)
+    head.class_token             (D,)          z_L^0 (class pooling)
+    head.y                       (D,)          y = LN(z_L^0) (Eq. 4), or the pooled mean; a backbone's output
+    head.logits                  (K,)          (none for a backbone)
     head.probabilities           (K,)
+
+The paper's descendants (explorer.config) add two stages: embed.sum (T, D), z_0 before the LayerNorm of a model with
+pre_norm (CLIP's ln_pre); head.y_distillation (D,), LN(z_L^DIST), which DeiT's second head reads.
 
 The attention weights are computed when asked, not stored. A_l is h x T x T, by far the largest stage (every layer
 of ViT-H/14 at 518 x 518 is 3.8 GB, against 1.3 GB for all the (T, D) stages and 0.45 GB for q and k), and the views
@@ -49,6 +53,7 @@ import torch
 from .common import ranking
 from .config import ViTConfig
 from .model import ViT, attention_weights
+from .tokens import TokenLayout
 
 # Stages that are views of parameters: copied so that a trace never aliases a model's weights.
 _PARAMETER_STAGES = ("embed.class_token", "embed.position_embedding")
@@ -122,6 +127,11 @@ class Trace:
         return self.config.grid
 
     @property
+    def layout(self) -> TokenLayout:
+        """Which tokens precede the patches (explorer.tokens): the one way to cut a stage's token axis."""
+        return self.config.layout
+
+    @property
     def logits(self) -> torch.Tensor:
         return self.stages["head.logits"]
 
@@ -163,13 +173,12 @@ class Trace:
         return torch.stack([self.attention(l) for l in range(1, self.depth + 1)])
 
     def attention_rows(self, query: int) -> torch.Tensor:
-        """Row `query` of A_l for every layer l = 1..L: (L, h, T). Token 0 is the class token, i + 1 is patch i.
+        """Row `query` of A_l for every layer l = 1..L: (L, h, T). Tokens as Trace.layout numbers them.
 
         Equal to attentions()[:, :, query] bit for bit, at the cost of one block of queries per layer.
         """
         T = self.config.seq_len
-        if not 0 <= query < T:
-            raise ValueError(f"Query token {query} is outside 0..{T - 1}.")
+        self.layout.label(query)  # a one-sentence ValueError outside 0..T-1
         rows = []
         for layer in range(1, self.depth + 1):
             name = f"blocks.{layer}.attn.weights"

@@ -229,7 +229,7 @@ def frozen_features(model: ViT, images: torch.Tensor, preprocessing: Preprocessi
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, mininterval=2, file=sys.stdout):
         batch = prepare_images(images[start:start + batch_size], preprocessing)  # (B, C, crop, crop), a batch at a time
         z_L = model.encode(model.embed(normalise(batch, preprocessing).to(device)))  # (B, T, D)
-        y = model.norm(z_L[:, 0])  # (B, D), Eq. 4 before the head
+        y = model.pool(z_L)  # (B, D), Eq. 4 before the head
         if model.pre_logits is not None:
             y = model.pre_logits(y)
         features.append(y.cpu())

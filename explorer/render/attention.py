@@ -9,6 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
+from ..tokens import TokenLayout
+
 from .base import (ATTENTION_COLOURS, SEQUENTIAL_COLOURS, _MAX_HOVER_CELLS, _MAX_MATRIX_SIDE,
                    _MAX_OVERVIEW_CELLS, _TRANSPARENT, _alpha_colourscale, _as_image, _dimmed, _display_size, _figure,
                    _heads_per_row, _heatmap_picture, _image_axes, _image_trace, _label_gap, _labels_trace, _mosaic,
@@ -96,38 +98,42 @@ def attention_heads(image, maps, query: int | None, title: str, *, zmax: float |
                    **_image_axes((-0.5, z.shape[1] - 0.5), (-gy - 0.5, z.shape[0] - 0.5)))
 
 
-def _token_names(T: int, grid: tuple[int, int]) -> list[str]:
+def _prefix_names(layout: TokenLayout) -> list[str]:
+    """"cls", "dist", "reg1".. for the prefix tokens."""
+    return [label.lower() for label in layout.prefix_labels]
+
+
+def _token_names(N: int, grid: tuple[int, int], layout: TokenLayout) -> list[str]:
     gw = grid[1]
-    return ["cls"] + [f"patch {i} ({i // gw},{i % gw})" for i in range(T - 1)]
+    return _prefix_names(layout) + [f"patch {i} ({i // gw},{i % gw})" for i in range(N)]
 
 
-def attention_matrix(weights, grid: tuple[int, int], title: str) -> go.Figure:
+def attention_matrix(weights, grid: tuple[int, int], title: str, layout: TokenLayout = TokenLayout()) -> go.Figure:
     """Eq. 2's attention matrix A = softmax(q k^T / sqrt(d)) (T x T): queries are rows, keys are columns.
 
     Above _MAX_MATRIX_SIDE tokens the patch tokens are averaged in blocks of f consecutive (row-major) patches
-    (the class token is kept), so that the figure stays responsive for ViT-H/14 (T = 1370).
+    (the prefix tokens, `layout`'s, are kept), so that the figure stays responsive for ViT-H/14 (T = 1370).
     """
     weights = np.asarray(weights, dtype=np.float32)  # (T, T)
-    T = weights.shape[0]
-    N = T - 1
     grid = (int(grid[0]), int(grid[1]))
-    factor = max(1, math.ceil(N / (_MAX_MATRIX_SIDE - 1)))
+    N, prefix = grid[0] * grid[1], layout.num_prefix
+    factor = max(1, math.ceil(N / (_MAX_MATRIX_SIDE - prefix)))
     if factor == 1:
         z = weights
-        names = _token_names(T, grid)
+        names = _token_names(N, grid, layout)
     else:
         groups = math.ceil(N / factor)
         bounds = np.arange(0, groups * factor, factor)  # first patch of each block
         # mean over blocks: sums via np.add.reduceat, divided by the block sizes
         sizes = np.diff(np.append(bounds, N)).astype(np.float32)
-        cls_row = np.add.reduceat(weights[0, 1:], bounds) / sizes  # (groups,)
-        cls_col = np.add.reduceat(weights[1:, 0], bounds) / sizes
-        body = np.add.reduceat(np.add.reduceat(weights[1:, 1:], bounds, axis=0), bounds, axis=1)
+        queries_prefix, queries_patches = layout.prefix(weights), layout.patches(weights)  # (prefix, T), (N, T)
+        prefix_row = np.add.reduceat(layout.patches(queries_prefix, -1), bounds, axis=1) / sizes  # (prefix, groups)
+        prefix_col = np.add.reduceat(layout.prefix(queries_patches, -1), bounds, axis=0) / sizes[:, None]
+        body = np.add.reduceat(np.add.reduceat(layout.patches(queries_patches, -1), bounds, axis=0), bounds, axis=1)
         body /= sizes[:, None] * sizes[None, :]
-        z = np.empty((groups + 1, groups + 1), dtype=np.float32)
-        z[0, 0], z[0, 1:], z[1:, 0], z[1:, 1:] = weights[0, 0], cls_row, cls_col, body
+        z = np.block([[layout.prefix(queries_prefix, -1), prefix_row], [prefix_col, body]]).astype(np.float32)
         last = np.append(bounds[1:], N) - 1
-        names = ["cls"] + [f"patches {a}–{b}" for a, b in zip(bounds, last)]
+        names = _prefix_names(layout) + [f"patches {a}–{b}" for a, b in zip(bounds, last)]
         title = f"{title} (patches averaged in blocks of {factor})"
     top_value = _robust_max(z)
     traces = [go.Heatmap(
@@ -137,10 +143,10 @@ def attention_matrix(weights, grid: tuple[int, int], title: str) -> go.Figure:
     )]
     # ticks: the class token and the first patch of every few grid rows
     step = max(1, math.ceil(grid[0] / 7))
-    tick_names, tick_text = ["cls"], ["cls"]
+    tick_names, tick_text = _prefix_names(layout), _prefix_names(layout)
     for r in range(step, grid[0], step):
         first = r * grid[1]
-        position = 1 + first // factor
+        position = prefix + first // factor
         if position < len(names):
             tick_names.append(names[position])
             tick_text.append(f"row {r}")

@@ -8,12 +8,17 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ..tokens import TokenLayout
 from .base import (DRAWING, SIMILARITY_COLOURS, TILES, _MARGIN_TWO_LINES, _MAX_HEATMAP_CELLS,
                    _MAX_HOVER_CELLS, _MAX_MATRIX_COLUMNS, _NUMBER_SHADOW, _OUTLINE, _TRANSPARENT, _as_image,
                    _display_size, _figure, _grid_of, _heatmap_picture, _image_axes, _image_trace, _label_gap,
                    _labels_trace, _mosaic, _resize, _robust_max, _tile_origins, _to_uint8)
 
 
+
+# What Eq. 1's hover says of each prefix token (a register: its label, "a learned register token").
+_PREFIX_WORDS = {"CLS": "x<sub>class</sub> (the learned [class] token)",
+                 "DIST": "x<sub>dist</sub> (DeiT's learned distillation token)"}
 
 def patch_grid(image, patch_size: int, selected: int | None = None, show_numbers: bool = True) -> go.Figure:
     """Eq. 1, first step: the image x in R^{H x W x C} cut into N = HW / P^2 patches x_p^i (row-major)."""
@@ -66,52 +71,65 @@ def patch_grid(image, patch_size: int, selected: int | None = None, show_numbers
 
 
 def patch_sequence(patches, selected: int | None = None, per_row: int | None = None, *,
-                   grid: tuple[int, int] | None = None) -> go.Figure:
-    """Eq. 1: the sequence the Transformer reads, [x_class; x_p^1; ...; x_p^N], wrapped into rows."""
+                   grid: tuple[int, int] | None = None, layout: TokenLayout = TokenLayout()) -> go.Figure:
+    """Eq. 1: the sequence the Transformer reads, [x_class; x_p^1; ...; x_p^N] (the prefix tokens of `layout` in
+    front), wrapped into rows."""
     patches = np.asarray(patches, dtype=np.float32)
     if patches.ndim == 3:
         patches = patches[..., None]
     N, P = patches.shape[0], patches.shape[1]
     if patches.shape[3] == 1:
         patches = np.repeat(patches, 3, axis=3)  # (N, P, P, 1) -> (N, P, P, 3)
-    T = N + 1
+    layout = TokenLayout(layout.prefix_labels, N)
+    T, prefix = layout.T, layout.num_prefix
     per_row = int(per_row) if per_row else math.ceil(math.sqrt(2 * T))
     rows = math.ceil(T / per_row)
     gap = max(1, P // 8)
     pitch = P + gap
     grid = _grid_of(N, grid)
 
-    slots = np.empty((T, P, P, 3), dtype=np.uint8)  # token 0 = [class], token i + 1 = patch i
-    slots[0] = 215
-    slots[0, [0, -1], :] = slots[0, :, [0, -1]] = 90
-    slots[1:] = _to_uint8(patches[:, :, :, :3])
+    slots = np.empty((T, P, P, 3), dtype=np.uint8)  # the prefix tokens (grey, outlined), then patch i
+    prefix_slots = layout.prefix(slots, 0)  # a view: (prefix, P, P, 3)
+    prefix_slots[:] = 215
+    prefix_slots[:, [0, -1], :] = 90
+    prefix_slots[:, :, [0, -1]] = 90
+    layout.patches(slots, 0)[:] = _to_uint8(patches[:, :, :, :3])
     mosaic = _mosaic(slots, per_row, (gap, gap), fill=np.uint8(255))  # (rows pitch - gap, per_row pitch - gap, 3)
     # mosaic pixel (x, y) is centred on (x, y), as in plotly's own images
     traces = [_image_trace(mosaic, -0.5, -0.5, mosaic.shape[1], mosaic.shape[0], kind=TILES)]
 
     position = np.full(rows * per_row, np.nan, dtype=np.float32)
     position[:T] = np.arange(T)
-    hover = ["token 0 · x<sub>class</sub> (the learned [class] token)"]
+    hover = [f"token {t} · {_PREFIX_WORDS.get(label, label + ', a learned register token')}"
+             for t, label in enumerate(layout.prefix_labels)]
     for i in range(N):
         where = f" · row {i // grid[1]}, col {i % grid[1]}" if grid else ""
-        hover.append(f"token {i + 1} · x<sub>p</sub><sup>{i + 1}</sup> = patch {i}{where}")
+        hover.append(f"token {layout.patch_token(i)} · x<sub>p</sub><sup>{i + 1}</sup> = patch {i}{where}")
     hover += [""] * (rows * per_row - T)
     traces.append(go.Heatmap(
         z=position.reshape(rows, per_row), text=np.array(hover, dtype=object).reshape(rows, per_row).tolist(),
         x0=(pitch - 1) / 2, dx=pitch, y0=(pitch - 1) / 2, dy=pitch, colorscale=_TRANSPARENT, showscale=False,
         hoverongaps=False, hovertemplate="%{text}<extra></extra>", name="sequence",
     ))
-    traces.append(_labels_trace([(P - 1) / 2], [(P - 1) / 2], ["cls"], position="middle center",
+    slot_rows, slot_cols = np.divmod(np.arange(prefix), per_row)  # the prefix tokens' slots
+    traces.append(_labels_trace(slot_cols * pitch + (P - 1) / 2, slot_rows * pitch + (P - 1) / 2,
+                                [label.lower() for label in layout.prefix_labels], position="middle center",
                                 font=dict(size=10, color="#222")))
     shapes = []
     if selected is not None:
-        slot_row, slot_col = divmod(int(selected) + 1, per_row)  # patch i is token i + 1
+        slot_row, slot_col = divmod(layout.patch_token(int(selected)), per_row)  # patch i's token
         left, top = slot_col * pitch, slot_row * pitch
         shapes.append(dict(type="rect", x0=left - 0.5, x1=left + P - 0.5, y0=top - 0.5, y1=top + P - 0.5,
                            line=dict(color=_OUTLINE, width=3)))
     height = int(np.clip(90 + rows * 560 / max(per_row, 1), 200, 620))
-    title = (f"[x<sub>class</sub>; x<sub>p</sub><sup>1</sup>; …; x<sub>p</sub><sup>{N}</sup>] (Eq. 1)<br>"
-             f"T = N + 1 = {T} tokens")
+    words = {"CLS": "x<sub>class</sub>", "DIST": "x<sub>dist</sub>"}
+    registers = layout.num_registers
+    names = [words[label] for label in layout.prefix_labels if label in words] + (
+        [f"x<sub>reg</sub><sup>1…{registers}</sup>"] if registers else [])
+    counts = [str(n) for n in (prefix - registers, registers) if n]  # e.g. 1 + 4 (class token, registers)
+    total = "N + 1" if counts == ["1"] else " + ".join(counts + ["N"])  # the paper's words for the paper's ViT
+    title = (f"[{'; '.join(names + ['x<sub>p</sub><sup>1</sup>'])}; …; x<sub>p</sub><sup>{N}</sup>] (Eq. 1)<br>"
+             f"T = {total} = {T} tokens")
     return _figure(traces, title, height, shapes=shapes, margin=_MARGIN_TWO_LINES, meta=dict(kind="patch_sequence", per_row=per_row, pitch=pitch),
                    **_image_axes((-0.5, mosaic.shape[1] - 0.5), (-0.5, mosaic.shape[0] - 0.5)))
 

@@ -6,15 +6,17 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from ..tokens import TokenLayout
 from .base import SEQUENTIAL_COLOURS, _figure, _label_gap, _labels_trace, _mosaic, _robust_max, _tile_origins
 
 
-def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
-    """||z_l|| of every token for l = 0..L: patch tokens as maps over the grid, the class token as a line."""
+def token_norms(norms, grid: tuple[int, int], layout: TokenLayout = TokenLayout()) -> go.Figure:
+    """||z_l|| of every token for l = 0..L: patch tokens as maps over the grid, each prefix token (the class token)
+    as a line; `layout` says which tokens precede the patches."""
     norms = np.asarray(norms, dtype=np.float32)  # (L + 1, T)
     L1, T = norms.shape
     gh, gw = int(grid[0]), int(grid[1])
-    maps = norms[:, 1:].reshape(L1, gh, gw)  # (L + 1, gh, gw)
+    maps = layout.patches(norms, -1).reshape(L1, gh, gw)  # (L + 1, N) -> (L + 1, gh, gw)
     per_row = min(L1, 7)
     gy, gx = _label_gap(gh), max(1, round(0.1 * gw))
     z = _mosaic(maps, per_row, (gy, gx))
@@ -30,10 +32,13 @@ def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
     top, left = _tile_origins(L1, per_row, (gh + gy, gw + gx))
     traces.append(_labels_trace(left + (gw - 1) / 2, top - 0.5, [f"z<sub>{l}</sub>" for l in range(L1)]))
     layers = np.arange(L1)
-    traces.append(go.Scatter(x=layers, y=norms[:, 0], mode="lines+markers", name="class token", xaxis="x2",
-                             yaxis="y2",
-                             hovertemplate="z<sub>%{x}</sub>: class token ‖z‖ = %{y:.2f}<extra></extra>"))
-    traces.append(go.Scatter(x=layers, y=norms[:, 1:].mean(1), mode="lines+markers", name="patch tokens (mean)",
+    for index, label in enumerate(layout.prefix_labels):
+        name = "class token" if label == "CLS" else f"{label} token"
+        traces.append(go.Scatter(x=layers, y=layout.token(norms, index, -1), mode="lines+markers", name=name,
+                                 xaxis="x2", yaxis="y2",
+                                 hovertemplate=f"z<sub>%{{x}}</sub>: {name} ‖z‖ = %{{y:.2f}}<extra></extra>"))
+    traces.append(go.Scatter(x=layers, y=layout.patches(norms, -1).mean(1), mode="lines+markers",
+                             name="patch tokens (mean)",
                              xaxis="x2", yaxis="y2", line=dict(dash="dot"),
                              hovertemplate="z<sub>%{x}</sub>: mean patch ‖z‖ = %{y:.2f}<extra></extra>"))
     rows = math.ceil(L1 / per_row)

@@ -51,7 +51,7 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
                        "mean_map": rounded(rollout.mean(axis=0), 9)}
 
     E_pos = model.position_embedding.detach().float().cpu()[0]  # (T, D)
-    similarity = position_similarity(E_pos, config.grid)  # (rows, cols, rows, cols)
+    similarity = position_similarity(E_pos, config.grid, model.layout.position)  # (rows, cols, rows, cols)
     components, explained = embedding_filter_components(
         model.patch_embedding.projection.weight.detach().float().cpu(), FILTER_COMPONENTS)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
+from ...tokens import TokenLayout
 from ..text import STEPS
 from ..transport import encode
 
@@ -43,8 +44,12 @@ class Options:
 
     @property
     def query(self) -> int:
-        """The query token: 0 for the class token, i + 1 for patch i."""
-        return 0 if self.selected is None else int(self.selected) + 1
+        """The query token in the paper's layout: 0 for the class token, i + 1 for patch i."""
+        return self.query_token(TokenLayout())
+
+    def query_token(self, layout: TokenLayout) -> int:
+        """The query token in a model's layout: its class token (the pooled one) when no patch is selected."""
+        return layout.require_query_token() if self.selected is None else layout.patch_token(int(self.selected))
 
     def only(self, names: tuple[str, ...]) -> "DeclaredOptions":
         """These options as a view that declared `names` sees them: any other raises AttributeError."""
@@ -62,7 +67,7 @@ class DeclaredOptions:
         self._options, self._names = options, names
 
     def __getattr__(self, name: str):
-        declared = name in self._names or (name == "query" and "selected" in self._names)
+        declared = name in self._names or (name in ("query", "query_token") and "selected" in self._names)
         if not declared:
             raise AttributeError(f"A view read option {name!r} without declaring it in reads=; add it there.")
         return getattr(self._options, name)

@@ -66,7 +66,7 @@ def _selected_values(entry, options: Options) -> str:
 
 def _position_similarity(entry) -> np.ndarray:
     return entry.cached("position_similarity", lambda: analysis.position_similarity(
-        entry.trace["embed.position_embedding"], entry.config.grid), per_model=True)
+        entry.trace["embed.position_embedding"], entry.config.grid, entry.config.layout), per_model=True)
 
 
 def _filter_components(entry):
@@ -77,7 +77,7 @@ def _filter_components(entry):
 
 
 def _token_names(config: ViTConfig) -> list[str]:
-    return ["class"] + [f"patch {i}" for i in range(config.num_patches)]
+    return ["class" if label == "CLS" else label for label in config.layout.labels()]
 
 
 @view("eq1.text", 1, "markdown")
@@ -94,7 +94,7 @@ def _eq1_grid(entry, options):
 
 @view("eq1.sequence", 1, "plot", "The patch sequence x_p^1 … x_p^N", reads=("selected",), row="patches")
 def _eq1_sequence(entry, options):
-    return render.patch_sequence(display_patches(entry), selected=options.selected)
+    return render.patch_sequence(display_patches(entry), selected=options.selected, layout=entry.config.layout)
 
 
 control("indices", 1, "textbox", "Feature maps to show (indices, ranges like 10-12; Enter to apply)", row="indices",

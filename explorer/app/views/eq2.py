@@ -59,7 +59,7 @@ control("head", 2, "dropdown", "Head for the attention matrix", row="layer-head"
 @view("eq2.heads", 2, "plot", "Attention of the query to every patch, each head of layer ℓ", reads=("selected", "layer"))
 def _eq2_heads(entry, options):
     layer = _layer(entry, options.layer)
-    maps = analysis.query_attention(entry.trace, layer, options.query)  # (h, rows, cols)
+    maps = analysis.query_attention(entry.trace, layer, options.query_token(entry.config.layout))  # (h, rows, cols)
     return render.attention_heads(display_image(entry), maps, options.selected,
                                   f"layer {layer}: attention of {_query_name(options)} to every patch, per head")
 
@@ -71,12 +71,14 @@ def _eq2_matrix(entry, options):
     head = None if str(options.head).lower() == "mean" else min(max(int(options.head), 1), heads)
     what = f"layer {layer}, mean over the {heads} heads" if head is None else f"layer {layer}, head {head}"
     weights = analysis.attention_matrix(entry.trace, layer, head)  # (T, T)
-    return render.attention_matrix(weights, entry.config.grid, f"attention matrix A ({what}): row = query, column = key")
+    return render.attention_matrix(weights, entry.config.grid, f"attention matrix A ({what}): row = query, column = key",
+                                   entry.config.layout)
 
 
 @view("eq2.overview", 2, "plot", "All layers × heads, same query", reads=("selected",))
 def _eq2_overview(entry, options):
-    maps = entry.cached(("overview", options.query), lambda: analysis.query_attention_layers(entry.trace, options.query))
+    query = options.query_token(entry.config.layout)
+    maps = entry.cached(("overview", query), lambda: analysis.query_attention_layers(entry.trace, query))
     return render.attention_overview(maps, options.selected)  # (L, h, rows, cols)
 
 

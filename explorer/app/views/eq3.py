@@ -31,7 +31,7 @@ def _eq3_text(entry, options):
 @view("eq3.norms", 3, "plot", "Token norms ‖z_ℓ‖ over the image, layer by layer")
 def _eq3_norms(entry, options):
     norms = entry.cached("token_norms", lambda: analysis.token_norms(entry.trace))
-    return render.token_norms(norms["z"], entry.config.grid)
+    return render.token_norms(norms["z"], entry.config.grid, entry.config.layout)
 
 
 @view("eq3.updates", 3, "plot", "How z'_ℓ and z_ℓ change layer by layer")
@@ -47,4 +47,5 @@ control("ln_which", 3, "radio", "Which LayerNorm", row="layernorm", props=dict(c
 
 @view("eq3.layernorm", 3, "plot", "LayerNorm's effect on the selected token", reads=("selected", "ln_layer", "ln_which"))
 def _eq3_layernorm(entry, options):
-    return render.layernorm_effect(*layernorm_pair(entry, options.ln_layer, options.ln_which), options.query)
+    return render.layernorm_effect(*layernorm_pair(entry, options.ln_layer, options.ln_which),
+                                   options.query_token(entry.config.layout))

@@ -102,7 +102,8 @@ def selection_text(entry, selected: int | None) -> str:
     if selected is None:
         return "Query: **the class token** (token 0). Click a patch to choose it instead."
     row, col = analysis.patch_position(int(selected), entry.config.grid)
-    return f"Query: **patch {selected}** (row {row}, column {col}; token {int(selected) + 1}). Click another patch, or go back to the class token."
+    token = entry.config.layout.patch_token(int(selected))
+    return f"Query: **patch {selected}** (row {row}, column {col}; token {token}). Click another patch, or go back to the class token."
 
 
 def _normalisation_text(entry) -> str:

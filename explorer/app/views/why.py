@@ -235,9 +235,10 @@ def _why_positions_scaled(entry, options):
     grid = (side // entry.config.patch_size,) * 2
 
     def compute():
+        layout = entry.config.layout
         E = explain.interpolate_position_embedding(entry.trace["embed.position_embedding"][None], entry.config.grid,
-                                                    grid)[0]  # (1, T, D) -> (T', D)
-        return analysis.position_similarity(E, grid)
+                                                    grid, layout)[0]  # (1, T, D) -> (T', D)
+        return analysis.position_similarity(E, grid, layout)
     return render.position_similarity(entry.cached(("scaled_similarity", side), compute))
 
 
