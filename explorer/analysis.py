@@ -253,10 +253,11 @@ def class_token_rollout(fused: Sequence[torch.Tensor] | torch.Tensor, layout: To
     Computed from the left, one row at a time (e_0ᵀ Â_L, then · Â_{L-1}, ...), without forming Â or R:
     r Â = u Ā + u with u_i = r_i / s_i, s_i = 1 + Σ_j Ā[i, j] the row sums of Ā + I."""
     last = fused[-1]  # (..., T, T)
-    row = last.new_zeros(*last.shape[:-2], 1, last.shape[-1])  # (..., 1, T)
-    layout.token(row, layout.require_query_token(), -1)[..., 0] = 1.0  # e_0: the class token (the pooled one)
+    row = last.new_zeros(*last.shape[:-2], last.shape[-1])  # (..., T)
+    layout.token(row, layout.require_query_token(), -1).fill_(1.0)  # e_0: the class token (the pooled one)
+    row = row.unsqueeze(-2)  # (..., 1, T)
     for l in reversed(range(len(fused))):
         u = row / (fused[l].sum(dim=-1) + 1.0).unsqueeze(-2)  # (..., 1, T)
         row = u @ fused[l] + u  # (..., 1, T) @ (..., T, T) -> (..., 1, T)
-    row = layout.patches(row[..., 0, :], -1)  # class token -> patches: (..., 1, T) -> (..., N)
+    row = layout.patches(row.squeeze(-2), -1)  # class token -> patches: (..., 1, T) -> (..., N)
     return row / row.amax(dim=-1, keepdim=True).clamp_min(1e-12)

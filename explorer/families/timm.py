@@ -4,15 +4,20 @@
 - `load_timm_folder(folder, hf_config, hub_id)`: a ModelBundle from timm's save_pretrained (config.json +
   model.safetensors), read with timm's own data config.
 
-A model the explorer's ViT (Eq. 1-4) would compute differently is refused with UnsupportedModel, one sentence saying
-why: no class token, pooling other than reading the class token (global average, attention pooling), register or
-distillation tokens, position embeddings that skip the class token (no_embed_class), layer scale, fc_norm, a norm
-before the blocks (pre_norm), qk_norm, other activations or norms, another block or patch-embedding type, and a model
-without a classification head (num_classes=0). What is the same computation is accepted: a layer without bias
-(qkv_bias=False, proj_bias=False) becomes a zero bias, and dynamic_img_size only matters at other sizes, which the
-explorer's ViT refuses anyway. A bare state dict says nothing of pooling, activation or LayerNorm epsilon: it is read
-as timm's default ViT (class-token pooling, exact GELU, eps 1e-6) and its features are checked by key. The number of
-heads is not in any weights: pass heads= or config=. timm is imported only by the functions that need it.
+The paper's descendants are taken as they are (explorer.config): DeiT's distillation token and second head
+(VisionTransformerDistilled), register tokens, position embeddings that skip the prefix tokens (no_embed_class: DeiT
+III, DINOv2 with registers), layer scale (ls1, ls2), a norm before the blocks (norm_pre: CLIP), global average pooling
+with or without a class token and with or without fc_norm (MAE fine-tunes), QuickGELU (OpenAI's CLIP) and no
+classifier (num_classes=0: a backbone, whose forward returns the pooled features).
+A model the explorer's ViT would compute differently is refused with UnsupportedModel, one sentence saying why:
+attention pooling (global_pool='map', SigLIP), pooling that includes the prefix tokens, qk_norm, other activations or
+norms, relative position bias or rotary embeddings (BEiT, timm's VisionTransformerRelPos, EVA: other classes),
+parallel or other blocks, a convolutional stem, no position embedding or no final norm. What is the same computation
+is accepted: a layer without bias (qkv_bias=False, proj_bias=False) becomes a zero bias, and dynamic_img_size only
+matters at other sizes, which the explorer's ViT refuses anyway. A bare state dict says nothing of pooling, activation
+or LayerNorm epsilon: it is read as timm's default ViT (class-token pooling where it has a class token, else the mean;
+mean with fc_norm where it has one; exact GELU, eps 1e-6), its tokens and layers by key. The number of heads is not in
+any weights: pass heads= or config=. timm is imported only by the functions that need it.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from ..common import reason
 from ..config import ViTConfig
 from ..deferred import deferred
 from ..images import _INTERPOLATIONS, Preprocessing
+from ..tokens import TokenLayout
 from ..weights import ModelBundle, WeightsUnavailable
 from .catalogue import paper_entry
 from .configs import UnsupportedModel, image_size, named, square, table_1_name
@@ -34,19 +40,27 @@ from .files import read_weights
 torch = deferred("torch")
 
 
-def _timm_key_table(depth: int) -> KeyTable:
-    """Our parameter name -> timm's VisionTransformer name (one source each: the layouts are the same)."""
+def _timm_key_table(config: ViTConfig) -> KeyTable:
+    """Our parameter name -> timm's VisionTransformer name (the layouts are the same). Eq. 4's LN is timm's norm, or
+    its fc_norm (after the mean; or on the class token, the same computation) where norm is an Identity."""
     names = {
         "class_token": "cls_token",
+        "distillation_token": "dist_token",
+        "register_tokens": "reg_token",
         "position_embedding": "pos_embed",
         "patch_embedding.projection.weight": "patch_embed.proj.weight",
         "patch_embedding.projection.bias": "patch_embed.proj.bias",
-        "norm.weight": "norm.weight",
-        "norm.bias": "norm.bias",
+        "norm_pre.weight": "norm_pre.weight",
+        "norm_pre.bias": "norm_pre.bias",
         "head.weight": "head.weight",
         "head.bias": "head.bias",
+        "head_distillation.weight": "head_dist.weight",
+        "head_distillation.bias": "head_dist.bias",
     }
-    for i in range(depth):
+    for i in range(config.depth):
+        names[f"blocks.{i}.gamma_1"] = f"blocks.{i}.ls1.gamma"
+        names[f"blocks.{i}.gamma_2"] = f"blocks.{i}.ls2.gamma"
+    for i in range(config.depth):
         ours, theirs = f"blocks.{i}.", f"blocks.{i}."
         for p in ("weight", "bias"):
             names[ours + f"norm_1.{p}"] = theirs + f"norm1.{p}"
@@ -56,39 +70,39 @@ def _timm_key_table(depth: int) -> KeyTable:
             names[ours + f"norm_2.{p}"] = theirs + f"norm2.{p}"
             names[ours + f"mlp.fc1.{p}"] = theirs + f"mlp.fc1.{p}"
             names[ours + f"mlp.fc2.{p}"] = theirs + f"mlp.fc2.{p}"
-    return {ours: (theirs,) for ours, theirs in names.items()}
+    table: KeyTable = {ours: (theirs,) for ours, theirs in names.items()}
+    table["norm.weight"], table["norm.bias"] = ("norm.weight", "fc_norm.weight"), ("norm.bias", "fc_norm.bias")
+    return {ours: sources for ours, sources in table.items() if ours in _parameter_names(config)}
+
+
+def _parameter_names(config: ViTConfig) -> set[str]:
+    """The parameter names of ViT(config), from a model on the meta device (no memory, no initialisation)."""
+    from ..model import ViT
+
+    with torch.device("meta"):
+        return set(ViT(config).state_dict())
 
 
 # Why a timm ViT feature can't be represented, one clause each (used for modules and for state dicts alike).
 _TIMM_WHY = {
     "no_class_token": "it has no class token (class_token=False), so there is no z_L^0 for Eq. 4 to read",
-    "pooling": "it pools the tokens with global_pool={!r} instead of reading the class token as Eq. 4 does",
-    "reg_tokens": "it has register tokens (reg_tokens > 0), extra tokens that Eq. 1 does not have",
-    "distilled": "it has a distillation token and head (DeiT distilled), which Eq. 1 and Eq. 4 do not have",
-    "no_embed_class": "its position embedding skips the class token (no_embed_class=True), unlike E_pos in Eq. 1",
+    "pooling": "it pools the tokens with global_pool={!r}, neither the class token nor the mean of the patch tokens",
+    "pool_prefix": "its mean pooling includes the prefix tokens (pool_include_prefix=True), not the patches alone",
     "no_pos_embed": "it has no learned position embedding (pos_embed='none'), which Eq. 1 adds",
-    "fc_norm": "it normalises the pooled output (fc_norm) instead of the class token's LN of Eq. 4",
     "no_final_norm": "it has no final LayerNorm (final_norm=False), which Eq. 4 applies",
-    "pre_norm": "it normalises the embeddings before the first block (pre_norm, as CLIP does), which Eq. 1 does not",
-    "attn_pool": "it pools with attention (global_pool='map'), not by reading the class token as Eq. 4 does",
-    "layer_scale": "it scales each residual branch (layer scale, init_values), which Eq. 2 and Eq. 3 do not",
+    "attn_pool": "it pools with attention (global_pool='map', as SigLIP does), not by reading the class token or the "
+                 "mean as Eq. 4 does",
     "qk_norm": "it normalises queries and keys (qk_norm), which the paper's attention does not",
     "attn_norm": "it normalises the attention output before its projection (scale_attn_norm), which Eq. 2 does not",
     "mlp_norm": "it normalises inside the MLP (scale_mlp_norm), which Eq. 3 does not",
     "gate": "it gates the attention output, which Eq. 2 does not",
     "patch_norm": "it normalises the patch embeddings, which Eq. 1 does not",
     "hybrid": "it has a convolutional stem (a hybrid ViT), not the linear patch embedding of Eq. 1",
-    "no_head": "it has no classification head (num_classes=0), and the explorer shows class probabilities",
 }
 
 # Key patterns in a timm state dict -> the feature they reveal.
 _TIMM_KEY_FEATURES = (
-    (r"reg_token", "reg_tokens"),
-    (r"dist_token|head_dist\.", "distilled"),
-    (r"fc_norm\.", "fc_norm"),
-    (r"norm_pre\.", "pre_norm"),
     (r"attn_pool\.", "attn_pool"),
-    (r"blocks\.\d+\.ls[12]\.", "layer_scale"),
     (r"blocks\.\d+\.attn\.[qk]_norm\.", "qk_norm"),
     (r"blocks\.\d+\.attn\.norm\.", "attn_norm"),
     (r"blocks\.\d+\.mlp\.norm\.", "mlp_norm"),
@@ -110,53 +124,59 @@ def refuse_timm_keys(state_dict) -> None:
 
 
 def config_from_timm_model(model, name: str = "") -> ViTConfig:
-    """The config of a timm VisionTransformer (any device, meta too); UnsupportedModel for what Eq. 1-4 don't
-    compute."""
+    """The config of a timm VisionTransformer (any device, meta too); UnsupportedModel for what the explorer's ViT
+    doesn't compute."""
     from torch import nn
-    from timm.layers import Attention, LayerNorm, Mlp, PatchEmbed
+    from timm.layers import Attention, LayerNorm, LayerScale, Mlp, PatchEmbed
     from timm.layers.activations import GELU as TimmGELU
+    from timm.layers.activations import QuickGELU
+    from timm.models.deit import VisionTransformerDistilled
     from timm.models.vision_transformer import Block, VisionTransformer
 
     kind = type(model).__name__
-    if "Distilled" in kind:
-        raise _refuse_timm("distilled")
-    if type(model) is not VisionTransformer:
-        raise UnsupportedModel(f"timm's {kind} is not the plain VisionTransformer of the paper, so the explorer "
-                               f"can't show it faithfully.")
-    if model.cls_token is None:
-        raise _refuse_timm("no_class_token")
-    if model.num_reg_tokens:
-        raise _refuse_timm("reg_tokens")
+    distilled = type(model) is VisionTransformerDistilled
+    if type(model) is not VisionTransformer and not distilled:
+        raise UnsupportedModel(f"timm's {kind} is not the plain VisionTransformer of the paper (nor DeiT's distilled "
+                               f"one), so the explorer can't show it faithfully.")
     if model.pos_embed is None:
         raise _refuse_timm("no_pos_embed")
-    if model.no_embed_class:
-        raise _refuse_timm("no_embed_class")
     if model.attn_pool is not None:
         raise _refuse_timm("attn_pool")
-    if model.global_pool != "token":
+    if model.global_pool not in ("token", "avg"):
         raise _refuse_timm("pooling", model.global_pool)
-    if not isinstance(model.norm_pre, nn.Identity):
-        raise _refuse_timm("pre_norm")
-    if not isinstance(model.fc_norm, nn.Identity):
-        raise _refuse_timm("fc_norm")
-    if not isinstance(model.head, nn.Linear):
-        raise _refuse_timm("no_head")
+    if model.global_pool == "avg" and model.pool_include_prefix:
+        raise _refuse_timm("pool_prefix")
+    if model.cls_token is None and model.global_pool == "token":
+        raise _refuse_timm("no_class_token")
     patch_embed = model.patch_embed
     if type(patch_embed) is not PatchEmbed or not isinstance(patch_embed.proj, nn.Conv2d):
         raise _refuse_timm("hybrid")
     if not isinstance(patch_embed.norm, nn.Identity):
         raise _refuse_timm("patch_norm")
-    if isinstance(model.norm, nn.Identity):
+    # Eq. 4's LN: timm's norm (on every token), or its fc_norm (after pooling) where norm is an Identity.
+    final = model.fc_norm if isinstance(model.norm, nn.Identity) else model.norm
+    if isinstance(final, nn.Identity):
         raise _refuse_timm("no_final_norm")
-    if not _is_layer_norm(model.norm, nn, LayerNorm):
-        raise UnsupportedModel(f"Its final norm is {type(model.norm).__name__}, not the LayerNorm of Eq. 4, so the "
+    if not isinstance(model.fc_norm, nn.Identity) and final is not model.fc_norm:
+        raise UnsupportedModel("It normalises both every token and the pooled output (norm and fc_norm), two LNs "
+                               "where Eq. 4 has one, so the explorer can't show this model faithfully.")
+    if not _is_layer_norm(final, nn, LayerNorm):
+        raise UnsupportedModel(f"Its final norm is {type(final).__name__}, not the LayerNorm of Eq. 4, so the "
+                               f"explorer can't show this model faithfully.")
+    eps, D = final.eps, model.embed_dim
+    pre_norm = not isinstance(model.norm_pre, nn.Identity)
+    if pre_norm and (not _is_layer_norm(model.norm_pre, nn, LayerNorm) or model.norm_pre.eps != eps):
+        raise UnsupportedModel(f"Its norm before the blocks is {type(model.norm_pre).__name__}, not the LayerNorm "
+                               f"(eps {eps}) of its final norm, so the explorer can't show this model faithfully.")
+    if not isinstance(model.head, (nn.Linear, nn.Identity)):
+        raise UnsupportedModel(f"Its head is {type(model.head).__name__}, not the linear head of Eq. 4, so the "
                                f"explorer can't show this model faithfully.")
     P = square(patch_embed.patch_size, "patch size")
     projection = patch_embed.proj
     if projection.kernel_size != (P, P) or projection.stride != (P, P) or projection.padding != (0, 0):
         raise _refuse_timm("hybrid")
-    eps, D = model.norm.eps, model.embed_dim
     heads = {block.attn.num_heads for block in model.blocks if hasattr(block, "attn")}
+    scaled, activations = set(), set()
     for block in model.blocks:
         if type(block) is not Block:
             raise UnsupportedModel(f"timm's {type(block).__name__} blocks are not the pre-norm blocks of Eq. 2 and "
@@ -166,8 +186,10 @@ def config_from_timm_model(model, name: str = "") -> ViTConfig:
             other = type(attn).__name__ if type(attn) is not Attention else type(mlp).__name__
             raise UnsupportedModel(f"timm's {other} is not the attention and MLP of Eq. 2 and Eq. 3, so the explorer "
                                    f"can't show this model faithfully.")
-        if not (isinstance(block.ls1, nn.Identity) and isinstance(block.ls2, nn.Identity)):
-            raise _refuse_timm("layer_scale")
+        scaled.update(type(ls) is LayerScale for ls in (block.ls1, block.ls2))
+        if not all(type(ls) in (LayerScale, nn.Identity) for ls in (block.ls1, block.ls2)) or len(scaled) > 1:
+            raise UnsupportedModel("Its blocks scale their residual branches in another way than layer scale on "
+                                   "every branch, so the explorer can't show this model faithfully.")
         if not (isinstance(attn.q_norm, nn.Identity) and isinstance(attn.k_norm, nn.Identity)):
             raise _refuse_timm("qk_norm")
         if not isinstance(attn.norm, nn.Identity):
@@ -180,18 +202,28 @@ def config_from_timm_model(model, name: str = "") -> ViTConfig:
             raise UnsupportedModel(f"Its attention has {attn.num_heads} heads of {attn.head_dim}, not D={D} split "
                                    f"evenly as in the paper, so the explorer can't show this model faithfully.")
         act = mlp.act
-        if not ((type(act) is nn.GELU and act.approximate == "none") or type(act) is TimmGELU):
-            raise UnsupportedModel(f"Its MLP uses {type(act).__name__}, not the exact GELU of the paper, so the "
-                                   f"explorer can't show this model faithfully.")
+        if (type(act) is nn.GELU and act.approximate == "none") or type(act) is TimmGELU:
+            activations.add("gelu")
+        elif type(act) is QuickGELU:
+            activations.add("quick_gelu")
+        else:
+            raise UnsupportedModel(f"Its MLP uses {type(act).__name__}, not the exact GELU of the paper (or CLIP's "
+                                   f"QuickGELU), so the explorer can't show this model faithfully.")
         for norm in (block.norm1, block.norm2):
             if not _is_layer_norm(norm, nn, LayerNorm) or norm.eps != eps:
                 raise UnsupportedModel(f"Its blocks use {type(norm).__name__} (eps {getattr(norm, 'eps', '?')}), "
                                        f"not the LayerNorm (eps {eps}) of its final norm, so the explorer can't show "
                                        f"this model faithfully.")
+    prefix = (model.cls_token is not None) + distilled + model.num_reg_tokens
     return named(ViTConfig(
         image_size=image_size(patch_embed.img_size), patch_size=P, channels=patch_embed.proj.in_channels,
         hidden_dim=D, depth=len(model.blocks), heads=heads.pop(), mlp_dim=model.blocks[0].mlp.fc1.out_features,
-        num_classes=model.head.out_features, layer_norm_eps=eps,
+        num_classes=model.head.out_features if isinstance(model.head, nn.Linear) else 0, layer_norm_eps=eps,
+        class_token=model.cls_token is not None, distillation_token=distilled, register_tokens=model.num_reg_tokens,
+        position_covers="patches" if model.no_embed_class and prefix else "all", layer_scale=scaled == {True},
+        pre_norm=pre_norm, activation=activations.pop() if len(activations) == 1 else "mixed",
+        pooling="class_and_distillation" if distilled else "class" if model.global_pool == "token" else "mean",
+        fc_norm=final is model.fc_norm and model.global_pool == "avg",
     ), name)
 
 
@@ -203,34 +235,42 @@ def _is_layer_norm(norm, nn, timm_layer_norm) -> bool:
 
 def config_from_timm_state_dict(state_dict: dict[str, torch.Tensor], heads: int, name: str = "",
                                 layer_norm_eps: float = 1e-6) -> ViTConfig:
-    """The config of a timm VisionTransformer from its state dict's shapes; `heads` is not in the weights."""
+    """The config of a timm VisionTransformer from its state dict's keys and shapes; `heads` is not in the weights.
+    Its tokens, layer scale, norm_pre, fc_norm and heads come from the keys; pooling is read as timm's default for
+    them (the class token; the mean of the patches without one, or with fc_norm); E_pos covers the prefix tokens
+    unless its rows say otherwise (no_embed_class)."""
     if "patch_embed.proj.weight" not in state_dict or "blocks.0.mlp.fc1.weight" not in state_dict:
         raise ValueError("Not a timm VisionTransformer state dict: it lacks patch_embed.proj.weight or "
                          "blocks.0.mlp.fc1.weight.")
-    if "cls_token" not in state_dict:
-        raise _refuse_timm("no_class_token")
     refuse_timm_keys(state_dict)
     if "pos_embed" not in state_dict:
         raise _refuse_timm("no_pos_embed")
-    if "head.weight" not in state_dict:
-        raise _refuse_timm("no_head")
-    if "norm.weight" not in state_dict:
+    if "norm.weight" not in state_dict and "fc_norm.weight" not in state_dict:
         raise _refuse_timm("no_final_norm")
     D, C, P, P2 = state_dict["patch_embed.proj.weight"].shape
     if P != P2:
         raise UnsupportedModel(f"The model's patch size is {P}x{P2}; the explorer's ViT needs square patches.")
-    T = state_dict["pos_embed"].shape[1]
-    side = int(round(math.sqrt(T - 1)))
-    if side * side != T - 1:
-        if round(math.sqrt(T)) ** 2 == T:
-            raise _refuse_timm("no_embed_class")
-        raise ValueError(f"A position embedding of {T} tokens is not a square grid plus a class token; pass config= "
-                         f"for a non-square image.")
+    class_token, distilled = "cls_token" in state_dict, "dist_token" in state_dict
+    registers = state_dict["reg_token"].shape[1] if "reg_token" in state_dict else 0
+    layout = TokenLayout(("CLS",) * class_token + ("DIST",) * distilled + ("REG",) * registers)
+    rows = state_dict["pos_embed"].shape[1]
+    covers = next((covers for covers, covered in (("all", layout.num_prefix), ("patches", 0))
+                   if rows >= covered and round(math.sqrt(rows - covered)) ** 2 == rows - covered), None)
+    if covers is None:
+        raise ValueError(f"A position embedding of {rows} rows is not a square grid (with or without the "
+                         f"{layout.num_prefix} prefix tokens); pass config= for a non-square image.")
+    side = round(math.sqrt(rows - (layout.num_prefix if covers == "all" else 0)))
+    fc_norm = "fc_norm.weight" in state_dict
     depth = 1 + max(int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k)))
     return named(ViTConfig(
         image_size=side * P, patch_size=P, channels=C, hidden_dim=D, depth=depth, heads=heads,
-        mlp_dim=state_dict["blocks.0.mlp.fc1.weight"].shape[0], num_classes=state_dict["head.weight"].shape[0],
-        layer_norm_eps=layer_norm_eps,
+        mlp_dim=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
+        num_classes=state_dict["head.weight"].shape[0] if "head.weight" in state_dict else 0,
+        layer_norm_eps=layer_norm_eps, class_token=class_token, distillation_token=distilled,
+        register_tokens=registers, position_covers=covers if layout.num_prefix else "all",
+        layer_scale="blocks.0.ls1.gamma" in state_dict, pre_norm="norm_pre.weight" in state_dict,
+        pooling="class_and_distillation" if distilled else "class" if class_token and not fc_norm else "mean",
+        fc_norm=fc_norm,
     ), name)
 
 
@@ -270,7 +310,7 @@ def from_timm(model_or_state_dict, config: ViTConfig | None = None, *, heads: in
         else:
             refuse_timm_keys(state_dict)
     zero = _timm_bias_free(state_dict, config.depth)
-    return convert(state_dict, _timm_key_table(config.depth), config, "timm", zero=zero, copy=copy)
+    return convert(state_dict, _timm_key_table(config), config, "timm", zero=zero, copy=copy)
 
 
 def preprocessing_from_timm(data_config: dict, channels: int = 3) -> Preprocessing:
@@ -317,9 +357,11 @@ def load_timm_folder(folder: Path, hf_config: dict, hub_id: str | None, where: s
                                f"({reason(error)}), so the explorer can't read it.") from None
     config = config_from_timm_model(skeleton)
     state_dict = read_weights(folder)
-    zero = frozenset(ours for ours, (theirs,) in _timm_key_table(config.depth).items()
-                     if ours.endswith(".bias") and _timm_param(skeleton, theirs) is None)
-    model = convert(state_dict, _timm_key_table(config.depth), config, "timm", zero=zero, copy=False)
+    table = _timm_key_table(config)
+    zero = frozenset(ours for ours, (theirs, *_) in table.items()
+                     if ours.endswith(".bias") and ours.startswith("blocks.") and _timm_param(skeleton, theirs) is None)
+    zero |= {"patch_embedding.projection.bias"} if skeleton.patch_embed.proj.bias is None else set()
+    model = convert(state_dict, table, config, "timm", zero=zero, copy=False)
     pretrained_cfg = getattr(skeleton, "pretrained_cfg", {}) or {}
     tag = pretrained_cfg.get("tag")
     label = hub_id or folder.name

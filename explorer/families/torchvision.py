@@ -11,6 +11,7 @@ import re
 
 from ..config import ViTConfig
 from ..deferred import deferred
+from ..tokens import TokenLayout
 from .engine import KeyTable, convert
 
 # Imported when first used (explorer/deferred.py): explorer.weights imports this module for the app's menu.
@@ -57,10 +58,10 @@ def config_from_torchvision(state_dict: dict[str, torch.Tensor], heads: int | No
     if missing:
         raise ValueError(f"Not a torchvision ViT state dict: missing {missing}.")
     D, C, P, _ = state_dict["conv_proj.weight"].shape
-    T = state_dict["encoder.pos_embedding"].shape[1]
-    side = int(round((T - 1) ** 0.5))
-    if side * side != T - 1:
-        raise ValueError(f"Position embedding of {T} tokens is not a square grid plus a class token.")
+    N = state_dict["encoder.pos_embedding"].shape[1] - TokenLayout().num_prefix  # the class token, then N patches
+    side = int(round(N ** 0.5))
+    if side * side != N:
+        raise ValueError(f"Position embedding of {N} + 1 tokens is not a square grid plus a class token.")
     layers = {int(m.group(1)) for k in state_dict if (m := re.match(r"encoder\.layers\.encoder_layer_(\d+)\.", k))}
     depth = max(layers) + 1 if layers else 0  # a missing layer then fails as a missing key, by name
     mlp_key = next((k for k in state_dict if re.fullmatch(r"encoder\.layers\.encoder_layer_0\.mlp\.(0|linear_1)\.weight", k)), None)
