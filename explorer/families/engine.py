@@ -1,7 +1,8 @@
 """The one conversion engine: another library's ViT weights into an explorer.ViT, by a key table given as data.
 
 A key table maps each of our parameter names to its sources, newest layout first. A source is one tensor name
-(copied as is) or a tuple of names concatenated along dim 0 (three Linear layers' [W_q; W_k; W_v]: (3D, D), the
+(copied as is; a tensor that lacks only leading dimensions of 1, as CLIP's class embedding (D,) for our (1, 1, D), is
+viewed with them) or a tuple of names concatenated along dim 0 (three Linear layers' [W_q; W_k; W_v]: (3D, D), the
 layout of our qkv). torchvision's, timm's and transformers' tables live in explorer.families.torchvision, .timm
 and .transformers: each is data, and `convert` is the only code that applies one.
 
@@ -53,6 +54,9 @@ def convert(state_dict: dict[str, torch.Tensor], table: KeyTable, config: ViTCon
             raise ValueError(f"The {family} weights lack {_names(sources[0])[0]} (needed for {our_key}).")
         parts = [state_dict[k].detach() for k in names]
         tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)  # e.g. [W_q; W_k; W_v]: (3D, D)
+        leading = expected.dim() - tensor.dim()
+        if leading > 0 and tuple(expected.shape) == (1,) * leading + tuple(tensor.shape):
+            tensor = tensor.reshape(expected.shape)  # e.g. (D,) -> (1, 1, D): the same numbers
         if tensor.shape != expected.shape:
             raise ValueError(f"The {family} tensor {'+'.join(names)} has shape {tuple(tensor.shape)}; expected "
                              f"{tuple(expected.shape)}.")
