@@ -147,17 +147,11 @@ def test_from_timm_copies_and_checks_the_state_dict():
 # timm: what is refused, with the reason
 
 TIMM_REFUSALS = [  # (VisionTransformer arguments, a word of the reason for the model, for its state dict or None)
-    (dict(class_token=False, global_pool="avg"), "class token", "class token"),
-    (dict(global_pool="avg"), "global_pool='avg'", "fc_norm"),
-    (dict(reg_tokens=4), "register tokens", "register tokens"),
-    (dict(no_embed_class=True), "no_embed_class", "no_embed_class"),
-    (dict(init_values=1e-5), "layer scale", "layer scale"),
-    (dict(fc_norm=True), "fc_norm", "fc_norm"),
-    (dict(pre_norm=True), "pre_norm", "pre_norm"),
     (dict(qk_norm=True), "qk_norm", "qk_norm"),
+    (dict(global_pool="avg", pool_include_prefix=True), "pool_include_prefix", None),
+    (dict(global_pool="max"), "global_pool='max'", None),
     (dict(final_norm=False), "final LayerNorm", "final LayerNorm"),
     (dict(global_pool="map"), "global_pool='map'", "global_pool='map'"),
-    (dict(num_classes=0), "classification head", "classification head"),
     (dict(pos_embed="none"), "position embedding", "position embedding"),
     (dict(act_layer="gelu_tanh"), "GELUTanh", None),  # a bare state dict can't say its activation
     (dict(block_fn=ResPostBlock), "pre-norm", None),  # nor where its norms sit
@@ -181,9 +175,12 @@ def test_timm_models_the_explorer_cannot_represent_are_refused(kwargs, word, wor
 
 
 @pytest.mark.parametrize("architecture,word", [
-    ("deit_tiny_distilled_patch16_224", "distillation token"),
-    ("vit_relpos_base_patch16_224", "VisionTransformerRelPos"),
-    ("vit_base_patch16_reg4_gap_256", "class token"),
+    ("vit_relpos_base_patch16_224", "relative position bias"),
+    ("beit_base_patch16_224", "relative position bias"),
+    ("eva02_tiny_patch14_224", "rotary embeddings"),
+    ("vit_base_patch16_siglip_224", "global_pool='map'"),
+    ("vit_small_patch16_18x2_224", "side by side"),
+    ("vit_base_r50_s16_224", "convolutional stem"),
 ])
 def test_other_timm_vit_classes_are_refused(architecture, word):
     model = timm.create_model(architecture, pretrained=False, device="meta")  # no memory, no weights: shapes only
@@ -244,7 +241,13 @@ def test_transformers_models_the_explorer_cannot_represent_are_refused(tmp_path)
     hf_model(**small).save_pretrained(tmp_path / "deit")
     config = json.loads((tmp_path / "deit" / "config.json").read_text())
     (tmp_path / "deit" / "config.json").write_text(json.dumps({**config, "model_type": "deit"}))
-    cases.append((lambda: load(tmp_path / "deit"), "'deit'"))
+    cases.append((lambda: load(tmp_path / "deit"), "not a DeiTForImageClassificationWithTeacher"))
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    dinov2 = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
+    cases.append((lambda: from_transformers(Dinov2ForImageClassification(Dinov2Config(**dinov2))), "not a Dinov2Model"))
+    cases.append((lambda: from_transformers(transformers.Dinov2Model(Dinov2Config(**dinov2, use_swiglu_ffn=True))),
+                  "SwiGLU"))
     for call, word in cases:
         with pytest.raises(UnsupportedModel) as refused:
             call()

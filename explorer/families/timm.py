@@ -100,6 +100,17 @@ _TIMM_WHY = {
     "hybrid": "it has a convolutional stem (a hybrid ViT), not the linear patch embedding of Eq. 1",
 }
 
+# timm classes (models, blocks) that compute what Eq. 1-4 don't, and why, in a clause each.
+_RELATIVE = "it adds a learned relative position bias to the attention scores, which Eq. 2's softmax does not have"
+_PARALLEL = "its blocks run attention and the MLP side by side on the same input, not Eq. 2 then Eq. 3"
+_TIMM_CLASS_WHY = {
+    "Beit": _RELATIVE + " (BEiT)",
+    "VisionTransformerRelPos": _RELATIVE + " (timm's relpos ViT)",
+    "Eva": "it rotates queries and keys by their positions (rotary embeddings, EVA-02), which Eq. 2 does not",
+    "ParallelThingsBlock": _PARALLEL,
+    "ParallelScalingBlock": _PARALLEL,
+}
+
 # Key patterns in a timm state dict -> the feature they reveal.
 _TIMM_KEY_FEATURES = (
     (r"attn_pool\.", "attn_pool"),
@@ -135,6 +146,8 @@ def config_from_timm_model(model, name: str = "") -> ViTConfig:
 
     kind = type(model).__name__
     distilled = type(model) is VisionTransformerDistilled
+    if kind in _TIMM_CLASS_WHY:
+        raise UnsupportedModel(f"This timm {kind} can't be shown faithfully: {_TIMM_CLASS_WHY[kind]}.")
     if type(model) is not VisionTransformer and not distilled:
         raise UnsupportedModel(f"timm's {kind} is not the plain VisionTransformer of the paper (nor DeiT's distilled "
                                f"one), so the explorer can't show it faithfully.")
@@ -178,6 +191,8 @@ def config_from_timm_model(model, name: str = "") -> ViTConfig:
     heads = {block.attn.num_heads for block in model.blocks if hasattr(block, "attn")}
     scaled, activations = set(), set()
     for block in model.blocks:
+        if type(block).__name__ in _TIMM_CLASS_WHY:
+            raise UnsupportedModel(f"This timm ViT can't be shown faithfully: {_TIMM_CLASS_WHY[type(block).__name__]}.")
         if type(block) is not Block:
             raise UnsupportedModel(f"timm's {type(block).__name__} blocks are not the pre-norm blocks of Eq. 2 and "
                                    f"Eq. 3, so the explorer can't show this model faithfully.")
