@@ -68,9 +68,10 @@ def models(tmp_path_factory):
     (root / "only_pickle").mkdir()
     (root / "only_pickle" / "config.json").write_bytes((root / "hf_vit" / "config.json").read_bytes())
     (root / "only_pickle" / "pytorch_model.bin").write_bytes(b"never unpickled")
-    (root / "deit").mkdir()
-    (root / "deit" / "config.json").write_text(json.dumps({"model_type": "deit"}))
-    (root / "deit" / "model.safetensors").write_bytes(b"")
+    for name, model_type in (("beit", "beit"), ("dinov2", "dinov2")):  # a model type not read; a backbone
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(json.dumps({"model_type": model_type}))
+        (root / name / "model.safetensors").write_bytes(b"")
     (root / "no_config").mkdir()
     (root / ".cache").mkdir()
     return root, {"hf_vit": hf_reference, "timm_vit": timm_reference}
@@ -122,8 +123,9 @@ def test_the_menu_offers_the_papers_checkpoints_by_hub_id_and_the_users_folders(
     assert "timm vit_base_patch16_224" in folders["timm_vit"].description
     assert registry.resolve("hf_vit") is folders["hf_vit"]
     problems = {p.split(" ", 1)[0]: p for p in registry.problems}
-    assert set(problems) >= {"only_pickle", "deit", "no_config"} and ".cache" not in problems
-    assert "pickle" in problems["only_pickle"] and "'deit'" in problems["deit"]
+    assert set(problems) >= {"only_pickle", "beit", "dinov2", "no_config"} and ".cache" not in problems
+    assert "pickle" in problems["only_pickle"] and "'beit'" in problems["beit"]
+    assert "without a classifier" in problems["dinov2"]
     assert "config.json" in problems["no_config"]
     assert all(one_sentence(p) for p in registry.problems), registry.problems
 

@@ -234,15 +234,25 @@ def _describe_folder(folder: Path) -> tuple[str, str]:
                                      f"timm package (pip install timm).")
         size = (hf_config.get("pretrained_cfg") or {}).get("input_size") or []
         classes = hf_config.get("num_classes")
+        if classes == 0:
+            raise _backbone()
         return "", (f"your timm {hf_config['architecture']}" + (f", {size[-1]}px" if len(size) == 3 else "")
                     + (f", {classes} classes" if classes else ""))
     if "model_type" in hf_config:  # transformers' save_pretrained; checked here as load() will, without transformers
         config = config_from_transformers(hf_config)
+        if not config.has_classifier:
+            raise _backbone()
         processor = folder / "preprocessor_config.json"
         preprocessing_from_transformers(_read_json(processor) if processor.is_file() else None, config)
         return config.name, f"your transformers {config.name}, {config.image_hw[0]}px, {config.num_classes} classes"
     raise WeightsUnavailable("its config.json is neither timm's nor transformers' (it has no 'architecture' or "
                              "'model_type').")
+
+
+def _backbone() -> WeightsUnavailable:
+    """The app's steps 4 and 5 read class probabilities, which a backbone (DINOv2, CLIP's image tower) has none of."""
+    return WeightsUnavailable("it is a backbone without a classifier (such as DINOv2 or CLIP's image tower), and the "
+                              "app's steps read class probabilities; explorer.load reads it in Python.")
 
 
 def _random_specs() -> list[ModelSpec]:
@@ -387,6 +397,8 @@ class ModelRegistry:
         def load() -> ModelBundle:
             progress(0.05, desc=f"Loading {spec.label}…")
             bundle = self._load(spec)
+            if not bundle.model.config.has_classifier:
+                raise _backbone()
             bundle.model.to(self.device).eval()
             with self._lock:
                 self.loads += 1
