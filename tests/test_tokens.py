@@ -191,3 +191,27 @@ def test_the_fashion_checkpoint_gives_the_logits_it_gave_before():
     with torch.no_grad():
         for logits in (model(FASHION_INPUT), model(FASHION_INPUT, record={})):
             assert (logits[0] - torch.tensor(FASHION_LOGITS)).abs().max() < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The page's words and figures list the real tokens
+
+def test_eq1_words_and_figures_show_the_real_sequence():
+    from explorer import render
+    from explorer.app.text import equation, explanation
+
+    config = CONFIGS["ViT-B/16"].replace(image_size=256, register_tokens=4, position_covers="class_and_patches")
+    assert "T = 1 + 4 + 256 = 261 rows" in explanation(1, config)
+    assert "not the registers" in explanation(1, config)
+    assert "x_\\text{reg}^{1..4}" in equation(1, config) and "\\mathbb{R}^{257 \\times 768}" in equation(1, config)
+    deit = CONFIGS["ViT-Tiny-Test/8"].replace(distillation_token=True, pooling="class_and_distillation")
+    assert "T = 1 + 1 + 16 = 18 rows" in explanation(1, deit)
+    layout = config.layout
+    sequence = render.patch_sequence(np.zeros((256, 16, 16, 3), dtype=np.float32), selected=0, layout=layout)
+    assert "T = 1 + 4 + N = 261 tokens" in sequence.layout.title.text
+    weights = np.full((layout.T, layout.T), 1 / layout.T, dtype=np.float32)
+    matrix = render.attention_matrix(weights, config.grid, "A", layout)
+    assert list(matrix.data[0].x[:6]) == ["cls", "reg1", "reg2", "reg3", "reg4", "patch 0 (0,0)"]
+    norms = render.token_norms(np.ones((3, layout.T), dtype=np.float32), config.grid, layout)
+    assert [trace.name for trace in norms.data if trace.name and "token" in trace.name][:2] == ["class token",
+                                                                                                  "REG1 token"]

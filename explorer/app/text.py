@@ -22,6 +22,42 @@ def sizes(config: ViTConfig) -> dict[str, int]:
     }
 
 
+def _prefix_tex(config: ViTConfig) -> str:
+    """Eq. 1's prefix tokens in LaTeX, each followed by a separator: x_class; x_dist; x_reg^1..k;"""
+    layout = config.layout
+    parts = [{"CLS": "x_\\text{class}", "DIST": "x_\\text{dist}"}[label] for label in layout.prefix_labels
+             if label in ("CLS", "DIST")]
+    if layout.num_registers:
+        parts.append(f"x_\\text{{reg}}^{{1..{layout.num_registers}}}")
+    return "".join(part + ";\\; " for part in parts)
+
+
+def _position_rows_tex(config: ViTConfig) -> str:
+    """E_pos's rows in the paper's letters: T when it covers every token, else what it covers."""
+    layout = config.layout
+    covered = len(layout.position_tokens) - config.num_patches
+    return "T" if len(layout.position_tokens) == layout.T else f"({covered} + N)" if covered else "N"
+
+
+def _prefix_words(config: ViTConfig) -> str:
+    """What Eq. 1 puts in front of the patches and where E_pos goes, in words, with this model's numbers."""
+    layout, N, T = config.layout, config.num_patches, config.seq_len
+    if layout.prefix_labels == ("CLS",) and layout.position_covers == "all":  # the paper's words
+        return (f"A learned class token is put in front (T = N + 1 = {T} rows) and a learned position embedding is "
+                f"added to every row.")
+    names = {"CLS": "a learned class token", "DIST": "a distillation token (DeiT's second head reads it)"}
+    tokens = [names[label] for label in layout.prefix_labels if label in names]
+    if layout.num_registers:
+        tokens.append(f"{layout.num_registers} register tokens (REG1..REG{layout.num_registers}, read by no head)")
+    counts = " + ".join(["1"] * (layout.num_prefix - layout.num_registers)  # the class and distillation tokens
+                        + [str(layout.num_registers)] * bool(layout.num_registers) + [str(N)])
+    front = (f"In front of the patches go {', '.join(tokens)}: T = {counts} = {T} rows. " if tokens
+             else f"No token is put in front of the patches: T = N = {T} rows. ")
+    where = {"all": "every row", "class_and_patches": "the class token and the patches (not the registers)",
+             "patches": "the patches only"}[layout.position_covers]
+    return front + f"A learned position embedding is added to {where}."
+
+
 def equation(step: int, config: ViTConfig) -> str:
     """The step's equation in LaTeX ($$...$$) with this model's sizes."""
     s = sizes(config)
@@ -29,9 +65,10 @@ def equation(step: int, config: ViTConfig) -> str:
         return (f"$$x \\in \\mathbb{{R}}^{{H \\times W \\times C}} = \\mathbb{{R}}^{{{s['H']} \\times {s['W']} \\times "
                 f"{s['C']}}}, \\qquad \\hat x_c = \\frac{{x_c - \\mu_c}}{{\\sigma_c}}$$")
     if step == 1:
-        return (f"$$z_0 = [\\,x_\\text{{class}};\\; x_p^1 E;\\; x_p^2 E;\\; \\dots;\\; x_p^{{{s['N']}}} E\\,] + E_{{pos}},"
+        return (f"$$z_0 = [\\,{_prefix_tex(config)}x_p^1 E;\\; x_p^2 E;\\; \\dots;\\; x_p^{{{s['N']}}} E\\,] + E_{{pos}},"
                 f"\\qquad E \\in \\mathbb{{R}}^{{(P^2 C) \\times D}} = \\mathbb{{R}}^{{{s['patch_dim']} \\times {s['D']}}},"
-                f"\\quad E_{{pos}} \\in \\mathbb{{R}}^{{T \\times D}} = \\mathbb{{R}}^{{{s['T']} \\times {s['D']}}}$$")
+                f"\\quad E_{{pos}} \\in \\mathbb{{R}}^{{{_position_rows_tex(config)} \\times D}} = "
+                f"\\mathbb{{R}}^{{{len(config.layout.position_tokens)} \\times {s['D']}}}$$")
     if step == 2:
         return (f"$$z'_\\ell = \\mathrm{{MSA}}(\\mathrm{{LN}}(z_{{\\ell-1}})) + z_{{\\ell-1}},\\quad \\ell = 1 \\dots {s['L']},"
                 f"\\qquad A = \\mathrm{{softmax}}\\!\\left(\\frac{{q k^\\top}}{{\\sqrt{{D_h}}}}\\right) \\in "
@@ -74,8 +111,8 @@ def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
         text = (f"The image is cut into N = HW/P² = {s['H']}·{s['W']}/{s['P']}² = {s['N']} patches of "
                 f"{s['P']}×{s['P']}×{s['C']} = {s['patch_dim']} values, read row by row ({s['rows']} rows × {s['cols']} "
                 f"columns). Every flattened patch is multiplied by the same matrix E, which is a convolution with kernel "
-                f"and stride {s['P']}: its {s['D']} output channels are the feature maps below. A learned class token is "
-                f"put in front (T = N + 1 = {s['T']} rows) and a learned position embedding is added to every row.")
+                f"and stride {s['P']}: its {s['D']} output channels are the feature maps below. "
+                f"{_prefix_words(config)}")
     elif step == 2:
         text = (f"In each of the L = {s['L']} layers, each of the h = {s['h']} heads scores every token against every "
                 f"other (each row of A sums to 1) and mixes the tokens by those weights; the result is added back to "
