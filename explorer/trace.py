@@ -27,7 +27,9 @@ Stage names and shapes (batch dimension removed; T = prefix + N tokens, N + 1 in
     head.probabilities           (K,)
 
 The paper's descendants (explorer.config) add two stages: embed.sum (T, D), z_0 before the LayerNorm of a model with
-pre_norm (CLIP's ln_pre); head.y_distillation (D,), LN(z_L^DIST), which DeiT's second head reads.
+pre_norm (CLIP's ln_pre); head.y_distillation (D,), LN(z_L^DIST), which DeiT's second head reads. With layer scale,
+attn.output and mlp.output are the scaled branches, diag(gamma) MSA(...) and diag(gamma) MLP(...), what the stream adds.
+A backbone (no classifier) has no head.logits or head.probabilities; head.class_token is there when Eq. 4 reads it.
 
 The attention weights are computed when asked, not stored. A_l is h x T x T, by far the largest stage (every layer
 of ViT-H/14 at 518 x 518 is 3.8 GB, against 1.3 GB for all the (T, D) stages and 0.45 GB for q and k), and the views

@@ -157,7 +157,7 @@ def config_from_timm_model(model, name: str = "") -> ViTConfig:
         raise _refuse_timm("attn_pool")
     if model.global_pool not in ("token", "avg"):
         raise _refuse_timm("pooling", model.global_pool)
-    if model.global_pool == "avg" and model.pool_include_prefix:
+    if model.global_pool == "avg" and getattr(model, "pool_include_prefix", False):
         raise _refuse_timm("pool_prefix")
     if model.cls_token is None and model.global_pool == "token":
         raise _refuse_timm("no_class_token")
