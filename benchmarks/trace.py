@@ -139,7 +139,8 @@ def main(argv=None) -> int:
 
     args.threads = configure_threads(args.threads)  # the app's own choice unless told
     started = time.perf_counter()
-    report = start_report("benchmarks.trace", args, {"app filter / plain": f"<= {TARGET}"}, busy_seconds=2.0)
+    report = start_report("benchmarks.trace", args, {"app filter / plain": f"<= {TARGET}"},
+                          busy_seconds=0.5 if args.quick else 2.0)
     results = []
     for preset in args.models:
         size = args.size or native_size(preset)

@@ -215,6 +215,7 @@ def test_server_span_counts_side_by_side_events_once():
         pytest.approx(40.0)
 
 
+@pytest.mark.slow  # ~8 s of CPU (imports included)
 def test_trace_benchmark_quick_reports_each_forward_against_the_plain_one(tmp_path):
     """`python -m benchmarks.trace --quick` (ViT-Tiny-Test/8, seconds): the three forwards, each with its ratio to the
     plain forward's median, the app filter's judged; the filter is what the app traces step 0 with."""
