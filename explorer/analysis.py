@@ -184,9 +184,10 @@ def logit_lens(trace: Trace, model, k: int = 5) -> LogitLens:
 
 
 def token_norms(trace: Trace) -> dict[str, np.ndarray]:
-    """L2 norms of every token in the residual stream: z_0..z_L (L + 1, T) and z'_1..z'_L (L, T)."""
+    """L2 norms of every token in the residual stream: z_0..z_L (L + 1, T) (LayerReductions's, the survey's too) and
+    z'_1..z'_L (L, T)."""
     return {
-        "z": trace.residual_stream().norm(dim=-1).numpy(),
+        "z": layer_reductions(trace, (), attention=False, entropy=False).norms_stack().numpy(),
         "z_mid": trace.residual_mid().norm(dim=-1).numpy(),
     }
 
@@ -201,16 +202,18 @@ def fused_attentions_and_distance(trace: Trace, head_fusion: str = "mean",
 
 
 def layer_reductions(trace: Trace, fusions: Sequence[str] = ("mean",), renormalise: bool = True, *,
-                     entropy: bool = True, norms: bool = True) -> "LayerReductions":
+                     attention: bool = True, entropy: bool = True, norms: bool = True) -> "LayerReductions":
     """Every per-layer reduction of one traced image in one pass over its layers (each A_l computed once): the heads
     fused by each of `fusions` (L, T, T), the mean attention distance (L, h), the attention entropy (L, h), and the
-    norms of z_0..z_L (L + 1, T). The survey reduces its batches with the same class as the blocks run."""
+    norms of z_0..z_L (L + 1, T); `attention=False` leaves A alone (norms only). The survey reduces its batches with
+    the same class as the blocks run."""
     reduced = LayerReductions(trace.grid, trace.config.patch_size, fusions=fusions, renormalise=renormalise,
                               entropy=entropy, norms=norms, dtype=torch.float64)
     if norms:
         reduced["embed.z0"] = trace["embed.z0"]
     for l in range(1, trace.depth + 1):
-        reduced[f"blocks.{l}.attn.weights"] = trace.attention(l)  # (h, T, T)
+        if attention:
+            reduced[f"blocks.{l}.attn.weights"] = trace.attention(l)  # (h, T, T)
         if norms:
             reduced[f"blocks.{l}.z"] = trace[f"blocks.{l}.z"]  # (T, D)
     return reduced

@@ -139,7 +139,8 @@ def test_layer_reductions_equal_the_functions_over_all_layers():
     for fusion in ("mean", "max"):
         assert torch.equal(reduced.fused_stack(fusion), analysis.fused_attentions(t, fusion))  # (L, T, T)
     np.testing.assert_array_equal(reduced.distance_stack().float().numpy(), analysis.mean_attention_distance(t))
-    np.testing.assert_allclose(reduced.norms_stack().numpy(), analysis.token_norms(t)["z"], rtol=1e-6)
+    np.testing.assert_allclose(reduced.norms_stack().numpy(), t.residual_stream().norm(dim=-1).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(analysis.token_norms(t)["z"], reduced.norms_stack().numpy())  # the app's, the same
     np.testing.assert_array_equal(reduced.rollout("mean").numpy(), analysis.rollout_map(t))
     # The entropy, formula by formula in float64 from the stacked matrices.
     A = t.attentions().double()  # (L, h, T, T)
