@@ -81,6 +81,8 @@ def bench_analysis(record: Recorder, subject: Subject, entry) -> None:
                                         lambda: analysis.embedding_filter_components(weight, 28)),
         "logit_lens": ("logit lens", lambda: analysis.logit_lens(t, model, 5)),
         "token_norms": ("token norms", lambda: analysis.token_norms(t)),
+        "layer_reductions": ("fused heads, distance, entropy and norms, one pass over the layers",
+                             lambda: analysis.layer_reductions(t)),
     }
     for name, (label, fn) in cases.items():
         record.time(f"analysis.{name}", label, fn)
@@ -113,9 +115,10 @@ def bench_explain(record: Recorder, model, entry) -> None:
 
 MEASURED_ANALYSIS = {"attention_rollout", "rollout_map", "query_attention", "query_attention_layers", "fused_attentions",
                      "attention_matrix", "mean_attention_distance", "position_similarity", "fused_attentions_and_distance",
-                     "embedding_filter_components", "logit_lens", "token_norms"}
+                     "embedding_filter_components", "logit_lens", "token_norms", "layer_reductions"}
 # Timed as parts of the above (ranking inside the logit lens).
-INSIDE_MEASURED = {"patch_index", "patch_position", "fuse_heads", "patch_distances", "ranking", "equally_likely"}
+INSIDE_MEASURED = {"patch_index", "patch_position", "fuse_heads", "patch_distances", "ranking", "equally_likely",
+                   "attention_entropy"}
 
 
 def analysis_not_measured() -> list[str]:

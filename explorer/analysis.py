@@ -7,9 +7,15 @@
 - principal components of the patch-embedding filters (Fig. 7 left)
 - the "logit lens": the class token after each layer through the final LN and head
 - token norms of the residual stream
+- the entropy of each head's attention
+
+Rollout's first step (the heads fused), the mean attention distance, the attention entropy and the token norms are
+reduced layer by layer by one class, `LayerReductions`: fed one recorded layer at a time for a trace
+(`layer_reductions`, one pass over the layers), or as the blocks run, as the record of a batched forward (the survey).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -188,9 +194,10 @@ def logit_lens(trace: Trace, model, k: int = 5) -> LogitLens:
 
 
 def token_norms(trace: Trace) -> dict[str, np.ndarray]:
-    """L2 norms of every token in the residual stream: z_0..z_L (L + 1, T) and z'_1..z'_L (L, T)."""
+    """L2 norms of every token in the residual stream: z_0..z_L (L + 1, T) (LayerReductions's, the survey's too) and
+    z'_1..z'_L (L, T)."""
     return {
-        "z": trace.residual_stream().norm(dim=-1).numpy(),
+        "z": layer_reductions(trace, (), attention=False, entropy=False).norms_stack().numpy(),
         "z_mid": trace.residual_mid().norm(dim=-1).numpy(),
     }
 
@@ -200,13 +207,26 @@ def fused_attentions_and_distance(trace: Trace, head_fusion: str = "mean",
     """fused_attentions(trace, head_fusion) (L, T, T) and mean_attention_distance(trace, renormalise) (L, h), the same
     numbers, from one pass over the layers: a trace computes each A_l from q and k when asked, so this computes it once
     where the two functions would compute it twice."""
-    distances = patch_distances(trace.grid, trace.config.patch_size)  # (N, N)
-    fused, distance = [], []
+    reduced = layer_reductions(trace, (head_fusion,), renormalise, entropy=False, norms=False)
+    return reduced.fused_stack(head_fusion), reduced.distance_stack().float().numpy()  # (L, T, T), (L, h)
+
+
+def layer_reductions(trace: Trace, fusions: Sequence[str] = ("mean",), renormalise: bool = True, *,
+                     attention: bool = True, entropy: bool = True, norms: bool = True) -> "LayerReductions":
+    """Every per-layer reduction of one traced image in one pass over its layers (each A_l computed once): the heads
+    fused by each of `fusions` (L, T, T), the mean attention distance (L, h), the attention entropy (L, h), and the
+    norms of z_0..z_L (L + 1, T); `attention=False` leaves A alone (norms only). The survey reduces its batches with
+    the same class as the blocks run."""
+    reduced = LayerReductions(trace.grid, trace.config.patch_size, fusions=fusions, renormalise=renormalise,
+                              entropy=entropy, norms=norms, dtype=torch.float64, layout=trace.layout)
+    if norms:
+        reduced["embed.z0"] = trace["embed.z0"]
     for l in range(1, trace.depth + 1):
-        attention = trace.attention(l)  # (h, T, T)
-        fused.append(fuse_heads(attention, head_fusion))  # (T, T)
-        distance.append(attention_distance(attention.double(), distances, renormalise, trace.layout))  # (h,)
-    return torch.stack(fused), torch.stack(distance).float().numpy()  # (L, T, T), (L, h)
+        if attention:
+            reduced[f"blocks.{l}.attn.weights"] = trace.attention(l)  # (h, T, T)
+        if norms:
+            reduced[f"blocks.{l}.z"] = trace[f"blocks.{l}.z"]  # (T, D)
+    return reduced
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,3 +281,76 @@ def class_token_rollout(fused: Sequence[torch.Tensor] | torch.Tensor, layout: To
         row = u @ fused[l] + u  # (..., 1, T) @ (..., T, T) -> (..., 1, T)
     row = layout.patches(row.squeeze(-2), -1)  # class token -> patches: (..., 1, T) -> (..., N)
     return row / row.amax(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def attention_entropy(attention: torch.Tensor) -> torch.Tensor:
+    """The entropy of each head's attention, for one image or a batch: (1/T) Σ_i −Σ_j A[i, j] log A[i, j] in nats, over
+    every query and key (class token included), A_l (..., h, T, T) -> (..., h). 0 for attention on one token, log T
+    for attention spread evenly."""
+    return -torch.special.xlogy(attention, attention).sum(dim=-1).mean(dim=-1)
+
+
+_STREAM = re.compile(r"embed\.z0|blocks\.\d+\.z")
+
+
+class LayerReductions(dict):
+    """Each layer reduced as it comes, for one image (..., h, T, T) = (h, T, T) or a batch (B, h, T, T): rollout's
+    first step fuse(A_l) for each fusion, the mean attention distance and the attention entropy of each head, and
+    the token norms ||z_l|| of the residual stream.
+
+    It is a record for ViT.forward (explorer.model): it `wants` only A_l (and z_0..z_L when `norms`), reduces each the
+    moment the model writes it and keeps no stage, so memory holds one layer's A at a time; explorer.analysis's
+    layer_reductions feeds it a trace's layers the same way. `dtype` is the precision of the distance and entropy
+    (None: A's own).
+    """
+
+    def __init__(self, grid: tuple[int, int], patch_size: int, device="cpu", *, fusions: Sequence[str] = ("mean",),
+                 renormalise: bool = True, entropy: bool = True, norms: bool = True, dtype=None,
+                 layout: TokenLayout = PAPER_LAYOUT):
+        super().__init__()
+        self.grid, self.renormalise, self.dtype, self.layout = grid, renormalise, dtype, layout
+        self.distances = patch_distances(grid, patch_size).to(device, dtype or torch.float32)  # P·||g_i − g_j||: (N, N)
+        self.fused: dict[str, list[torch.Tensor]] = {fusion: [] for fusion in fusions}  # per layer, (..., T, T)
+        self.distance: list[torch.Tensor] = []  # per layer, (..., h) float64
+        self.entropy: list[torch.Tensor] | None = [] if entropy else None  # per layer, (..., h)
+        self.norms: list[torch.Tensor] | None = [] if norms else None  # z_0, z_1, ..., each (..., T)
+
+    def wants(self, name: str) -> bool:
+        return name.endswith(".attn.weights") or (self.norms is not None and _STREAM.fullmatch(name) is not None)
+
+    def __setitem__(self, name: str, tensor: torch.Tensor) -> None:
+        if name.endswith(".attn.weights"):
+            layer = int(name.split(".")[1])  # "blocks.l.attn.weights", l = 1..L, written in order
+            assert layer == len(self.distance) + 1, f"attention of layer {layer} came out of order"
+            self.add_attention(tensor.detach())
+        elif self.norms is not None and _STREAM.fullmatch(name):
+            self.norms.append(tensor.detach().norm(dim=-1))  # (..., T, D) -> (..., T)
+
+    def add_attention(self, attention: torch.Tensor) -> None:
+        """One layer's A_l (..., h, T, T): fused, distance and entropy appended."""
+        for fusion, layers in self.fused.items():
+            layers.append(fuse_heads(attention, fusion))  # (..., T, T)
+        A = attention if self.dtype is None else attention.to(self.dtype)
+        self.distance.append(attention_distance(A, self.distances, self.renormalise, self.layout))  # (..., h)
+        if self.entropy is not None:
+            self.entropy.append(attention_entropy(A))  # (..., h)
+
+    def fused_stack(self, fusion: str = "mean") -> torch.Tensor:
+        """fuse(A_l) for l = 1..L: (..., L, T, T) stacked on the layer dimension before T."""
+        return torch.stack(self.fused[fusion], dim=-3)
+
+    def distance_stack(self) -> torch.Tensor:
+        """Mean attention distance: (..., L, h)."""
+        return torch.stack(self.distance, dim=-2)
+
+    def entropy_stack(self) -> torch.Tensor:
+        """Attention entropy: (..., L, h)."""
+        return torch.stack(self.entropy, dim=-2)
+
+    def norms_stack(self) -> torch.Tensor:
+        """||z_l|| for l = 0..L: (..., L + 1, T)."""
+        return torch.stack(self.norms, dim=-2)
+
+    def rollout(self, fusion: str = "mean") -> torch.Tensor:
+        """The class token's rollout over the patches, each map scaled to a maximum of 1: (..., rows, cols)."""
+        return class_token_rollout(self.fused[fusion], self.layout).reshape(*self.fused[fusion][0].shape[:-2], *self.grid)

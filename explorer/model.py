@@ -21,6 +21,9 @@ serve many threads at once. Stages are stored detached, unless the record has `k
 explorer.explain.GraphRecord): then they stay in the autograd graph, for gradients w.r.t. attention weights.
 A record gets the attention weights A (and so the explicit path) unless it says `attention_weights = False`
 (explorer.trace's does: it keeps q and k and recomputes A from them with `attention_weights` when asked).
+A record with a `wants(name) -> bool` method (explorer.trace's names filter) is given only the stages it wants: the
+others are never detached or copied, and a stage computed only to be recorded (the patches x_p^i, A, the
+probabilities) is not computed at all; without the method it is given every stage.
 """
 from __future__ import annotations
 
@@ -35,14 +38,23 @@ from .config import ViTConfig
 Record = dict | None
 
 
+def _wants(record: Record, name: str) -> bool:
+    """Is stage `name` to be given to this record? Every stage, unless the record has a names filter (`wants`)."""
+    if record is None:
+        return False
+    wants = getattr(record, "wants", None)
+    return wants is None or bool(wants(name))
+
+
 def _keep(record: Record, name: str, tensor: torch.Tensor) -> None:
-    if record is not None:
+    if _wants(record, name):
         record[name] = tensor if getattr(record, "keep_graph", False) else tensor.detach()
 
 
-def _records_attention(record: Record) -> bool:
-    """Does this record want the attention weights A? Then attention takes the explicit path, whatever the switch."""
-    return record is not None and getattr(record, "attention_weights", True)
+def _records_attention(record: Record, name: str) -> bool:
+    """Does this record want the attention weights A of `name` (blocks.l.attn)? Then attention takes the explicit path,
+    whatever the switch."""
+    return _wants(record, f"{name}.weights") and getattr(record, "attention_weights", True)
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -68,7 +80,7 @@ class PatchEmbedding(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, record: Record = None) -> torch.Tensor:
-        if record is not None:
+        if _wants(record, "embed.patches"):  # computed only to be recorded
             B, C, H, W = x.shape
             P = self.patch_size
             patches = x.reshape(B, C, H // P, P, W // P, P).permute(0, 2, 4, 3, 5, 1)  # (B, H/P, W/P, P, P, C)
@@ -100,12 +112,13 @@ class MultiHeadSelfAttention(nn.Module):
         q, k, v = qkv.reshape(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, h, T, d)
         _keep(record, f"{name}.q", q)
         _keep(record, f"{name}.k", k)
-        if self.fused and not _records_attention(record):
+        recorded = _records_attention(record, name)
+        if self.fused and not recorded:
             p = self.attention_dropout.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, T, d)
         else:
             weights = attention_weights(q, k)  # A: (B, h, T, T)
-            if _records_attention(record):
+            if recorded:
                 _keep(record, f"{name}.weights", weights)
             out = self.attention_dropout(weights) @ v  # (B, h, T, T) @ (B, h, T, d) -> (B, h, T, d)
         out = out.transpose(1, 2).reshape(B, T, D)  # concatenate heads: (B, h, T, d) -> (B, T, D)
@@ -297,7 +310,8 @@ class ViT(nn.Module):
             _keep(record, "head.y_distillation", y_distillation)
             logits = (logits + self.head_distillation(y_distillation)) / 2  # (B, K), as DeiT at inference
         _keep(record, "head.logits", logits)
-        _keep(record, "head.probabilities", logits.softmax(-1))
+        if _wants(record, "head.probabilities"):  # computed only to be recorded
+            _keep(record, "head.probabilities", logits.softmax(-1))
         return logits
 
     def head_of_y(self, y: torch.Tensor) -> torch.Tensor:

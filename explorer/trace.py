@@ -39,16 +39,24 @@ trace["blocks.l.attn.weights"] computes A_l from q and k with explorer.model.att
 function, keeping the last few layers; Trace.attention_rows(query) computes one row of every layer, the same bits.
 With the fused kernel, q and k of layers 2..L differ from the explicit path's by float rounding (about 1e-7), and A
 by as little. `trace(..., attention="full")` takes the explicit path and stores every A_l, as the model computed it.
+
+A trace records what is asked (as TransformerLens' `names_filter`): `trace(model, x, names_filter=...)` takes stage
+names or glob-like patterns (`"blocks.*.attn.weights"`, `"head.*"`) or a predicate on the name; by default, every
+stage. A stage not asked for is never stored, nor copied out of the model (explorer.model's `wants`), and one computed
+only to be recorded (the patches, A, the probabilities) is not computed. Asking for A on demand keeps that layer's q and
+k out of sight (they are not stages of the trace unless asked for too); in "full" mode a layer whose A is not asked for
+takes the fused kernel.
 """
 from __future__ import annotations
 
+import fnmatch
 import re
 import sys
 import threading
 import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -66,19 +74,40 @@ ATTENTION_MODES = ("on_demand", "full")
 _QUERY_BLOCK = 64
 _RECENT_LAYERS = 2  # on-demand A_l kept: a view's repeated asks (per-head maps, then the matrix) compute it once
 _WEIGHTS = re.compile(r"blocks\.(\d+)\.attn\.weights")
+NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
+
+
+def stage_filter(names_filter: NamesFilter) -> Callable[[str], bool]:
+    """A names filter as a predicate on stage names: None asks for every stage; a name or glob-like pattern
+    ("blocks.*.z", matched whole by fnmatch, so `*` crosses dots), or a list of them, for the stages they match; a
+    callable is the predicate itself."""
+    if names_filter is None:
+        return lambda name: True
+    if callable(names_filter):
+        return names_filter
+    patterns = (names_filter,) if isinstance(names_filter, str) else tuple(names_filter)
+    if not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"names_filter takes stage names, patterns or a predicate, not {names_filter!r}.")
+    exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+    globs = tuple(p for p in patterns if p not in exact)
+    return lambda name: name in exact or any(fnmatch.fnmatchcase(name, p) for p in globs)
 
 
 @dataclass
 class Trace:
     """The output and every intermediate of one forward pass, detached and on the CPU.
 
-    `stages` holds what was stored; the attention weights not among them are computed from q and k when asked.
+    `stages` holds what was stored; the attention weights not among them are computed from q and k when asked
+    (`attention_inputs`: the q and k kept for that alone, where a names filter asked for A and not for them; `order`:
+    every name the forward gave, in its order).
     """
 
     config: ViTConfig
     stages: dict[str, torch.Tensor]
     class_names: Sequence[str] | None = None
     meta: dict = field(default_factory=dict)
+    attention_inputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    order: tuple[str, ...] = field(default=(), repr=False)
     _recent: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)  # layer -> A_l
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -99,13 +128,24 @@ class Trace:
         if match is None or name in self.stages:
             return None
         prefix = name[: -len("weights")]
-        return int(match.group(1)) if f"{prefix}q" in self.stages and f"{prefix}k" in self.stages else None
+        kept = self._stored(f"{prefix}q") is not None and self._stored(f"{prefix}k") is not None
+        return int(match.group(1)) if kept else None
+
+    def _stored(self, name: str) -> torch.Tensor | None:
+        """A stage, or a q or k kept only to compute A on demand; None if neither."""
+        tensor = self.stages.get(name)
+        return self.attention_inputs.get(name) if tensor is None else tensor
+
+    def _qk(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """q and k of layer l: (h, T, d) each."""
+        return self._stored(f"blocks.{layer}.attn.q"), self._stored(f"blocks.{layer}.attn.k")
 
     def names(self) -> list[str]:
         """Every stage, stored or computed on demand, in the order of the forward pass."""
         names = []
-        for name in self.stages:
-            names.append(name)
+        for name in self.order or self.stages:
+            if name in self.stages:
+                names.append(name)
             if name.endswith(".attn.k") and self._on_demand_layer(name[: -len("k")] + "weights") is not None:
                 names.append(name[: -len("k")] + "weights")
         return names
@@ -116,7 +156,7 @@ class Trace:
             if name in self.stages:
                 shapes[name] = tuple(self.stages[name].shape)
             else:  # (h, T, d) q and k -> (h, T, T), without computing A
-                q, k = self.stages[name[: -len("weights")] + "q"], self.stages[name[: -len("weights")] + "k"]
+                q, k = self._qk(int(_WEIGHTS.fullmatch(name).group(1)))
                 shapes[name] = (*q.shape[:-1], k.shape[-2])
         return shapes
 
@@ -156,7 +196,7 @@ class Trace:
                 return self._recent[layer]
         if self._on_demand_layer(name) is None:
             raise KeyError(f"No stage named {name!r}; see Trace.names().")
-        q, k = self.stages[f"blocks.{layer}.attn.q"], self.stages[f"blocks.{layer}.attn.k"]  # (h, T, d) each
+        q, k = self._qk(layer)  # (h, T, d) each
         h, T, _ = q.shape
         weights = q.new_empty(h, T, k.shape[-2])  # (h, T, T)
         for block in range(_blocks(T)):
@@ -191,7 +231,7 @@ class Trace:
                 continue
             if self._on_demand_layer(name) is None:
                 raise KeyError(f"No stage named {name!r}; see Trace.names().")
-            q, k = self.stages[f"blocks.{layer}.attn.q"], self.stages[f"blocks.{layer}.attn.k"]  # (h, T, d) each
+            q, k = self._qk(layer)  # (h, T, d) each
             queries = _block(min(query // _QUERY_BLOCK, _blocks(T) - 1), T)  # the block attention() computes it in
             rows.append(attention_weights(q[:, queries], k)[:, query - queries.start])  # (h, T)
         return torch.stack(rows)  # (L, h, T)
@@ -214,7 +254,7 @@ class Trace:
     def nbytes(self) -> int:
         """What the trace holds: the stored stages and the on-demand attention weights it keeps."""
         with self._lock:
-            held = list(self.stages.values()) + list(self._recent.values())
+            held = list(self.stages.values()) + list(self.attention_inputs.values()) + list(self._recent.values())
         return sum(t.numel() * t.element_size() for t in held)
 
 
@@ -230,12 +270,21 @@ def _block(index: int, T: int) -> slice:
 
 
 class _Record(dict):
-    """The record trace() passes to the model (explorer.model): whether it wants A, and stages that view a larger
-    buffer (q and k inside the qkv projection) copied out as they come, so the trace never keeps the rest (v) alive."""
+    """The record trace() passes to the model (explorer.model): whether it wants A, which stages it wants (`asked`, and
+    q and k of a layer whose A is asked for on demand), and stages that view a larger buffer (q and k inside the qkv
+    projection) copied out as they come, so the trace never keeps the rest (v) alive."""
 
-    def __init__(self, attention_weights: bool):
+    def __init__(self, attention_weights: bool, asked: Callable[[str], bool]):
         super().__init__()
         self.attention_weights = attention_weights
+        self.asked = asked
+
+    def wants(self, name: str) -> bool:
+        if self.asked(name):
+            return True
+        if self.attention_weights or not name.endswith((".attn.q", ".attn.k")):
+            return False
+        return bool(self.asked(name[: -len("q")] + "weights"))  # A on demand needs q and k
 
     def __setitem__(self, name: str, tensor: torch.Tensor) -> None:
         if tensor.untyped_storage().nbytes() > tensor.numel() * tensor.element_size():
@@ -252,13 +301,15 @@ def trace(
     class_names: Sequence[str] | None = None,
     meta: dict | None = None,
     attention: str = "on_demand",
+    names_filter: NamesFilter = None,
 ) -> Trace:
     """Run `model` on a batch of one preprocessed image x (1, C, H, W) and return its Trace.
 
     `mean` and `std` (the normalisation the input went through) give `input.image` in [0, 1];
     without them the input is min-max scaled for display. `attention`: "on_demand" (A_l computed from q and k when
     asked; the forward takes the model's fused kernel if switched on) or "full" (the explicit path, every A_l stored).
-    The model is not modified, so threads may trace different images with the same model at once.
+    `names_filter` (stage names, glob-like patterns or a predicate; see stage_filter) says which stages to record:
+    every one by default. The model is not modified, so threads may trace different images with the same model at once.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"trace takes a batch of one image (1, C, H, W) but got shape {tuple(x.shape)}.")
@@ -267,17 +318,22 @@ def trace(
     parameter = next(model.parameters())
     # A private copy: input.pixels is a view of it, so a trace never aliases the caller's tensor.
     x = x.detach().to(device=parameter.device, dtype=parameter.dtype, copy=True)
-    record = _Record(attention_weights=attention == "full")
+    asked = stage_filter(names_filter)
+    record = _Record(attention_weights=attention == "full", asked=asked)
     with torch.no_grad():
         model(x, record)
     stages: dict[str, torch.Tensor] = {}
     pixels = x[0].cpu()  # (C, H, W)
-    stages["input.pixels"] = pixels
-    stages["input.image"] = _displayable(pixels, mean, std)  # (H, W, C)
+    if asked("input.pixels"):
+        stages["input.pixels"] = pixels
+    if asked("input.image"):
+        stages["input.image"] = _displayable(pixels, mean, std)  # (H, W, C)
+    inputs: dict[str, torch.Tensor] = {}
     for name, tensor in record.items():
         tensor = tensor[0].cpu()  # drop the batch dimension
-        stages[name] = tensor.clone() if name in _PARAMETER_STAGES else tensor
-    return Trace(model.config, stages, class_names, dict(meta or {}))
+        (stages if asked(name) else inputs)[name] = tensor.clone() if name in _PARAMETER_STAGES else tensor
+    order = tuple(name for name in ("input.pixels", "input.image") if name in stages) + tuple(record)
+    return Trace(model.config, stages, class_names, dict(meta or {}), inputs, order)
 
 
 def _displayable(pixels: torch.Tensor, mean, std) -> torch.Tensor:

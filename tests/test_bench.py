@@ -7,6 +7,7 @@ its torchvision twin checked against independent values.
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,28 @@ def test_server_span_counts_side_by_side_events_once():
     assert server_span(chained) == pytest.approx(350.0)
     assert server_span([{"duration": 0.04, "completed": None}, {"duration": None, "completed": 10.0}]) == \
         pytest.approx(40.0)
+
+
+@pytest.mark.slow  # ~8 s of CPU (imports included)
+def test_trace_benchmark_quick_reports_each_forward_against_the_plain_one(tmp_path):
+    """`python -m benchmarks.trace --quick` (ViT-Tiny-Test/8, seconds): the three forwards, each with its ratio to the
+    plain forward's median, the app filter's judged; the filter is what the app traces step 0 with."""
+    from benchmarks import trace as trace_bench
+    from explorer.app import views
+
+    out = tmp_path / "trace.json"
+    env = dict(os.environ, EXPLORER_OFFLINE="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.trace", "--quick", "--repeats", "2", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text())["results"][0]
+    assert result["model"] == "ViT-Tiny-Test/8" and result["tokens"] == 17
+    assert set(result["filter"]) >= views.stages_of(views.step_views(0)) and "blocks.*.z" not in result["filter"]
+    rows = {row["forward"]: row for row in result["rows"]}
+    assert set(rows) == {"plain", "app filter", "every stage"} and rows["plain"]["ratio"] == 1.0
+    for name, row in rows.items():
+        samples = result["seconds"][name]
+        assert len(samples) == 2 and all(s > 0 for s in samples)
+        assert row["ratio"] == pytest.approx(statistics.median(samples) / statistics.median(result["seconds"]["plain"]))
+    assert rows["app filter"]["status"] in ("PASS", "MISS") and "<= 1.15" in done.stdout
+    assert trace_bench.native_size("ViT-H/14") == 518 and trace_bench.native_size("ViT-B/32") == 224

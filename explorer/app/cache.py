@@ -1,6 +1,8 @@
 """The trace cache: each (image, model, device) traced once, every view drawn from that one trace.
 
-- `Entry`: one traced image for one model, with a memo of the views derived from it.
+- `Entry`: one traced image for one model, with a memo of the views derived from it. Its trace holds the stages the
+  views drawn so far read (explorer.trace's names filter; `Entry.stages`); a view that reads more makes the entry trace
+  the image again, once, with every stage any view reads (`Entry.require`, a counted model run).
 - `TraceCache`: the entries, an explorer.memo.Memo bounded by count and by bytes (Entry.nbytes); two requests for the
   same key wait for one forward pass, and the entry computed is the one returned.
 
@@ -11,6 +13,7 @@ Nothing here imports Gradio.
 from __future__ import annotations
 
 import operator
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -30,6 +33,11 @@ if TYPE_CHECKING:
 # Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
 torch = deferred("torch")
 
+# What an entry reads of its trace whatever the step: the input (the picker, the untrained twin, the explanations' runs)
+# and the prediction (the header, the class picker, /predict).
+ENTRY_STAGES = frozenset({"input.pixels", "input.image", "head.logits", "head.probabilities"})
+LENS_STAGES = frozenset({"embed.z0", "blocks.*.z"})  # the logit lens (Eq. 4): the class token after every layer
+
 
 @dataclass
 class Entry:
@@ -47,7 +55,7 @@ class Entry:
     seen: Image.Image  # what the model sees: the resized, centre-cropped input before normalisation
     notes: list[str]  # plain sentences: what open_image and the crop did
     projection_weight: torch.Tensor  # E as the conv weight (D, C, P, P), for Fig. 7 left
-    logit_lens: analysis.LogitLens
+    logit_lens: analysis.LogitLens | None  # None until the trace holds LENS_STAGES
     seconds: float = 0.0  # time of the forward pass that made this trace
     # The callables below are given what they need (the model's label, the input, this entry's memo), never the
     # entry itself: a closure over the entry would be a reference cycle, kept alive until a full garbage collection.
@@ -57,8 +65,13 @@ class Entry:
     run_model: Callable[[str, Callable], object] | None = None
     # survey(): the survey of this model's weights on disk (explorer.survey's survey.json, as a dict), or None
     survey: Callable[[], dict | None] | None = None
+    # The names filter the trace was made with (stage names and patterns, as the views declare them); None: every stage.
+    stages: frozenset[str] | None = None
+    # retrace(stages) -> (trace, logit lens or None): this image traced again with the model, asking for `stages`.
+    retrace: Callable[[frozenset], tuple] | None = None
     memo: Memo = field(default_factory=lambda: Memo(MEMO_ENTRIES, size=_array_bytes))  # derived views (Entry.cached)
     model_memo: Memo = field(default_factory=lambda: Memo(MEMO_ENTRIES))  # views of the weights alone, per model
+    _retracing: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def config(self) -> ViTConfig:
@@ -76,6 +89,24 @@ class Entry:
     def lock(self):
         """The memo's (re-entrant) lock: hold it to replace the memo's contents at once."""
         return self.memo.lock
+
+    def require(self, stages, everything=frozenset()) -> None:
+        """Make sure the trace holds `stages` (names or patterns as the views declare them). When it does not, the image
+        is traced again (a model run, counted by the server) asking for what it held, `stages` and `everything` (every
+        stage the views read): at most once per entry, however many steps a visitor opens. The values are the first
+        trace's, bit for bit (the same forward of the same input), so what the memo holds stays true."""
+        stages = frozenset(stages)
+        if self.stages is None or stages <= self.stages or self.retrace is None:
+            return
+        with self._retracing:
+            if stages <= self.stages:  # another request traced it meanwhile
+                return
+            wanted = self.stages | stages | frozenset(everything)
+            trace, lens = self.retrace(wanted)
+            if lens is not None:
+                self.logit_lens = lens
+            self.trace = trace  # before `stages`: whoever sees the new stages finds the trace that holds them
+            self.stages = wanted
 
     def nbytes(self) -> int:
         """The trace, E, the display images and the arrays among the derived views (figures are not counted)."""

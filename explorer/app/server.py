@@ -1,7 +1,8 @@
 """The app's server state, shared by every visitor: the models (registry.py), the traces (cache.py), the counters.
 
-`Server.analyse(image, model)` opens the image, runs the model once per (image, model, device) and returns the
-`Entry` it computed or found; `Server.entry(key, source)` finds an entry again for a later event and, when the cache
+`Server.analyse(image, model, stages=...)` opens the image, runs the model once per (image, model, device) and returns
+the `Entry` it computed or found, its trace holding the stages asked for (every stage by default; the page asks for
+what the step shown reads, and an entry traces again, once, when a later step reads more: cache.Entry.require); `Server.entry(key, source)` finds an entry again for a later event and, when the cache
 has dropped it, traces the upload again (that counts as a model run); `Server.predict` is the /predict API.
 What a user can cause is raised as one of `USER_ERRORS`, each with a one-sentence message.
 
@@ -27,7 +28,7 @@ from ..deferred import deferred
 from ..images import ImageError, open_image
 from ..weights import WeightsUnavailable, torchvision_weights
 from . import memory
-from .cache import Entry, TraceCache
+from .cache import ENTRY_STAGES, LENS_STAGES, Entry, TraceCache
 from .registry import TABLE_1, ModelRegistry, ModelSpec, Progress, UnknownModel, no_progress
 from .settings import Settings
 
@@ -94,24 +95,29 @@ class Server:
         return self.registry.device
 
     # -- the one place a model runs ---------------------------------------------------------------------------
-    def analyse(self, image, model: str, progress: Progress = no_progress) -> Entry:
+    def analyse(self, image, model: str, progress: Progress = no_progress, stages=None) -> Entry:
         """Open `image` (path, bytes, PIL, array) and trace it with `model` unless cached: the entry computed or found.
+        `stages`: the stage names and patterns its views read (with ENTRY_STAGES, what the entry itself reads); None,
+        every stage. A cached entry is returned as it is (Entry.require adds stages when a view needs them).
 
         Raises one of USER_ERRORS (one sentence each) for what a user can cause.
         """
         opened = open_image(image)
         spec = self.registry.resolve(model)
         key = (image_sha256(opened.image), spec.label, self.device)
-        return self.cache.get_or_compute(key, lambda: self._trace(key, spec, opened, progress))
+        stages = None if stages is None else frozenset(stages) | ENTRY_STAGES
+        return self.cache.get_or_compute(key, lambda: self._trace(key, spec, opened, progress, stages))
 
-    def entry(self, key, source: tuple[str, str] | None = None, progress: Progress = no_progress) -> Entry:
+    def entry(self, key, source: tuple[str, str] | None = None, progress: Progress = no_progress,
+              stages=None) -> Entry:
         """The entry of an earlier `analyse` (key = entry.key). When the cache has dropped it, the upload in `source`
-        ((file path, model label)) is traced again, which counts as a model run; without one, TraceExpired."""
+        ((file path, model label)) is traced again for `stages` (as `analyse`), which counts as a model run; without
+        one, TraceExpired."""
         entry = self.cache.get(tuple(key)) if key else None
         if entry is not None:
             return entry
         if source and source[0] and Path(source[0]).is_file():
-            return self.analyse(source[0], source[1], progress)
+            return self.analyse(source[0], source[1], progress, stages)
         raise TraceExpired("This image's analysis is no longer cached; upload it again.")
 
     # -- the memory guard -----------------------------------------------------------------------------------
@@ -160,7 +166,7 @@ class Server:
             return f"choose a smaller model such as {fallback}, or run the app where more memory is free."
         return f"choose a smaller model such as {max(candidates)[1]}."
 
-    def _trace(self, key, spec: ModelSpec, opened, progress: Progress) -> Entry:
+    def _trace(self, key, spec: ModelSpec, opened, progress: Progress, stages: frozenset | None) -> Entry:
         config = self.config_of(spec)
         if config is not None:  # before loading: a model too big for the machine is never loaded
             self.check_memory(spec, config)
@@ -174,10 +180,8 @@ class Server:
             if heavy:  # again, now that those before it hold their traces: what the process really holds counts
                 self.check_memory(spec, bundle.model.config)
             start = time.perf_counter()
-            result = tracing.trace(bundle.model, x, mean=bundle.preprocessing.mean, std=bundle.preprocessing.std,
-                           class_names=bundle.class_names, meta={"model": spec.label})
+            result, lens = self._run_trace(bundle, spec.label, x, stages)
             seconds = time.perf_counter() - start
-        lens = analysis.logit_lens(result, bundle.model, k=5)
         with self._lock:
             self.runs += 1
             self.last_forward_s = seconds
@@ -195,7 +199,32 @@ class Server:
                                                 entry.memo)
         entry.run_model = functools.partial(self.run_model, spec.label, pixels)
         entry.survey = functools.partial(self.survey_of, spec.label)
+        entry.stages = stages
+        entry.retrace = functools.partial(self.retrace, spec.label, pixels)
         return entry
+
+    @staticmethod
+    def _run_trace(bundle, label: str, x, stages: frozenset | None) -> tuple:
+        """explorer.trace of x (1, C, H, W) asking for `stages` (None: every stage), and the logit lens when the trace
+        holds what it reads."""
+        result = tracing.trace(bundle.model, x, mean=bundle.preprocessing.mean, std=bundle.preprocessing.std,
+                               class_names=bundle.class_names, meta={"model": label},
+                               names_filter=None if stages is None else sorted(stages))
+        covered = stages is None or LENS_STAGES <= stages
+        return result, analysis.logit_lens(result, bundle.model, k=5) if covered else None
+
+    def retrace(self, label: str, pixels, stages: frozenset) -> tuple:
+        """An entry's input pixels (C, H, W) traced again with model `label`, asking for `stages`: (trace, logit lens
+        or None). Counted under "stages" in stats()["explain_runs"]: the upload's one model run (`runs`) made a trace
+        of what the step shown read, and a later step read more (Entry.require)."""
+        bundle = self.registry.get(label)
+        x = pixels.unsqueeze(0).to(self.device)  # (1, C, H, W)
+        with self._heavy if memory.needed(bundle.model.config, loaded=True) > self.settings.heavy_mb * 2**20 \
+                else contextlib.nullcontext():
+            result = self._run_trace(bundle, label, x, stages)
+        with self._lock:
+            self.explain_runs["stages"] += 1
+        return result
 
     # -- surveys ------------------------------------------------------------------------------------------------
     def survey_paths(self) -> list[Path]:

@@ -200,7 +200,9 @@ class Handlers:
                           "model": spec.label, "card": model_card(spec=spec, availability=self.availability),
                           "status": status, "runs": self.runs_text(), "picker": None, "selection": NO_SELECTION}
                 return [header.get(name, gr.skip()) for name in HEADER_OUTPUTS] + [None] * len(views.all_views())
-            entry = self.server.analyse(image, spec.label, progress)
+            # The trace holds what the step shown reads; another step that reads more traces it again, once.
+            stages = views.stages_of(views.step_views(int(step or 0)))
+            entry = self.server.analyse(image, spec.label, progress, stages)
         except USER_ERRORS as error:
             message = str(error)
             gr.Warning(message)

@@ -4,7 +4,7 @@ Per image: the top class; the mean attention distance of every head (App. D.7, F
 dropped as query and key and each patch's weights renormalised over the patches; the attention rollout map (Fig. 6;
 heads fused by their mean, nothing discarded) scaled to a maximum of 1; and, for the first K images, the deletion and
 insertion areas (Petsiuk et al. 2018; explorer.explain) of each explanation for the top class. The reductions are
-explorer.analysis's, taken over the batch.
+explorer.analysis's (LayerReductions, shared with a single image's trace), taken over the batch.
 """
 from __future__ import annotations
 
@@ -13,38 +13,34 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..analysis import attention_distance, class_token_rollout, fuse_heads, patch_distances
+from ..analysis import PAPER_LAYOUT, LayerReductions, class_token_rollout
 from ..explain import default_steps, faithfulness
 from ..model import ViT
+from ..tokens import TokenLayout
 from .images import Images
 
 
-class SurveyRecord(dict):
-    """A record for ViT.forward (explorer.model) that keeps only what the survey needs.
-
-    Each layer's attention weights A_l (B, h, T, T) are reduced the moment the model writes them: to the mean attention
-    distance of each head (B, h) and to the head mean Ā_l = mean_h A_l (B, T, T) for rollout. Every other stage is
-    dropped, so memory holds one layer's A at a time, not L of them.
+class SurveyRecord(LayerReductions):
+    """The survey's record for ViT.forward (explorer.model): explorer.analysis's LayerReductions asking for what the
+    survey's statistics read, and nothing else: each layer's attention weights A_l (B, h, T, T), reduced the moment the
+    model writes them to the mean attention distance of each head (B, h) and to the head mean Ā_l = mean_h A_l (B, T, T)
+    for rollout. No other stage is given to it, so memory holds one layer's A at a time, not L of them.
     """
 
-    def __init__(self, grid: tuple[int, int], patch_size: int, device):
-        super().__init__()
-        self.distances = patch_distances(grid, patch_size).float().to(device)  # P·||g_i − g_j||: (N, N)
-        self.mean_distance: list[torch.Tensor] = []  # per layer, (B, h) float64
-        self.head_means: list[torch.Tensor] = []  # per layer, Ā_l: (B, T, T)
+    def __init__(self, grid: tuple[int, int], patch_size: int, device, layout: TokenLayout = PAPER_LAYOUT):
+        super().__init__(grid, patch_size, device, fusions=("mean",), entropy=False, norms=False, layout=layout)
 
-    def __setitem__(self, name: str, tensor: torch.Tensor) -> None:
-        if not name.endswith(".attn.weights"):
-            return
-        layer = int(name.split(".")[1])  # "blocks.l.attn.weights", l = 1..L, written in order
-        assert layer == len(self.mean_distance) + 1, f"attention of layer {layer} came out of order"
-        A = tensor.detach()  # (B, h, T, T)
-        self.mean_distance.append(attention_distance(A, self.distances))  # (B, h)
-        self.head_means.append(fuse_heads(A, "mean"))  # (B, h, T, T) -> (B, T, T)
+    @property
+    def mean_distance(self) -> list[torch.Tensor]:
+        return self.distance  # per layer, (B, h)
+
+    @property
+    def head_means(self) -> list[torch.Tensor]:
+        return self.fused["mean"]  # per layer, Ā_l: (B, T, T)
 
     def rollout_maps(self, grid: tuple[int, int]) -> torch.Tensor:
         """The class token's rollout over the patches, each map scaled to a maximum of 1: (B, rows, cols)."""
-        return class_token_rollout(self.head_means).reshape(-1, *grid)  # (B, N) -> (B, rows, cols)
+        return class_token_rollout(self.head_means, self.layout).reshape(-1, *grid)  # (B, N) -> (B, rows, cols)
 
 
 @dataclass
@@ -58,7 +54,7 @@ def survey_batch(model: ViT, x: torch.Tensor) -> BatchResult:
     """One batched forward (B, C, H, W) -> each image's top class, mean attention distances and rollout map."""
     config = model.config
     parameter = next(model.parameters())
-    record = SurveyRecord(config.grid, config.patch_size, parameter.device)
+    record = SurveyRecord(config.grid, config.patch_size, parameter.device, config.layout)
     with torch.inference_mode():
         logits = model(x.to(device=parameter.device, dtype=parameter.dtype), record)  # (B, K); explicit attention
         maps = record.rollout_maps(config.grid)

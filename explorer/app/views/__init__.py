@@ -15,6 +15,7 @@ from ...common import HEAD_FUSIONS
 from ..text import STEPS
 from . import input, eq1, eq2, eq3, eq4, why  # noqa: F401  (in page order: each declares its step's views)
 from .declare import (CLICKED, CONTROLS, LN_CHOICES, OPTION_NAMES, PAGE, VIEWS, Control, DeclaredOptions, Options,
+                      all_stages, require_stages, stages_of,
                       View, affected, all_views, alt_text, control, render_views, step_views, view)
 from .eq1 import MAX_FEATURE_MAPS, parse_indices, random_indices
 from .eq3 import layernorm_pair

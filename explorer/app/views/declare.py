@@ -1,13 +1,18 @@
 """How a view is declared and drawn: the options a visitor sets, the registry of views and controls in page order, and
 which views a change redraws.
 
-    @view("eq2.rollout", step=2, kind="plot", label="Attention rollout (Fig. 6)", reads=("fusion", "discard"))
+    @view("eq2.rollout", step=2, kind="plot", label="Attention rollout (Fig. 6)", reads=("fusion", "discard"),
+          stages=("blocks.*.attn.weights",))
     def rollout(entry, options): ...
 
 `VIEWS` (name -> View) and `PAGE` (views and controls in page order) are all that explorer.app.ui reads to lay out
 the page, wire the events and choose what to redraw: a control's change redraws exactly the visible views that read
 it (`affected`), and a view that reads no option is drawn once per entry and kept (`render_views`). A view sees only
 the options it declares (`Options.only`): reading another raises, so a declaration cannot fall behind its code.
+A view also declares the trace stages it reads (`stages`, names or explorer.trace patterns): the page traces an image
+asking for what the step shown reads (`stages_of`), and a view that reads a stage the entry's trace lacks makes it
+trace again, once, with every stage of every view (`render_views`, explorer.app.cache.Entry.require); a declaration
+that falls behind its code fails the tests that draw each step from a trace of its declared stages alone.
 A drawn figure leaves here ready to send (explorer.app.transport.encode).
 """
 from __future__ import annotations
@@ -90,6 +95,7 @@ class View:
     click: str | None = None
     props: dict = field(default_factory=dict)
     alt: Callable | None = None
+    stages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,8 +119,9 @@ CONTROLS: dict[str, Control] = {}
 
 
 def view(name: str, step: int, kind: str, label: str = "", reads: tuple[str, ...] = (), row: str | None = None,
-         click: str | None = None, alt: Callable | None = None, **props):
-    """Declare the decorated function `draw(entry, options)` as the view `name` of `step`."""
+         click: str | None = None, alt: Callable | None = None, stages: tuple[str, ...] = (), **props):
+    """Declare the decorated function `draw(entry, options)` as the view `name` of `step`; `stages`: the trace stages
+    it reads beyond the entry's own (explorer.app.cache.ENTRY_STAGES)."""
     unknown = set(reads) - set(OPTION_NAMES)
     if unknown:
         raise ValueError(f"View {name} reads unknown options {sorted(unknown)}; options are {OPTION_NAMES}.")
@@ -126,7 +133,7 @@ def view(name: str, step: int, kind: str, label: str = "", reads: tuple[str, ...
     def declare(draw: Callable) -> Callable:
         if name in VIEWS:
             raise ValueError(f"View {name} is declared twice.")
-        VIEWS[name] = View(name, step, kind, label, tuple(reads), draw, row, click, props, alt)
+        VIEWS[name] = View(name, step, kind, label, tuple(reads), draw, row, click, props, alt, tuple(stages))
         PAGE.append(VIEWS[name])
         return draw
     return declare
@@ -163,9 +170,27 @@ def alt_text(entry, name: str, options: Options) -> str:
     return spec.alt(entry, options.only(spec.reads))
 
 
+def stages_of(names) -> frozenset[str]:
+    """The trace stages the named views read (names and patterns, as declared)."""
+    return frozenset(stage for name in names for stage in VIEWS[name].stages)
+
+
+def all_stages() -> frozenset[str]:
+    """Every stage any view reads: what an entry is traced again with when a view needs more than it holds."""
+    return stages_of(VIEWS)
+
+
+def require_stages(entry, names) -> None:
+    """The entry's trace made to hold what the named views read (Entry.require: traced again at most once)."""
+    require = getattr(entry, "require", None)
+    if require is not None:
+        require(stages_of(names), all_stages())
+
+
 def render_views(entry, names, options: Options) -> list:
     """The values of the named views, in order, ready to send. A view that reads no option is drawn once per entry and
-    kept."""
+    kept. The entry's trace is made to hold what they read first (require_stages)."""
+    require_stages(entry, names)
     values = []
     for name in names:
         spec = VIEWS[name]

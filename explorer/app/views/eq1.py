@@ -85,14 +85,14 @@ def _eq1_text(entry, options):
     return explanation(1, entry.config)
 
 
-@view("eq1.grid", 1, "plot", "Patch grid (hover: index, row, column)", reads=("selected",), row="patches")
+@view("eq1.grid", 1, "plot", "Patch grid (hover: index, row, column)", reads=("selected",), row="patches", stages=("input.image",))
 def _eq1_grid(entry, options):
     config = entry.config
     return render.patch_grid(display_image(entry), config.patch_size, selected=options.selected,
                              show_numbers=config.num_patches <= 256)
 
 
-@view("eq1.sequence", 1, "plot", "The patch sequence x_p^1 … x_p^N", reads=("selected",), row="patches")
+@view("eq1.sequence", 1, "plot", "The patch sequence x_p^1 … x_p^N", reads=("selected",), row="patches", stages=("input.image",))
 def _eq1_sequence(entry, options):
     return render.patch_sequence(display_patches(entry), selected=options.selected, layout=entry.config.layout)
 
@@ -102,7 +102,7 @@ control("indices", 1, "textbox", "Feature maps to show (indices, ranges like 10-
 
 
 @view("eq1.maps", 1, "plot", "Conv feature maps, one per chosen dimension of D; for a trained model, the same maps of "
-      "an untrained twin (same config, seed 0) below", reads=("indices",))
+      "an untrained twin (same config, seed 0) below", reads=("indices",), stages=("embed.feature_maps",))
 def _eq1_maps(entry, options):
     config = entry.config
     try:
@@ -113,12 +113,12 @@ def _eq1_maps(entry, options):
     return render.feature_maps(stage(entry, "embed.feature_maps"), indices, untrained=untrained)
 
 
-@view("eq1.values", 1, "markdown", reads=("selected", "indices"))
+@view("eq1.values", 1, "markdown", reads=("selected", "indices"), stages=("embed.patch_embeddings",))
 def _eq1_values(entry, options):
     return _selected_values(entry, options)
 
 
-@view("eq1.embeddings", 1, "plot", "Patch embeddings x_p E (N × D)")
+@view("eq1.embeddings", 1, "plot", "Patch embeddings x_p E (N × D)", stages=("embed.patch_embeddings",))
 def _eq1_embeddings(entry, options):
     config = entry.config
     return render.token_matrix(stage(entry, "embed.patch_embeddings"),
@@ -132,22 +132,22 @@ def _token_rows(entry, name: str, what: str):
                                row_names=_token_names(config))
 
 
-@view("eq1.tokens", 1, "plot", "Class token prepended (T × D)")
+@view("eq1.tokens", 1, "plot", "Class token prepended (T × D)", stages=("embed.sequence",))
 def _eq1_tokens(entry, options):
     return _token_rows(entry, "embed.sequence", "class token prepended")
 
 
-@view("eq1.positions", 1, "plot", "Position embeddings E_pos (T × D)")
+@view("eq1.positions", 1, "plot", "Position embeddings E_pos (T × D)", stages=("embed.position_embedding",))
 def _eq1_positions(entry, options):
     return _token_rows(entry, "embed.position_embedding", "position embeddings E_pos")
 
 
-@view("eq1.similarity", 1, "plot", "Position-embedding similarity (Fig. 7 centre)", reads=("selected",), row="similarity")
+@view("eq1.similarity", 1, "plot", "Position-embedding similarity (Fig. 7 centre)", reads=("selected",), row="similarity", stages=("embed.position_embedding",))
 def _eq1_similarity(entry, options):
     return render.position_similarity(_position_similarity(entry), selected=options.selected)
 
 
-@view("eq1.tile", 1, "plot", "Similarity of the selected patch's position", reads=("selected",), row="similarity")
+@view("eq1.tile", 1, "plot", "Similarity of the selected patch's position", reads=("selected",), row="similarity", stages=("embed.position_embedding",))
 def _eq1_tile(entry, options):
     return render.position_similarity_tile(_position_similarity(entry), 0 if options.selected is None else options.selected)
 
@@ -157,6 +157,6 @@ def _eq1_filters(entry, options):
     return render.filter_components(*_filter_components(entry))
 
 
-@view("eq1.z0", 1, "plot", "z_0 (T × D)")
+@view("eq1.z0", 1, "plot", "z_0 (T × D)", stages=("embed.z0",))
 def _eq1_z0(entry, options):
     return _token_rows(entry, "embed.z0", "z_0 = sequence + E_pos")

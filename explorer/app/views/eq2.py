@@ -56,7 +56,7 @@ control("head", 2, "dropdown", "Head for the attention matrix", row="layer-head"
         props=dict(choices=["mean"] + [str(i) for i in range(1, 13)], value="mean"))
 
 
-@view("eq2.heads", 2, "plot", "Attention of the query to every patch, each head of layer ℓ", reads=("selected", "layer"))
+@view("eq2.heads", 2, "plot", "Attention of the query to every patch, each head of layer ℓ", reads=("selected", "layer"), stages=("blocks.*.attn.weights",))
 def _eq2_heads(entry, options):
     layer = _layer(entry, options.layer)
     maps = analysis.query_attention(entry.trace, layer, options.query_token(entry.config.layout))  # (h, rows, cols)
@@ -64,7 +64,7 @@ def _eq2_heads(entry, options):
                                   f"layer {layer}: attention of {_query_name(options)} to every patch, per head")
 
 
-@view("eq2.matrix", 2, "plot", "Attention matrix A (hover for values)", reads=("layer", "head"))
+@view("eq2.matrix", 2, "plot", "Attention matrix A (hover for values)", reads=("layer", "head"), stages=("blocks.*.attn.weights",))
 def _eq2_matrix(entry, options):
     layer = _layer(entry, options.layer)
     heads = entry.config.heads
@@ -75,7 +75,7 @@ def _eq2_matrix(entry, options):
                                    entry.config.layout)
 
 
-@view("eq2.overview", 2, "plot", "All layers × heads, same query", reads=("selected",))
+@view("eq2.overview", 2, "plot", "All layers × heads, same query", reads=("selected",), stages=("blocks.*.attn.weights",))
 def _eq2_overview(entry, options):
     query = options.query_token(entry.config.layout)
     maps = entry.cached(("overview", query), lambda: analysis.query_attention_layers(entry.trace, query))
@@ -87,7 +87,7 @@ control("discard", 2, "slider", "Rollout discard ratio", row="rollout",
         props=dict(minimum=0.0, maximum=0.95, step=0.05, value=0.0))
 
 
-@view("eq2.rollout", 2, "plot", "Attention rollout (Fig. 6)", reads=("fusion", "discard"))
+@view("eq2.rollout", 2, "plot", "Attention rollout (Fig. 6)", reads=("fusion", "discard"), stages=("blocks.*.attn.weights",))
 def _eq2_rollout(entry, options):
     fusion = options.fusion if options.fusion in HEAD_FUSIONS else "mean"
     discard = float(min(max(options.discard, 0.0), 0.99))
@@ -99,7 +99,7 @@ def _eq2_rollout(entry, options):
 
 
 @view("eq2.distance", 2, "plot", "Mean attention distance per head vs depth (Fig. 7 right; rows renormalised after "
-      "dropping the class token)")
+      "dropping the class token)", stages=("blocks.*.attn.weights",))
 def _eq2_distance(entry, options):
     distance = _fused_and_distance(entry)[1]  # (L, h)
     return render.mean_attention_distance(distance, entry.config.patch_size, entry.config.image_hw[0])
@@ -118,7 +118,7 @@ def _survey_command(entry) -> str:
 
 
 @view("eq2.survey_distance", 2, "plot", "This image against the data set: each head's mean attention distance over "
-      "the survey's mean ± sd")
+      "the survey's mean ± sd", stages=("blocks.*.attn.weights",))
 def _eq2_survey_distance(entry, options):
     survey = _survey(entry)
     if survey is None:
@@ -130,7 +130,7 @@ def _eq2_survey_distance(entry, options):
                                             entry.config.image_hw[0])
 
 
-@view("eq2.survey_rollout", 2, "plot", "This image's attention rollout beside the data set's average")
+@view("eq2.survey_rollout", 2, "plot", "This image's attention rollout beside the data set's average", stages=("blocks.*.attn.weights",))
 def _eq2_survey_rollout(entry, options):
     survey = _survey(entry)
     if survey is None:

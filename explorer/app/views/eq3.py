@@ -28,13 +28,13 @@ def _eq3_text(entry, options):
     return explanation(3, entry.config)
 
 
-@view("eq3.norms", 3, "plot", "Token norms ‖z_ℓ‖ over the image, layer by layer")
+@view("eq3.norms", 3, "plot", "Token norms ‖z_ℓ‖ over the image, layer by layer", stages=("embed.z0", "blocks.*.z", "blocks.*.z_mid"))
 def _eq3_norms(entry, options):
     norms = entry.cached("token_norms", lambda: analysis.token_norms(entry.trace))
     return render.token_norms(norms["z"], entry.config.grid, entry.config.layout)
 
 
-@view("eq3.updates", 3, "plot", "How z'_ℓ and z_ℓ change layer by layer")
+@view("eq3.updates", 3, "plot", "How z'_ℓ and z_ℓ change layer by layer", stages=("embed.z0", "blocks.*.z", "blocks.*.z_mid"))
 def _eq3_updates(entry, options):
     z, z_mid = entry.cached("stream", lambda: (entry.trace.residual_stream().numpy(), entry.trace.residual_mid().numpy()))
     return render.residual_updates(z, z_mid)
@@ -45,7 +45,7 @@ control("ln_layer", 3, "slider", "Layer ℓ for LayerNorm", row="layernorm", ada
 control("ln_which", 3, "radio", "Which LayerNorm", row="layernorm", props=dict(choices=list(LN_CHOICES), value=LN_CHOICES[0]))
 
 
-@view("eq3.layernorm", 3, "plot", "LayerNorm's effect on the selected token", reads=("selected", "ln_layer", "ln_which"))
+@view("eq3.layernorm", 3, "plot", "LayerNorm's effect on the selected token", reads=("selected", "ln_layer", "ln_which"), stages=("embed.z0", "blocks.*.z", "blocks.*.z_mid", "blocks.*.ln_1", "blocks.*.ln_2"))
 def _eq3_layernorm(entry, options):
     return render.layernorm_effect(*layernorm_pair(entry, options.ln_layer, options.ln_which),
                                    options.query_token(entry.config.layout))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ...common import equally_likely
 from ...deferred import deferred
 from ...weights import UNTRAINED_NOTE
+from ..cache import LENS_STAGES
 from ..text import explanation
 from .declare import view
 
@@ -29,17 +30,17 @@ def _eq4_text(entry, options):
     return explanation(4, entry.config)
 
 
-@view("eq4.top_k", 4, "plot", "Top-5 prediction", row="top-k")
+@view("eq4.top_k", 4, "plot", "Top-5 prediction", row="top-k", stages=("head.probabilities",))
 def _eq4_top_k(entry, options):
     return render.top_k(entry.trace.probabilities.numpy(), entry.class_names, k=5)
 
 
-@view("eq4.table", 4, "markdown", row="top-k", elem_id="top-k-table")
+@view("eq4.table", 4, "markdown", row="top-k", elem_id="top-k-table", stages=("head.probabilities",))
 def _eq4_table(entry, options):
     return _top_table(entry)
 
 
-@view("eq4.lens", 4, "plot", "Logit lens: the prediction layer by layer")
+@view("eq4.lens", 4, "plot", "Logit lens: the prediction layer by layer", stages=tuple(sorted(LENS_STAGES)))
 def _eq4_lens(entry, options):
     lens = entry.logit_lens
     return render.logit_lens(lens.probabilities, entry.class_names, [int(i) for i in lens.top_indices[-1]])

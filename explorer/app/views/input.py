@@ -143,11 +143,11 @@ def _input_original(entry, options):
 
 
 @view("input.seen", 0, "image", "What the model sees (after its own preprocessing)", row="images", height=320,
-      format="png", alt=_seen_alt)
+      format="png", alt=_seen_alt, stages=("input.image",))
 def _input_seen(entry, options):
     return seen_image(entry)
 
 
-@view("input.normalised", 0, "markdown")
+@view("input.normalised", 0, "markdown", stages=("input.pixels",))
 def _input_normalised(entry, options):
     return _normalisation_text(entry)

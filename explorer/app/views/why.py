@@ -8,7 +8,7 @@ from ...common import ranking
 from ...config import ViTConfig
 from ...deferred import deferred
 from ..text import explanation
-from .declare import control, view
+from .declare import control, require_stages, view
 from .eq1 import _position_similarity
 from .eq2 import _fused
 from .input import display_image, grid_words, picker_base, picker_scale
@@ -85,6 +85,7 @@ def draw_slow(entry, name: str, options, progress):
     """The slow view `name` computed now (`progress(done, total)` after each forward; it may raise to stop)."""
     if name != "why.faithfulness":
         raise ValueError(f"{name} is not one of the slow views {SLOW_VIEWS}.")
+    require_stages(entry, [name])
     target = target_class(entry, options.target)
     return _faithfulness_figure(entry, target, _faithfulness(entry, target, progress))
 
@@ -170,14 +171,14 @@ control("target", 5, "dropdown", "Class to explain (top 5 first; type to find an
         props=dict(choices=[TOP_CLASS], value="", filterable=True))
 
 
-@view("why.relevance", 5, "plot", "Relevance for the chosen class (Chefer et al. 2021)", reads=("target",), row="maps")
+@view("why.relevance", 5, "plot", "Relevance for the chosen class (Chefer et al. 2021)", reads=("target",), row="maps", stages=("input.image",))
 def _why_relevance(entry, options):
     target = target_class(entry, options.target)
     return render.rollout(display_image(entry), _gradient_map(entry, "relevance", target),
                           f"relevance for {_class_name(entry, target)}", name="relevance")
 
 
-@view("why.grad_cam", 5, "plot", "Grad-CAM for the chosen class (last block)", reads=("target",), row="maps")
+@view("why.grad_cam", 5, "plot", "Grad-CAM for the chosen class (last block)", reads=("target",), row="maps", stages=("input.image",))
 def _why_grad_cam(entry, options):
     target = target_class(entry, options.target)
     cam = _gradient_map(entry, "grad_cam", target)  # (rows, cols), ReLU'd: zero where no token raises the score
@@ -187,7 +188,7 @@ def _why_grad_cam(entry, options):
     return render.rollout(display_image(entry), cam, title, name="Grad-CAM")
 
 
-@view("why.faithfulness", 5, "plot", "Faithfulness of each map: deletion and insertion curves", reads=("target",))
+@view("why.faithfulness", 5, "plot", "Faithfulness of each map: deletion and insertion curves", reads=("target",), stages=("blocks.*.attn.weights",))
 def _why_faithfulness(entry, options):
     target = target_class(entry, options.target)
     if ("faithfulness", target) not in entry.memo:  # computed by draw_slow, after the maps are on the page
@@ -203,7 +204,7 @@ def _faithfulness_figure(entry, target: int, result):
 
 @view("why.dropper", 5, "image", "Click patches to take them out of the sequence (click again to put back)",
       reads=("dropped",), click="dropped", row="drop", format="png", height=360, alt=lambda entry, options:
-      _dropper_alt(entry, options.dropped))
+      _dropper_alt(entry, options.dropped), stages=("input.image",))
 def _why_dropper(entry, options):
     return dropped_image(entry, options.dropped)
 
@@ -223,13 +224,13 @@ control("scale", 5, "dropdown", "Input size (Sec. 3.2: E_pos interpolated in 2-D
         props=dict(choices=[("native", 1.0)], value=1.0))
 
 
-@view("why.positions", 5, "plot", "Position-embedding similarity at the model's own size", row="resolution")
+@view("why.positions", 5, "plot", "Position-embedding similarity at the model's own size", row="resolution", stages=("embed.position_embedding",))
 def _why_positions(entry, options):
     return render.position_similarity(_position_similarity(entry))
 
 
 @view("why.positions_scaled", 5, "plot", "The same, E_pos interpolated to the chosen size", reads=("scale",),
-      row="resolution")
+      row="resolution", stages=("embed.position_embedding",))
 def _why_positions_scaled(entry, options):
     side = scaled_size(entry.config, options.scale)
     grid = (side // entry.config.patch_size,) * 2
