@@ -103,7 +103,10 @@ class ViTConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
+        """The fields as JSON-ready data; the descendants' fields only where they differ from the paper's, so that a
+        paper ViT writes the JSON it wrote before they existed (and older code reads it)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in _DESCENDANT_FIELDS or getattr(self, f.name) != f.default}
         if isinstance(out["image_size"], tuple):
             out["image_size"] = list(out["image_size"])
         return out
@@ -119,6 +122,10 @@ class ViTConfig:
             raise ValueError(f"Unknown config fields: {sorted(unknown)}")
         return cls(**data)
 
+
+# The fields of the paper's descendants (explorer.tokens): their defaults are the paper's ViT.
+_DESCENDANT_FIELDS = ("class_token", "distillation_token", "register_tokens", "position_covers", "layer_scale",
+                      "pre_norm", "pooling", "fc_norm", "activation")
 
 # Table 1 sizes: (L, D, MLP size, h).
 _TABLE_1 = {

@@ -215,3 +215,22 @@ def test_eq1_words_and_figures_show_the_real_sequence():
     norms = render.token_norms(np.ones((3, layout.T), dtype=np.float32), config.grid, layout)
     assert [trace.name for trace in norms.data if trace.name and "token" in trace.name][:2] == ["class token",
                                                                                                   "REG1 token"]
+
+
+def test_a_descendant_saves_and_loads_as_a_project_checkpoint(tmp_path):
+    """Its layout fields travel in the JSON (only where they differ from the paper's), and the weights come back."""
+    from explorer.images import Preprocessing
+    from explorer.weights import load_checkpoint, save_checkpoint
+
+    config = CONFIGS["ViT-Tiny-Test/8"].replace(distillation_token=True, register_tokens=2, layer_scale=True,
+                                                pooling="class_and_distillation", position_covers="patches")
+    assert {"distillation_token", "register_tokens", "pooling"} <= set(config.to_dict())
+    assert "pre_norm" not in config.to_dict() and ViTConfig.from_dict(config.to_dict()) == config
+    torch.manual_seed(0)
+    model = ViT(config).eval()
+    weights, _ = save_checkpoint(tmp_path / "deit_like", model, [f"c{i}" for i in range(10)],
+                                 Preprocessing(resize_size=32, crop_size=32))
+    loaded = load_checkpoint(weights).model
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert loaded.config == config and torch.equal(loaded(x), model(x))
