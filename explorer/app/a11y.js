@@ -4,6 +4,15 @@
 // again whenever Gradio re-renders (one MutationObserver, at most once a frame).
 (() => {
   'use strict';
+  // The window's width, in a cookie that every event's request carries: on a narrow screen the app draws its figures'
+  // panels one under another (explorer/app/screen.py). In a cross-site frame (a Space) only a partitioned cookie is
+  // sent; where none is, the figures are drawn for a wide screen.
+  function reportWidth() {
+    const where = location.protocol === 'https:' ? '; SameSite=None; Secure; Partitioned' : '; SameSite=Lax';
+    document.cookie = `vit-width=${Math.round(window.innerWidth)}; path=/${where}`;
+  }
+  reportWidth();
+  window.addEventListener('resize', reportWidth);
   // Pictures whose clicks choose a patch: their alt text (explorer.app.views) starts "Patch grid, R × C patches".
   const PICKABLE = '#picker button, #view-why-dropper button';
   const GRID = /(\d+) × (\d+) patches/;

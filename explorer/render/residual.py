@@ -9,13 +9,14 @@ import plotly.graph_objects as go
 from .base import SEQUENTIAL_COLOURS, _figure, _label_gap, _labels_trace, _mosaic, _robust_max, _tile_origins
 
 
-def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
-    """||z_l|| of every token for l = 0..L: patch tokens as maps over the grid, the class token as a line."""
+def token_norms(norms, grid: tuple[int, int], *, narrow: bool = False) -> go.Figure:
+    """||z_l|| of every token for l = 0..L: patch tokens as maps over the grid, seven to a row (`narrow`: three), the
+    class token as a line."""
     norms = np.asarray(norms, dtype=np.float32)  # (L + 1, T)
     L1, T = norms.shape
     gh, gw = int(grid[0]), int(grid[1])
     maps = norms[:, 1:].reshape(L1, gh, gw)  # (L + 1, gh, gw)
-    per_row = min(L1, 7)
+    per_row = min(L1, 3 if narrow else 7)
     gy, gx = _label_gap(gh), max(1, round(0.1 * gw))
     z = _mosaic(maps, per_row, (gy, gx))
     layer = np.broadcast_to(np.arange(L1, dtype=np.int16)[:, None, None], maps.shape)
@@ -23,8 +24,9 @@ def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
     customdata = _mosaic(np.stack([layer, patch], -1), per_row, (gy, gx), fill=np.int16(0))  # (.., .., 2)
     traces = [go.Heatmap(
         z=z, customdata=customdata, colorscale=SEQUENTIAL_COLOURS, zmin=0, zmax=_robust_max(maps),
-        hoverongaps=False, colorbar=dict(title=dict(text="‖z‖", side="right"), thickness=10, len=0.6, y=1,
-                                         yanchor="top"),
+        hoverongaps=False, colorbar=dict(title=dict(text="‖z‖", side="top"), thickness=10, orientation="h", len=1,
+                                         x=0, xanchor="left", y=0.47, yanchor="top") if narrow  # under the maps
+        else dict(title=dict(text="‖z‖", side="right"), thickness=10, len=0.6, y=1, yanchor="top"),
         hovertemplate="z<sub>%{customdata[0]}</sub> · patch %{customdata[1]}: ‖z‖ = %{z:.2f}<extra></extra>",
     )]
     top, left = _tile_origins(L1, per_row, (gh + gy, gw + gx))
@@ -38,15 +40,18 @@ def token_norms(norms, grid: tuple[int, int]) -> go.Figure:
                              hovertemplate="z<sub>%{x}</sub>: mean patch ‖z‖ = %{y:.2f}<extra></extra>"))
     rows = math.ceil(L1 / per_row)
     common = dict(showgrid=False, zeroline=False, visible=False, constrain="domain")
+    # the plot's parts, bottom to top: the class token's line, the legend, (narrow: the colour bar), the maps
+    line, legend, maps = ((0.24, 0.30, 0.5) if narrow else (0.3, 0.36, 0.42))
     return _figure(
         traces, "Token norms ‖z<sub>l</sub>‖ through the residual stream (Eq. 2–3)", 360 + rows * 110,
+        fit=2 * (z.shape[0] + gy) / z.shape[1] if narrow else None,  # narrow: the maps, the plot's top half
         meta=dict(kind="token_norms", tile=[gh, gw], gap=[gy, gx], per_row=per_row),
         xaxis=dict(range=[-0.5, z.shape[1] - 0.5], domain=[0, 1], **common),
-        yaxis=dict(range=[z.shape[0] - 0.5, -gy - 0.5], scaleanchor="x", scaleratio=1, domain=[0.42, 1], **common),
+        yaxis=dict(range=[z.shape[0] - 0.5, -gy - 0.5], scaleanchor="x", scaleratio=1, domain=[maps, 1], **common),
         xaxis2=dict(domain=[0, 1], anchor="y2", title=dict(text="layer l (z<sub>0</sub> = embedding output)"),
                     dtick=max(1, L1 // 12)),
-        yaxis2=dict(domain=[0, 0.3], anchor="x2", title=dict(text="‖z<sub>l</sub>‖"), rangemode="tozero"),
-        legend=dict(orientation="h", x=0, y=0.36, yanchor="bottom"),
+        yaxis2=dict(domain=[0, line], anchor="x2", title=dict(text="‖z<sub>l</sub>‖"), rangemode="tozero"),
+        legend=dict(orientation="h", x=0, y=legend, yanchor="bottom"),
     )
 
 

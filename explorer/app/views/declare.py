@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
+from ..screen import narrow
 from ..text import STEPS
 from ..transport import encode
 
@@ -159,13 +160,14 @@ def alt_text(entry, name: str, options: Options) -> str:
 
 
 def render_views(entry, names, options: Options) -> list:
-    """The values of the named views, in order, ready to send. A view that reads no option is drawn once per entry and
-    kept."""
+    """The values of the named views, in order, ready to send. A view that reads no option is drawn once per entry (and
+    screen layout, explorer.app.screen) and kept."""
     values = []
     for name in names:
         spec = VIEWS[name]
         if spec.reads:
             values.append(encode(spec.draw(entry, options.only(spec.reads))))
         else:
-            values.append(entry.cached(("view", name), lambda spec=spec: encode(spec.draw(entry, options.only(())))))
+            values.append(entry.cached(("view", name, narrow()),
+                                       lambda spec=spec: encode(spec.draw(entry, options.only(())))))
     return values

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...deferred import deferred
+from ..screen import narrow
 from ..text import explanation
 from .declare import LN_CHOICES, control, view
 from .eq2 import _depth_range, _layer
@@ -31,7 +32,7 @@ def _eq3_text(entry, options):
 @view("eq3.norms", 3, "plot", "Token norms ‖z_ℓ‖ over the image, layer by layer")
 def _eq3_norms(entry, options):
     norms = entry.cached("token_norms", lambda: analysis.token_norms(entry.trace))
-    return render.token_norms(norms["z"], entry.config.grid)
+    return render.token_norms(norms["z"], entry.config.grid, narrow=narrow())
 
 
 @view("eq3.updates", 3, "plot", "How z'_ℓ and z_ℓ change layer by layer")
