@@ -94,8 +94,9 @@ def residual_updates(z, z_mid) -> go.Figure:
                    margin=dict(l=50, r=20, t=80, b=40))
 
 
-def layernorm_effect(before, after, token: int) -> go.Figure:
-    """LN in Eq. 2-3: one token's D values before and after LayerNorm (normalise, then scale by γ, shift by β)."""
+def layernorm_effect(before, after, token: int, *, narrow: bool = False) -> go.Figure:
+    """LN in Eq. 2-3: one token's D values before and after LayerNorm (normalise, then scale by γ, shift by β), side
+    by side (`narrow`: one above the other)."""
     before = np.asarray(before, dtype=np.float32)  # (T, D)
     after = np.asarray(after, dtype=np.float32)  # (T, D)
     x, y = before[int(token)], after[int(token)]  # (D,)
@@ -105,18 +106,19 @@ def layernorm_effect(before, after, token: int) -> go.Figure:
         go.Histogram(x=y, nbinsx=60, name="after LN", marker_color="#ef553b", xaxis="x2", yaxis="y2",
                      hovertemplate="%{x}: %{y} values<extra>after</extra>"),
     ]
+    # each plot's place: (x domain, y domain); its caption at the top left of it
+    (x1, y1), (x2, y2) = ((([0, 1], [0.6, 1]), ([0, 1], [0, 0.4])) if narrow
+                          else (([0, 0.45], [0, 1]), ([0.55, 1], [0, 1])))
     annotations = [
-        dict(text=f"before LN: mean {x.mean():.3g}, std {x.std():.3g}", x=0.0, y=1.0, xref="paper", yref="paper",
-             xanchor="left", yanchor="bottom", showarrow=False),
-        dict(text=f"after LN: mean {y.mean():.3g}, std {y.std():.3g}", x=0.55, y=1.0, xref="paper", yref="paper",
-             xanchor="left", yanchor="bottom", showarrow=False),
-    ]
+        dict(text=f"{when} LN: mean {values.mean():.3g}, std {values.std():.3g}", x=xd[0], y=yd[1], xref="paper",
+             yref="paper", xanchor="left", yanchor="bottom", showarrow=False)
+        for when, values, xd, yd in (("before", x, x1, y1), ("after", y, x2, y2))]
     name = "the class token" if int(token) == 0 else f"token {int(token)} (patch {int(token) - 1})"
-    return _figure(traces, f"LayerNorm on {name}: {x.size} values", 320, annotations=annotations, showlegend=False,
-                   bargap=0.05, margin=dict(l=40, r=20, t=70, b=40),
-                   xaxis=dict(domain=[0, 0.45], title=dict(text="value")),
-                   yaxis=dict(title=dict(text="count")),
-                   xaxis2=dict(domain=[0.55, 1], anchor="y2", title=dict(text="value")),
-                   yaxis2=dict(anchor="x2"))
+    return _figure(traces, f"LayerNorm on {name}: {x.size} values", 560 if narrow else 320, annotations=annotations,
+                   showlegend=False, bargap=0.05, margin=dict(l=40, r=20, t=70, b=40),
+                   xaxis=dict(domain=x1, title=dict(text="value")),
+                   yaxis=dict(domain=y1, title=dict(text="count")),
+                   xaxis2=dict(domain=x2, anchor="y2", title=dict(text="value")),
+                   yaxis2=dict(domain=y2, anchor="x2", **(dict(title=dict(text="count")) if narrow else {})))
 
 

@@ -131,7 +131,7 @@ def _eq2_survey_distance(entry, options):
                                             entry.config.image_hw[0])
 
 
-@view("eq2.survey_rollout", 2, "plot", "This image's attention rollout beside the data set's average")
+@view("eq2.survey_rollout", 2, "plot", "This image's attention rollout and the data set's average")
 def _eq2_survey_rollout(entry, options):
     survey = _survey(entry)
     if survey is None:

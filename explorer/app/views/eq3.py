@@ -48,4 +48,5 @@ control("ln_which", 3, "radio", "Which LayerNorm", row="layernorm", props=dict(c
 
 @view("eq3.layernorm", 3, "plot", "LayerNorm's effect on the selected token", reads=("selected", "ln_layer", "ln_which"))
 def _eq3_layernorm(entry, options):
-    return render.layernorm_effect(*layernorm_pair(entry, options.ln_layer, options.ln_which), options.query)
+    return render.layernorm_effect(*layernorm_pair(entry, options.ln_layer, options.ln_which), options.query,
+                                   narrow=narrow())

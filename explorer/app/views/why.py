@@ -216,7 +216,7 @@ def _why_dropped(entry, options):
     after = _dropped_probabilities(entry, dropped)
     if not dropped:
         return render.prediction_change(entry.trace.probabilities.numpy(), None, entry.class_names,
-                                        ("all patches: click patches on the left to take them out", ""))
+                                        ("all patches: click patches in the picture next to this chart to take them out", ""))
     label = f"without {len(dropped)} patch{'es' if len(dropped) != 1 else ''}"
     return render.prediction_change(entry.trace.probabilities.numpy(), after, entry.class_names, ("all patches", label))
 
