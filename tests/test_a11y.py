@@ -64,9 +64,11 @@ def analysed(session):
 
 
 def open_step(page, step: int) -> None:
-    """Show step `step` (a click: the tests of keyboard use set their scene by mouse) and wait until it is drawn."""
+    """Show step `step` by keyboard (its tab focused, Enter: the page is then in keyboard use, and draws focus rings
+    as for a person who uses the keyboard) and wait until it is drawn."""
+    page.focus(f"#tab-{step}-button")
     if page.get_attribute(f"#tab-{step}-button", "aria-selected") != "true":
-        page.click(f"#tab-{step}-button")
+        page.keyboard.press("Enter")
     wait_drawn(page, step)
 
 
