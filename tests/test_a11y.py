@@ -406,6 +406,9 @@ def test_a_phone_reaches_every_step_and_nothing_overflows(server, session):
                 if kind == "" and len(plot_widths) == 2:  # two plots in one chart (the faithfulness curves)
                     assert min(plot_widths) >= 0.75 * 390, (step, plot_widths)
                     drawn.add("two plots")
+            if AXE.is_file():  # the phone's layout too: no critical or serious violation
+                settled(page)
+                assert not axe_violations(page), (step, axe_violations(page))
         assert drawn == set(PANEL_WIDTH) | {"two plots"}, drawn
         # the picker sits right above the steps it drives
         picker, steps = page.evaluate("() => ['#picker', '#steps'].map(s => { const r = document.querySelector(s)"
