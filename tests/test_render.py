@@ -891,6 +891,9 @@ def test_narrow_two_plot_charts_put_one_plot_above_the_other():
         layout = checked(fig).layout
         assert tuple(layout.xaxis.domain) == tuple(layout.xaxis2.domain) == (0, 1)  # each as wide as the chart
         assert layout.yaxis2.domain[1] < layout.yaxis.domain[0]  # the second under the first
+    z = rng().normal(size=(3, 5, 16)).astype(np.float32)
+    legend = checked(render.residual_updates(z, z[1:], narrow=True)).layout.legend
+    assert legend.y < 0 and legend.yanchor == "top"  # under the plot: its lines never run into the title
     maps = [np.eye(3, dtype=np.float32), np.ones((3, 3), dtype=np.float32)]
     fig = checked(render.rollout_survey(*maps, 10, narrow=True))
     z = np.asarray(traces(fig, "heatmap")[0].z)

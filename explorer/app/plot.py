@@ -113,7 +113,9 @@ function fitTitle(layout) {
   const perLine = Math.max(16, Math.floor((host.clientWidth || 700) / (size * 0.55)));
   const visible = text => text.replace(/<[^>]*>/g, '').length;
   const lines = [];
-  for (const part of String(title.text || '').split(/<br\s*\/?>/i)) {
+  // the title as written (layout.meta.title, where the server broke it for a wide chart), else as it is
+  const text = (layout.meta && layout.meta.title) || title.text || '';
+  for (const part of String(text).split(/<br\s*\/?>/i)) {
     let line = '';
     for (const word of part.split(' ')) {
       if (line && visible(line) + 1 + visible(word) > perLine) { lines.push(line); line = word; }

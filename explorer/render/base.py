@@ -90,6 +90,8 @@ def _figure(traces: Sequence, title: str, height: int, *, fit: float | None = No
     tests/test_render.py re-validates every figure with go.Figure(fig.to_dict()).
     """
     layout.setdefault("margin", _MARGIN)
+    if wrap_title(title) != title:  # the page wraps the whole title again at a narrow chart's width (app/plot.py)
+        layout["meta"] = {**layout.get("meta", {}), "title": title}
     title = wrap_title(title)
     extra_lines = title.count("<br>") - 1  # the margins above hold two lines
     if extra_lines > 0:

@@ -60,9 +60,9 @@ def _norms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...d,...d->...", x, x))
 
 
-def residual_updates(z, z_mid) -> go.Figure:
+def residual_updates(z, z_mid, *, narrow: bool = False) -> go.Figure:
     """Per layer: mean over tokens of ||z'_l - z_{l-1}|| (attention's update, Eq. 2), ||z_l - z'_l|| (MLP's, Eq. 3)
-    and ||z_l||."""
+    and ||z_l||; the legend above the plot (`narrow`: under it, where its lines do not run into the title)."""
     z = np.asarray(z, dtype=np.float32)  # (L + 1, T, D)
     z_mid = np.asarray(z_mid, dtype=np.float32)  # (L, T, D)
     L = z_mid.shape[0]
@@ -87,11 +87,12 @@ def residual_updates(z, z_mid) -> go.Figure:
                    line=dict(dash="dot"),
                    hovertemplate="z<sub>%{x}</sub>: ‖z‖ %{y:.3f}<extra></extra>"),
     ]
-    return _figure(traces, "What each block adds to the residual stream (mean over tokens)", 380,
+    legend, margin = ((dict(y=-0.22, yanchor="top"), dict(l=50, r=10, t=80, b=130)) if narrow
+                      else (dict(y=1.02, yanchor="bottom"), dict(l=50, r=20, t=80, b=40)))
+    return _figure(traces, "What each block adds to the residual stream (mean over tokens)", 480 if narrow else 380,
                    xaxis=dict(title=dict(text="layer l"), range=[-0.3, L + 0.3], dtick=max(1, L // 12)),
                    yaxis=dict(title=dict(text="L2 norm"), rangemode="tozero"),
-                   legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
-                   margin=dict(l=50, r=20, t=80, b=40))
+                   legend=dict(orientation="h", x=0, **legend), margin=margin)
 
 
 def layernorm_effect(before, after, token: int, *, narrow: bool = False) -> go.Figure:

@@ -38,7 +38,7 @@ def _eq3_norms(entry, options):
 @view("eq3.updates", 3, "plot", "How z'_ℓ and z_ℓ change layer by layer")
 def _eq3_updates(entry, options):
     z, z_mid = entry.cached("stream", lambda: (entry.trace.residual_stream().numpy(), entry.trace.residual_mid().numpy()))
-    return render.residual_updates(z, z_mid)
+    return render.residual_updates(z, z_mid, narrow=narrow())
 
 
 control("ln_layer", 3, "slider", "Layer ℓ for LayerNorm", row="layernorm", adapt=_depth_range,
