@@ -898,3 +898,12 @@ def test_narrow_two_plot_charts_put_one_plot_above_the_other():
     fig = checked(render.rollout_survey(*maps, 10, narrow=True))
     z = np.asarray(traces(fig, "heatmap")[0].z)
     assert z.shape[1] == 3 and np.array_equal(z[:3], maps[0]) and np.array_equal(z[-3:], maps[1])
+
+
+def test_a_title_broken_for_a_wide_chart_keeps_its_whole_text_for_a_narrow_one():
+    long = "a title of many words " * 5  # over TITLE_CHARACTERS: broken with <br> for a wide chart
+    fig = checked(render.faithfulness_pending(long.strip()))
+    assert "<br>" in fig.layout.title.text and "<br>" not in fig.layout.meta["title"]
+    assert fig.layout.title.text.replace("<br>", " ").replace(" · ", " ") == " ".join(fig.layout.meta["title"].split())
+    short = checked(render.rollout(np.zeros((8, 8, 3)), np.ones((2, 2)), "short"))
+    assert "title" not in short.layout.meta

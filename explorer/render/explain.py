@@ -69,7 +69,9 @@ def prediction_change(before, after, class_names: Sequence[str], labels: tuple[s
     before = np.asarray(before, dtype=np.float32).reshape(-1)  # (K,)
     if after is None:
         figure = top_k(before, class_names, k)
-        figure.layout.title.text = wrap_title(f"Prediction, {labels[0]}")
+        title = f"Prediction, {labels[0]}"
+        figure.layout.title.text = wrap_title(title)
+        figure.layout.meta = {**(figure.layout.meta or {}), "title": title}  # as _figure keeps it (base.py)
         return figure
     after = np.asarray(after, dtype=np.float32).reshape(-1)  # (K,)
     top = list(ranking(after, k)) + [i for i in ranking(before, k) if i not in set(ranking(after, k).tolist())]
