@@ -51,6 +51,27 @@ def session(server):
         yield browser_session
 
 
+@pytest.fixture(scope="module")
+def analysed(session):
+    """The desktop page with the photo analysed (uploaded once, shared by the tests that need an image): any test of
+    this file passes alone."""
+    page = session.page
+    page.set_input_files("#upload input[type=file]", str(PHOTO))
+    page.wait_for_function("() => { const i = document.querySelector('#picker img'); return i && i.complete &&"
+                           f" i.naturalWidth > 0 && i.alt.includes('{GRID} × {GRID} patches'); }}")
+    wait_drawn(page, 0)
+    return session
+
+
+def open_step(page, step: int) -> None:
+    """Show step `step` by keyboard (its tab focused, Enter: the page is then in keyboard use, and draws focus rings
+    as for a person who uses the keyboard) and wait until it is drawn."""
+    page.focus(f"#tab-{step}-button")
+    if page.get_attribute(f"#tab-{step}-button", "aria-selected") != "true":
+        page.keyboard.press("Enter")
+    wait_drawn(page, step)
+
+
 def shoot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
@@ -97,23 +118,32 @@ def tab_until(page, selector: str, limit: int = 80) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Keyboard only
 
-def test_an_example_chosen_by_keyboard_runs_the_model(session):
-    page = session.page
+def test_an_example_chosen_by_keyboard_runs_the_model(analysed):
+    page = analysed.page
+    open_step(page, 0)
+    before = page.get_attribute("#picker img", "src")
     page.focus("body")
     tab_until(page, "button.gallery-item")
     assert focus_is_visible(page)
     name = page.evaluate("() => document.activeElement.getAttribute('aria-label')")
     assert name and name.startswith("Example image: "), name
+    if name.endswith(PHOTO.name):  # an example other than the photo analysed already: the picture must change
+        page.keyboard.press("Tab")
+        name = page.evaluate("() => document.activeElement.getAttribute('aria-label')")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => { const i = document.querySelector('#picker img'); return i && i.complete &&"
-                           f" i.naturalWidth > 0 && i.alt.includes('{GRID} × {GRID} patches'); }}")
+    page.wait_for_function("before => { const i = document.querySelector('#picker img'); return i && i.complete &&"
+                           f" i.naturalWidth > 0 && i.src !== before && i.alt.includes('{GRID} × {GRID} patches'); }}",
+                           arg=before)
     wait_drawn(page, 0)
     assert "no patch selected" in page.get_attribute("#picker img", "alt")
 
 
-def test_a_patch_is_picked_with_the_arrows_and_enter(session):
-    page = session.page
-    tab_until(page, "#picker")
+def test_a_patch_is_picked_with_the_arrows_and_enter(analysed):
+    page = analysed.page
+    page.focus("#class-token")  # the control just before the picker: Tab from there reaches it
+    page.keyboard.press("Shift+Tab")
+    if not page.evaluate("() => !!document.activeElement.closest('#picker')"):
+        tab_until(page, "#picker")
     assert focus_is_visible(page)
     for key in ["ArrowRight"] * 3 + ["ArrowDown"] * 2:
         page.keyboard.press(key)
@@ -122,20 +152,23 @@ def test_a_patch_is_picked_with_the_arrows_and_enter(session):
     page.wait_for_function("() => document.querySelector('#selection').innerText.includes('patch 17')")
     assert "row 2, column 3" in page.inner_text("#selection")
     page.wait_for_function("() => document.querySelector('#picker img').alt.includes('patch 17 selected')")
-    # With the picture still focused, the page comes to rest: the cursor's words are written only when they change
-    # (each write is a DOM change that would draw the cursor again, a frame later, forever).
+    # With the picture still focused, the picker comes to rest: the cursor's words are written only when they change
+    # (each write is a DOM change that would draw the cursor again, a frame later, forever). (Only the picker is
+    # watched: Gradio's own status words for screen readers change once more when its last event ends.)
     assert page.evaluate("""() => document.activeElement.closest('#picker') !== null""")
     changes = page.evaluate("""() => new Promise(done => {
         let n = 0;
         const seen = new MutationObserver(records => { n += records.length; });
-        seen.observe(document.body, {childList: true, subtree: true, characterData: true, attributes: true});
+        seen.observe(document.querySelector('#picker'), {childList: true, subtree: true, characterData: true,
+                                                         attributes: true});
         setTimeout(() => { seen.disconnect(); done(n); }, 1500);
     })""")
-    assert changes == 0, f"{changes} changes to a page at rest in 1.5 s"
+    assert changes == 0, f"{changes} changes to the picker at rest in 1.5 s"
 
 
-def test_tabs_follow_the_arrow_keys(session):
-    page = session.page
+def test_tabs_follow_the_arrow_keys(analysed):
+    page = analysed.page
+    open_step(page, 0)
     page.focus("#tab-0-button")
     for step in (1, 2):
         page.keyboard.press("ArrowRight")
@@ -143,11 +176,13 @@ def test_tabs_follow_the_arrow_keys(session):
         assert page.get_attribute(f"#tab-{step}-button", "aria-selected") == "true"
         wait_drawn(page, step)  # the same event as a click: the step is drawn
     assert focus_is_visible(page)
-    assert "query: patch 17" in title(page, 2, 0)  # the patch picked by keyboard is the query
+    picked = re.search(r"patch (\d+)", page.inner_text("#selection"))  # the query shown is the one picked
+    assert (f"query: patch {picked.group(1)}" if picked else "query: the class token") in title(page, 2, 0)
 
 
-def test_dropdown_chosen_by_keyboard_redraws(session):
-    page = session.page
+def test_dropdown_chosen_by_keyboard_redraws(analysed):
+    page = analysed.page
+    open_step(page, 2)
     assert "mean" in title(page, 2, 1)
     page.focus("#head input")
     assert focus_is_visible(page)
@@ -165,8 +200,9 @@ def test_dropdown_chosen_by_keyboard_redraws(session):
     assert page.input_value("#head input") == "mean"
 
 
-def test_radios_are_one_group_moved_by_the_arrows(session):
-    page = session.page
+def test_radios_are_one_group_moved_by_the_arrows(analysed):
+    page = analysed.page
+    open_step(page, 2)
     rollout = next(i for i, name in enumerate(n for n in views.step_views(2) if views.VIEWS[n].kind == "plot")
                    if name == "eq2.rollout")
     assert "head fusion mean" in title(page, 2, rollout)
@@ -180,8 +216,9 @@ def test_radios_are_one_group_moved_by_the_arrows(session):
     assert page.is_checked("#fusion input[value=max]")
 
 
-def test_model_chosen_by_keyboard_is_the_model_in_use(session):
-    page = session.page
+def test_model_chosen_by_keyboard_is_the_model_in_use(analysed):
+    page = analysed.page
+    open_step(page, 2)
     page.focus("#model input")
     page.keyboard.press("Control+A")
     page.keyboard.type(OTHER_STEM)
@@ -199,8 +236,8 @@ def test_model_chosen_by_keyboard_is_the_model_in_use(session):
                            f"{STANDIN_LABEL}')")
 
 
-def test_a_patch_is_dropped_by_keyboard(session):
-    page = session.page
+def test_a_patch_is_dropped_by_keyboard(analysed):
+    page = analysed.page
     page.focus("#tab-2-button")
     for _ in range(3):
         page.keyboard.press("ArrowRight")
@@ -215,8 +252,9 @@ def test_a_patch_is_dropped_by_keyboard(session):
     shoot(page, "keyboard_step5")
 
 
-def test_the_class_to_explain_is_chosen_by_keyboard(session):
-    page = session.page
+def test_the_class_to_explain_is_chosen_by_keyboard(analysed):
+    page = analysed.page
+    open_step(page, 5)
     before = page.evaluate("() => Array.from(document.querySelectorAll('#tab-5 .js-plotly-plot'))"
                            ".map(e => e.layout.title.text)")
     page.focus("#target input")
@@ -240,10 +278,10 @@ def axe_violations(page) -> list[dict]:
         .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}))""")
 
 
-def test_axe_finds_nothing_critical_or_serious_on_any_step(session):
+def test_axe_finds_nothing_critical_or_serious_on_any_step(analysed):
     if not AXE.is_file():
         pytest.skip("axe-core is not installed: npm install --prefix tests axe-core (.ci/run does)")
-    page = session.page
+    page = analysed.page
     found = {}
     for step in range(STEPS):
         page.click(f"#tab-{step}-button")
@@ -253,8 +291,8 @@ def test_axe_finds_nothing_critical_or_serious_on_any_step(session):
     assert not any(found.values()), found
 
 
-def test_every_picture_and_chart_says_what_it_shows(session):
-    page = session.page
+def test_every_picture_and_chart_says_what_it_shows(analysed):
+    page = analysed.page
     for step in range(STEPS):
         page.click(f"#tab-{step}-button")
         wait_drawn(page, step)
@@ -272,8 +310,8 @@ def test_every_picture_and_chart_says_what_it_shows(session):
             assert label and label.endswith(words), (step, label, shown_title)
 
 
-def test_a_chart_s_numbers_download_as_csv(session):
-    page = session.page
+def test_a_chart_s_numbers_download_as_csv(analysed):
+    page = analysed.page
     page.click("#tab-4-button")
     wait_drawn(page, 4)
     with page.expect_download() as download:
@@ -311,6 +349,22 @@ OVERFLOW = """() => {
 }"""
 
 
+# On a phone, the least width (px) each panel of a figure drawn for a narrow screen takes, by the figure's kind: one
+# picture per line for the maps of Fig. 6 (rollout, relevance, Grad-CAM: ~75 px each, three side by side, before),
+# two head maps to a line (~45 px each, six to a line, before), four feature maps or filters, three token-norm maps.
+# The grids of grids (every layer × head, Fig. 7 centre) keep their layout: their place in the grid is their meaning.
+PANEL_WIDTH = {"rollout": 300, "attention_heads": 140, "feature_maps": 65, "filter_components": 55, "token_norms": 85}
+PANELS = """step => Array.from(document.querySelectorAll(`#tab-${step} .js-plotly-plot`)).map(p => {
+    const meta = p.layout.meta || {}, x = p._fullLayout.xaxis;
+    const wide = meta.panel ? meta.panel[1] : meta.tile ? meta.tile[1] : null;  // a panel's width, in axis units
+    return [meta.kind || '', wide === null ? null : wide * x._length / Math.abs(x.range[1] - x.range[0]),
+            p._fullLayout.xaxis2 ? [x._length, p._fullLayout.xaxis2._length] : [x._length]];
+})"""
+# The views on a step whose own content is wider than they are (a view that scrolls sideways or cuts its content).
+VIEWS_TOO_WIDE = """step => Array.from(document.querySelectorAll(`#tab-${step} [id^=view-]`))
+    .filter(v => v.offsetParent !== null && v.scrollWidth > v.clientWidth + 1).map(v => v.id)"""
+
+
 def test_a_phone_reaches_every_step_and_nothing_overflows(server, session):
     phone = new_session(session.page.context.browser, server.url, width=390, height=844)
     try:
@@ -321,14 +375,19 @@ def test_a_phone_reaches_every_step_and_nothing_overflows(server, session):
         tabs = page.evaluate("() => Array.from(document.querySelectorAll('#steps [role=tab]'))"
                              ".filter(t => t.offsetParent !== null).map(t => t.id)")
         assert tabs == [f"tab-{step}-button" for step in range(STEPS)], tabs  # none behind a "⋯" menu
+        drawn = set()
         for step in range(STEPS):
             page.click(f"#tab-{step}-button")
             wait_drawn(page, step)
+            if step == 5:  # the faithfulness curves follow the maps
+                page.wait_for_function("() => Array.from(document.querySelectorAll('#tab-5 .js-plotly-plot'))"
+                                       ".some(p => p.layout.title.text.replace(/<br>/g, ' ').includes('most relevant'))")
             deadline = time.monotonic() + 5  # the charts follow their boxes' new width
             while (overflow := page.evaluate(OVERFLOW))["wide"] and time.monotonic() < deadline:
                 time.sleep(0.25)
             shoot(page, f"phone_step{step}")
             assert overflow["scroll"] <= overflow["width"] and not overflow["wide"], (step, overflow)
+            assert not page.evaluate(VIEWS_TOO_WIDE, step)
             widths = page.evaluate(f"() => Array.from(document.querySelectorAll('#tab-{step} .js-plotly-plot'))"
                                    ".map(e => e.getBoundingClientRect().width)")
             assert all(w >= 0.9 * 390 for w in widths), (step, widths)
@@ -342,6 +401,17 @@ def test_a_phone_reaches_every_step_and_nothing_overflows(server, session):
                                     " return r.left < b.left - 1 || r.right > b.right + 1; }))"
                                     ".map(p => p.layout.title.text)")
             assert not clipped, (step, clipped)  # titles wrapped to the chart's width
+            for kind, panel, plot_widths in page.evaluate(PANELS, step):
+                if kind in PANEL_WIDTH:
+                    assert panel >= PANEL_WIDTH[kind], (step, kind, panel)
+                    drawn.add(kind)
+                if kind == "" and len(plot_widths) == 2:  # two plots in one chart (the faithfulness curves)
+                    assert min(plot_widths) >= 0.75 * 390, (step, plot_widths)
+                    drawn.add("two plots")
+            if AXE.is_file():  # the phone's layout too: no critical or serious violation
+                settled(page)
+                assert not axe_violations(page), (step, axe_violations(page))
+        assert drawn == set(PANEL_WIDTH) | {"two plots"}, drawn
         # the picker sits right above the steps it drives
         picker, steps = page.evaluate("() => ['#picker', '#steps'].map(s => { const r = document.querySelector(s)"
                                       ".getBoundingClientRect(); return [r.top + scrollY, r.bottom + scrollY]; })")

@@ -823,3 +823,87 @@ def test_prediction_change_ranks_by_the_second_prediction_and_keeps_the_firsts_t
     np.testing.assert_allclose(np.asarray(fig.data[1].x), after[[2, 3, 0, 1]])
     alone = checked(render.prediction_change(before, None, names, ("all patches", ""), k=3))
     assert list(alone.layout.yaxis.ticktext) == ["class 0", "class 1", "class 2"] and len(alone.data) == 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# a narrow screen (a phone): panels one under another, fewer tiles to a row, colour bars flat, height fitted to width
+
+
+def test_narrow_rollout_stacks_its_three_panels_and_fits_a_phone():
+    gh, gw = 3, 5
+    image = np.full((24, 40, 3), 0.8, dtype=np.float32)
+    rollout_map = np.zeros((gh, gw), dtype=np.float32)
+    rollout_map[1, 2] = 0.5
+    fig = checked(render.rollout(image, rollout_map, "rollout", narrow=True))
+    h, w = fig.layout.meta["panel"]
+    gap = fig.layout.meta["gap"]
+    picture = decode_image(traces(fig, "image")[0]).astype(float)
+    assert picture.shape[:2] == (3 * h + 2 * gap, w)  # one column of three panels
+    assert abs(picture[h // 2, w // 2].mean() - 204) < 6  # the input, untouched, on top
+    # the masked input under it: bright at patch (1, 2), dark elsewhere
+    assert picture[h + gap + round(1.5 / gh * h), round(2.5 / gw * w)].mean() > 120
+    assert picture[h + gap + h - 2, 1].mean() < 20
+    masked_hover, overlay = traces(fig, "heatmap")
+    assert (masked_hover.x0, masked_hover.y0) == pytest.approx((w / gw / 2, h + gap + h / gh / 2))
+    assert (overlay.x0, overlay.y0) == pytest.approx((w / gw / 2, 2 * (h + gap) + h / gh / 2))
+    assert overlay.colorbar.orientation == "h"  # flat under the picture: the picture keeps the phone's width
+    # as high as the plot drawn PHONE_WIDTH wide: its y range over its x range, at square pixels
+    y0, y1 = sorted(fig.layout.yaxis.range)
+    x0, x1 = fig.layout.xaxis.range
+    assert fig.layout.meta["fit"] == pytest.approx((y1 - y0) / (x1 - x0))
+    margin = fig.layout.margin
+    assert fig.layout.height == round(margin.t + margin.b + base.PHONE_WIDTH * fig.layout.meta["fit"])
+    assert margin.l == margin.r == 10  # no axis beside a picture
+    wide = render.rollout(image, rollout_map, "rollout")
+    assert "fit" not in wide.layout.meta and wide.layout.height == 360
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_narrow_mosaics_hold_the_same_tiles_fewer_to_a_row(size):
+    s = SIZES[size]
+    H, W, gh, gw, h, D, L = s["H"], s["W"], s["gh"], s["gw"], s["h"], s["D"], s["L"]
+    image = rng().random((H, W, 3), dtype=np.float32)
+    maps = softmax(rng(1).normal(size=(h, gh * gw))).reshape(h, gh, gw)
+    features = rng(2).normal(size=(D, gh, gw)).astype(np.float32)
+    norms = rng(3).random((L + 1, gh * gw + 1), dtype=np.float32)
+    cases = [(render.attention_heads(image, maps, 1, "layer 1", narrow=True), maps, min(h, 2)),
+             (render.feature_maps(features, list(range(min(D, 8))), narrow=True), None, min(D, 4)),
+             (render.token_norms(norms, (gh, gw), narrow=True), norms[:, 1:].reshape(L + 1, gh, gw), min(L + 1, 3))]
+    for fig, tiles, per_row in cases:
+        fig = checked(fig)
+        meta = fig.layout.meta
+        assert meta["per_row"] == per_row and meta["fit"] > 0
+        z = np.asarray(traces(fig, "heatmap")[0].z)
+        if tiles is not None:
+            for k in range(len(tiles)):
+                np.testing.assert_allclose(tile(z, meta, k), tiles[k], rtol=1e-6)
+        colour_bar = traces(fig, "heatmap")[0].colorbar
+        assert colour_bar.orientation == "h"
+    components = rng(4).random((10, 4, 4, 3), dtype=np.float32)
+    assert checked(render.filter_components(components, np.full(10, 0.05), narrow=True)).layout.meta["per_row"] == 4
+
+
+def test_narrow_two_plot_charts_put_one_plot_above_the_other():
+    curves = {"relevance": (np.linspace(0, 1, 5), np.linspace(1, 0, 5), 0.5)}
+    tokens = rng().normal(size=(5, 16)).astype(np.float32)
+    for fig in (render.faithfulness(curves, curves, "cat", narrow=True),
+                render.layernorm_effect(tokens, tokens, 1, narrow=True)):
+        layout = checked(fig).layout
+        assert tuple(layout.xaxis.domain) == tuple(layout.xaxis2.domain) == (0, 1)  # each as wide as the chart
+        assert layout.yaxis2.domain[1] < layout.yaxis.domain[0]  # the second under the first
+    z = rng().normal(size=(3, 5, 16)).astype(np.float32)
+    legend = checked(render.residual_updates(z, z[1:], narrow=True)).layout.legend
+    assert legend.y < 0 and legend.yanchor == "top"  # under the plot: its lines never run into the title
+    maps = [np.eye(3, dtype=np.float32), np.ones((3, 3), dtype=np.float32)]
+    fig = checked(render.rollout_survey(*maps, 10, narrow=True))
+    z = np.asarray(traces(fig, "heatmap")[0].z)
+    assert z.shape[1] == 3 and np.array_equal(z[:3], maps[0]) and np.array_equal(z[-3:], maps[1])
+
+
+def test_a_title_broken_for_a_wide_chart_keeps_its_whole_text_for_a_narrow_one():
+    long = "a title of many words " * 5  # over TITLE_CHARACTERS: broken with <br> for a wide chart
+    fig = checked(render.faithfulness_pending(long.strip()))
+    assert "<br>" in fig.layout.title.text and "<br>" not in fig.layout.meta["title"]
+    assert fig.layout.title.text.replace("<br>", " ").replace(" · ", " ") == " ".join(fig.layout.meta["title"].split())
+    short = checked(render.rollout(np.zeros((8, 8, 3)), np.ones((2, 2)), "short"))
+    assert "title" not in short.layout.meta

@@ -431,3 +431,21 @@ def test_the_pages_head_fusions_are_the_analysis_functions():
     """views.HEAD_FUSIONS is spelt out (the page is built without importing analysis): the same as analysis'."""
     assert views.HEAD_FUSIONS == analysis.HEAD_FUSIONS
     assert views.CONTROLS["fusion"].props["choices"] == list(analysis.HEAD_FUSIONS)
+
+
+def test_a_narrow_screen_is_read_from_the_page_s_cookie_and_changes_only_the_layout(entry):
+    from explorer.app import screen
+
+    assert screen.width_of({screen.COOKIE: "390"}) == 390
+    assert screen.width_of({screen.COOKIE: "wide"}) is screen.width_of({}) is screen.width_of(None) is None
+    assert not screen.narrow()  # no width reported (an API client): a wide screen
+    wide = draw(entry, "eq1.filters")  # a view that reads no option: drawn once per entry and layout, and kept
+    with screen.at_width(390):
+        assert screen.narrow()
+        phone = draw(entry, "eq1.filters")
+    with screen.at_width(screen.NARROW + 1):
+        assert not screen.narrow()
+    assert not screen.narrow()
+    assert phone.layout.meta["per_row"] == min(wide.layout.meta["per_row"], 4) and "fit" in phone.layout.meta
+    assert draw(entry, "eq1.filters").layout.to_plotly_json() == wide.layout.to_plotly_json()  # not the phone's
+    assert [t.to_plotly_json() for t in phone.data] != [t.to_plotly_json() for t in wide.data]

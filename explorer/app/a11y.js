@@ -4,6 +4,15 @@
 // again whenever Gradio re-renders (one MutationObserver, at most once a frame).
 (() => {
   'use strict';
+  // The window's width, in a cookie that every event's request carries: on a narrow screen the app draws its figures'
+  // panels one under another (explorer/app/screen.py). In a cross-site frame (a Space) only a partitioned cookie is
+  // sent; where none is, the figures are drawn for a wide screen.
+  function reportWidth() {
+    const where = location.protocol === 'https:' ? '; SameSite=None; Secure; Partitioned' : '; SameSite=Lax';
+    document.cookie = `vit-width=${Math.round(window.innerWidth)}; path=/${where}`;
+  }
+  reportWidth();
+  window.addEventListener('resize', reportWidth);
   // Pictures whose clicks choose a patch: their alt text (explorer.app.views) starts "Patch grid, R × C patches".
   const PICKABLE = '#picker button, #view-why-dropper button';
   const GRID = /(\d+) × (\d+) patches/;
@@ -106,6 +115,19 @@
     });
   }
 
+  // An equation wider than its box scrolls sideways in it (a11y.css): a box that scrolls is reachable by keyboard
+  // (Tab to it, then the arrows), and says what it is.
+  function scrollableEquation(box) {
+    const wide = box.scrollWidth > box.clientWidth + 1;
+    if (wide && box.getAttribute('tabindex') !== '0') {
+      box.setAttribute('tabindex', '0');
+      box.setAttribute('role', 'group');
+      box.setAttribute('aria-label', 'Equation (wider than the screen: the arrow keys scroll it)');
+    } else if (!wide && box.hasAttribute('tabindex')) {
+      for (const name of ['tabindex', 'role', 'aria-label']) box.removeAttribute(name);
+    }
+  }
+
   function once(element, key, fix) {
     if (element[key]) return;
     element[key] = true;
@@ -116,6 +138,7 @@
     for (const tab of document.querySelectorAll('[role=tablist] [role=tab]')) once(tab, '__vitArrows', tabsFollowArrows);
     for (const fieldset of document.querySelectorAll('fieldset[id]')) radiosAsOneGroup(fieldset);
     for (const button of document.querySelectorAll('button.gallery-item')) nameExample(button);
+    for (const box of document.querySelectorAll('.katex-display')) scrollableEquation(box);
     for (const button of document.querySelectorAll(PICKABLE)) {
       once(button, '__vitPick', pickable);
       if (document.activeElement === button) drawCursor(button);
@@ -123,11 +146,13 @@
   }
 
   let pending = false;
-  const observer = new MutationObserver(() => {
+  const later = () => {
     if (pending) return;
     pending = true;
     requestAnimationFrame(() => { pending = false; apply(); });
-  });
+  };
+  const observer = new MutationObserver(later);
+  window.addEventListener('resize', later);
   const start = () => { apply(); observer.observe(document.body, {childList: true, subtree: true, attributes: true,
                                                                   attributeFilter: ['alt', 'src', 'name']}); };
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start); else start();

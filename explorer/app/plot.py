@@ -74,6 +74,7 @@ function draw() {
   layout.margin = layout.margin || {};
   layout.margin.autoexpand = true;
   fitTitle(layout);
+  fitHeight(layout);
   // Tick labels may overflow the div (they never do here): Plotly's default, "hide past div", measures every tick
   // label's box on every draw, a forced layout each — a third of a redraw's time.
   for (const key of Object.keys(layout)) {
@@ -112,7 +113,9 @@ function fitTitle(layout) {
   const perLine = Math.max(16, Math.floor((host.clientWidth || 700) / (size * 0.55)));
   const visible = text => text.replace(/<[^>]*>/g, '').length;
   const lines = [];
-  for (const part of String(title.text || '').split(/<br\s*\/?>/i)) {
+  // the title as written (layout.meta.title, where the server broke it for a wide chart), else as it is
+  const text = (layout.meta && layout.meta.title) || title.text || '';
+  for (const part of String(text).split(/<br\s*\/?>/i)) {
     let line = '';
     for (const word of part.split(' ')) {
       if (line && visible(line) + 1 + visible(word) > perLine) { lines.push(line); line = word; }
@@ -122,7 +125,19 @@ function fitTitle(layout) {
   }
   title.text = lines.join('<br>');
   layout.title = title;
-  layout.margin.t = Math.max(100, layout.margin.t || 0, Math.ceil(40 + lines.length * size * 1.3));
+  // the room the wrapped lines take is added to the chart's height: the picture under them keeps its size
+  const top = Math.max(100, layout.margin.t || 0, Math.ceil(40 + lines.length * size * 1.3));
+  if (layout.height) layout.height += top - (layout.margin.t || 0);
+  layout.margin.t = top;
+}
+// A figure drawn for a narrow screen says its plot's height over its width (layout.meta.fit, explorer.render): its
+// height is made that of its plot at the chart's real width, so that the picture fills the width with no band above
+// or below it.
+function fitHeight(layout) {
+  const fit = layout.meta && layout.meta.fit;
+  if (!fit || !host.clientWidth) return;
+  const m = layout.margin;
+  layout.height = Math.round((m.t || 0) + (m.b || 0) + (host.clientWidth - (m.l || 0) - (m.r || 0)) * fit);
 }
 // The accessible name says what the chart shows now (its title), and the CSV button is offered while it shows one.
 function describe(layout) {

@@ -116,9 +116,10 @@ def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
     elif step == 2:
         text = (f"In each of the L = {s['L']} layers, each of the h = {s['h']} heads scores every token against every "
                 f"other (each row of A sums to 1) and mixes the tokens by those weights; the result is added back to "
-                f"the stream. Click a patch of the image on the left to see where it looks, or pick the class token to "
-                f"see what the prediction draws on. Attention rollout multiplies the layers' attention, with the "
-                f"residual path added, to follow the class token back to the patches (Fig. 6).")
+                f"the stream. Click a patch of the picture with the patch grid (beside the steps, or above them on a "
+                f"phone) to see where it looks, or pick the class token to see what the prediction draws on. "
+                f"Attention rollout multiplies the layers' attention, with the residual path added, to follow the "
+                f"class token back to the patches (Fig. 6).")
     elif step == 3:
         text = (f"The MLP works on each of the T = {s['T']} tokens on its own: {s['D']} → {s['MLP']} → {s['D']} with a "
                 f"GELU in between, and its output is added to the stream. Before both the attention and the MLP, "

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from gradio import processing_utils  # noqa: E402
 from gradio.context import LocalContext  # noqa: E402
 
-from . import transport, views  # noqa: E402
+from . import screen, transport, views  # noqa: E402
 from .plot import PlotView, plotly_js  # noqa: E402
 from .server import USER_ERRORS, Server  # noqa: E402
 from .text import STEPS, model_card  # noqa: E402
@@ -365,7 +365,8 @@ class Handlers:
                 raise _Superseded
             progress(done / total, desc=f"faithfulness curves: {done} of {total} forwards")
         try:
-            drawn = {name: transport.encode(views.draw_slow(entry, name, options, report)) for name in names}
+            with _screen():
+                drawn = {name: transport.encode(views.draw_slow(entry, name, options, report)) for name in names}
         except _Superseded:
             return _outputs([gr.skip()] * len(views.SLOW_VIEWS))
         return _outputs([drawn.get(name, gr.skip()) for name in views.SLOW_VIEWS])
@@ -388,9 +389,18 @@ def _outputs(values: list):
     return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
 
 
+def _screen():
+    """Draw for the width of this event's visitor's screen (explorer.app.screen: the page's cookie, which the event's
+    request carries; none, a wide screen)."""
+    request = LocalContext.request.get(None)
+    return screen.at_width(screen.width_of(getattr(request, "cookies", None) if request is not None else None))
+
+
 def _render(entry, names, options) -> list:
-    """views.render_views, each image view's picture sent with its alt text (what it shows, in words)."""
-    values = views.render_views(entry, names, options)
+    """views.render_views, each image view's picture sent with its alt text (what it shows, in words), laid out for
+    the visitor's screen."""
+    with _screen():
+        values = views.render_views(entry, names, options)
     return [gr.update(value=value, alt_text=views.alt_text(entry, name, options))
             if views.VIEWS[name].kind == "image" else value for name, value in zip(names, values)]
 

@@ -13,8 +13,8 @@ from ..tokens import TokenLayout
 
 from .base import (ATTENTION_COLOURS, SEQUENTIAL_COLOURS, _MAX_HOVER_CELLS, _MAX_MATRIX_SIDE,
                    _MAX_OVERVIEW_CELLS, _TRANSPARENT, _alpha_colourscale, _as_image, _dimmed, _display_size, _figure,
-                   _heads_per_row, _heatmap_picture, _image_axes, _image_trace, _label_gap, _labels_trace, _mosaic,
-                   _outlines, _pool_tiles, _resize, _robust_max, _tile_origins, _to_uint8)
+                   _heads_per_row, _heatmap_picture, _image_axes, _image_trace, _label_gap, _labels_trace,
+                   _mosaic, _outlines, _pool_tiles, _resize, _robust_max, _tile_origins, _to_uint8)
 
 
 def mean_attention_distance(distance, patch_size: int, image_size: int) -> go.Figure:
@@ -53,8 +53,10 @@ def _uniform_attention_distance(side: int, patch_size: int) -> float:
 
 
 
-def attention_heads(image, maps, query: int | None, title: str, *, zmax: float | None = None) -> go.Figure:
-    """Eq. 2's softmax(q k^T / sqrt(d)) for one query, per head, over the dimmed image: one tile per head.
+def attention_heads(image, maps, query: int | None, title: str, *, zmax: float | None = None,
+                    narrow: bool = False) -> go.Figure:
+    """Eq. 2's softmax(q k^T / sqrt(d)) for one query, per head, over the dimmed image: one tile per head (`narrow`:
+    two to a row).
 
     maps (h, gh, gw): attention of the query to every patch; query = patch index i (token i + 1), None = class token.
     One colour range for all heads (0 .. 99.5th percentile, or `zmax`), so heads can be compared.
@@ -62,7 +64,7 @@ def attention_heads(image, maps, query: int | None, title: str, *, zmax: float |
     image = _as_image(image)  # (H, W, 3)
     maps = np.asarray(maps, dtype=np.float32)  # (h, gh, gw)
     h, gh, gw = maps.shape
-    per_row = _heads_per_row(h)
+    per_row = min(h, 2) if narrow else _heads_per_row(h)
     rows = math.ceil(h / per_row)
     gy, gx = _label_gap(gh), max(1, round(0.08 * gw))
     z = _mosaic(maps, per_row, (gy, gx))  # (rows (gh + gy) - gy, per_row (gw + gx) - gx)
@@ -93,7 +95,8 @@ def attention_heads(image, maps, query: int | None, title: str, *, zmax: float |
     traces.append(_labels_trace(left + (gw - 1) / 2, top - 0.5, [f"head {j + 1}" for j in range(h)]))
     height = int(np.clip(70 + rows * min(190, 1000 / per_row), 220, 900))
     who = "the class token" if query is None else f"patch {query}"
-    return _figure(traces, f"{title} · query: {who}", height, shapes=shapes,
+    return _figure(traces, f"{title} · query: {who}", height, fit=(z.shape[0] + gy) / z.shape[1] if narrow else None,
+                   shapes=shapes,
                    meta=dict(kind="attention_heads", tile=[gh, gw], gap=[gy, gx], per_row=per_row),
                    **_image_axes((-0.5, z.shape[1] - 0.5), (-gy - 0.5, z.shape[0] - 0.5)))
 
@@ -226,9 +229,10 @@ def attention_overview(maps, query: int | None) -> go.Figure:
     )
 
 
-def rollout(image, rollout_map, title: str, name: str = "rollout") -> go.Figure:
-    """Fig. 6 (App. D.8): the input, the input multiplied by the attention-rollout map, and the map itself. Any other
-    map over the patch grid (relevance, Grad-CAM) is drawn the same way under its `name`."""
+def rollout(image, rollout_map, title: str, name: str = "rollout", *, narrow: bool = False) -> go.Figure:
+    """Fig. 6 (App. D.8): the input, the input multiplied by the attention-rollout map, and the map itself, side by
+    side (`narrow`: one under another). Any other map over the patch grid (relevance, Grad-CAM) is drawn the same way
+    under its `name`."""
     image = _as_image(image)  # (H, W, 3)
     rollout_map = np.asarray(rollout_map, dtype=np.float32)  # (gh, gw)
     gh, gw = rollout_map.shape
@@ -238,27 +242,33 @@ def rollout(image, rollout_map, title: str, name: str = "rollout") -> go.Figure:
     peak = float(rollout_map.max()) if rollout_map.size else 1.0
     mask = rollout_map / peak if peak > 0 else rollout_map
     mask_up = np.asarray(Image.fromarray(mask, mode="F").resize((w, h), Image.Resampling.BILINEAR))  # (h, w)
-    gap = max(4, w // 20)
-    panels = np.full((h, 3 * w + 2 * gap, 3), 1.0, dtype=np.float32)  # (h, 3 w + 2 gap, 3)
-    panels[:, :w] = shown
-    panels[:, w + gap: 2 * w + gap] = shown * np.clip(mask_up, 0, 1)[:, :, None]
-    panels[:, 2 * (w + gap):] = _dimmed(shown)
-    traces = [_image_trace(_to_uint8(panels), 0, 0, panels.shape[1], h)]
+    if narrow:  # one column: panel k's top-left corner at (0, k (h + gap)), room for its label above it
+        gap = max(3, round(0.1 * w))
+        panels = np.full((3 * h + 2 * gap, w, 3), 1.0, dtype=np.float32)  # (3 h + 2 gap, w, 3)
+        corners = [(0, k * (h + gap)) for k in range(3)]
+    else:  # one row: panel k's top-left corner at (k (w + gap), 0)
+        gap = max(4, w // 20)
+        panels = np.full((h, 3 * w + 2 * gap, 3), 1.0, dtype=np.float32)  # (h, 3 w + 2 gap, 3)
+        corners = [(k * (w + gap), 0) for k in range(3)]
+    for (x, y), panel in zip(corners, (shown, shown * np.clip(mask_up, 0, 1)[:, :, None], _dimmed(shown))):
+        panels[y: y + h, x: x + w] = panel
+    traces = [_image_trace(_to_uint8(panels), 0, 0, panels.shape[1], panels.shape[0])]
     patch = np.arange(gh * gw, dtype=np.int16).reshape(gh, gw)
     cell_w, cell_h = w / gw, h / gh
     hover = f"patch %{{customdata}} · {name} / max %{{z:.3f}}<extra></extra>"
+    (masked_x, masked_y), (map_x, map_y) = corners[1], corners[2]
     traces.append(go.Heatmap(  # hover over the masked image
-        z=mask, customdata=patch, x0=w + gap + cell_w / 2, dx=cell_w, y0=cell_h / 2, dy=cell_h,
+        z=mask, customdata=patch, x0=masked_x + cell_w / 2, dx=cell_w, y0=masked_y + cell_h / 2, dy=cell_h,
         colorscale=_TRANSPARENT, showscale=False, zmin=0, zmax=1, hovertemplate=hover,
     ))
     traces.append(go.Heatmap(  # the map over the dimmed image
-        z=mask, customdata=patch, x0=2 * (w + gap) + cell_w / 2, dx=cell_w, y0=cell_h / 2, dy=cell_h,
+        z=mask, customdata=patch, x0=map_x + cell_w / 2, dx=cell_w, y0=map_y + cell_h / 2, dy=cell_h,
         colorscale=_alpha_colourscale(ATTENTION_COLOURS, 0.25, 0.9), zmin=0, zmax=1, hovertemplate=hover,
         colorbar=dict(title=dict(text=f"{name} / max", side="right"), thickness=10),
     ))
-    traces.append(_labels_trace([w / 2, w + gap + w / 2, 2 * (w + gap) + w / 2], [0, 0, 0],
+    traces.append(_labels_trace([x + w / 2 for x, _ in corners], [y for _, y in corners],
                                 ["input", f"input × {name}", f"{name} map"]))
-    return _figure(traces, title, 360, meta=dict(kind="rollout", panel=[h, w], gap=gap),
-                   **_image_axes((0, panels.shape[1]), (-max(6, h // 10), h)))
-
-
+    above = max(2, round(0.06 * w)) if narrow else max(6, h // 10)  # room for the first label
+    return _figure(traces, title, 360, fit=(panels.shape[0] + above) / w if narrow else None,
+                   meta=dict(kind="rollout", panel=[h, w], gap=gap, stacked=narrow),
+                   **_image_axes((0, panels.shape[1]), (-above, panels.shape[0])))

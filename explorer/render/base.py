@@ -50,6 +50,11 @@ HEATMAP = "heat map"  # a go.Heatmap sent as a picture of its colours (no hover 
 
 
 TITLE_CHARACTERS = 64  # a title line longer than this is broken at spaces: Plotly never wraps, it clips
+# A figure for a narrow screen (a renderer's narrow=True: a phone, explorer.app.screen) lays its panels one under
+# another, each as wide as the screen allows, and its colour bars flat under the picture (upright, one takes a fifth of
+# a phone's width).
+PHONE_WIDTH = 330  # px: what a chart has to draw in on a 390-px-wide phone, the page's padding and its margins off
+_FLAT_COLOURBAR = 64  # px of height under a narrow figure's picture for its colour bar
 
 
 def wrap_title(title: str, width: int = TITLE_CHARACTERS) -> str:
@@ -75,22 +80,51 @@ def wrap_title(title: str, width: int = TITLE_CHARACTERS) -> str:
     return "<br>".join(lines)
 
 
-def _figure(traces: Sequence, title: str, height: int, **layout) -> go.Figure:
-    """A Figure with the white template, a left-aligned title, compact margins and a fixed height.
+def _figure(traces: Sequence, title: str, height: int, *, fit: float | None = None, **layout) -> go.Figure:
+    """A Figure with the white template, a left-aligned title, compact margins and a fixed height. With `fit` (the
+    plot's height over its width), for a narrow screen: as high as that plot drawn PHONE_WIDTH wide (layout.meta.fit,
+    which the page fits to the chart's real width), its colour bars flat under the plot.
 
     Speed: the traces arrive as validated trace objects; the layout dict and the (validated-at-import) template are
     stored without a second validation pass, which costs 2-10 ms per figure (fig.update_layout is slower still).
     tests/test_render.py re-validates every figure with go.Figure(fig.to_dict()).
     """
     layout.setdefault("margin", _MARGIN)
+    if wrap_title(title) != title:  # the page wraps the whole title again at a narrow chart's width (app/plot.py)
+        layout["meta"] = {**layout.get("meta", {}), "title": title}
     title = wrap_title(title)
     extra_lines = title.count("<br>") - 1  # the margins above hold two lines
     if extra_lines > 0:
         layout["margin"] = {**layout["margin"], "t": layout["margin"].get("t", 48) + 18 * extra_lines}
     layout["title"] = dict(text=title, x=0.01, xanchor="left", font=dict(size=14))
-    layout["height"] = int(height)
+    if fit is not None:
+        margin = dict(layout["margin"])
+        if all(axis.get("visible") is False for key, axis in layout.items() if re.fullmatch(r"[xy]axis\d*", key)):
+            margin.update(l=10, r=10)  # no axis labels beside the picture
+        if _lay_colourbars_flat(traces):
+            margin["b"] = margin.get("b", 30) + _FLAT_COLOURBAR
+        layout["margin"] = margin
+        layout["meta"] = {**layout.get("meta", {}), "fit": float(fit)}
+        height = margin.get("t", 48) + margin.get("b", 30) + PHONE_WIDTH * fit
+    layout["height"] = int(round(height))
     layout["template"] = _TEMPLATE
     return go.Figure(data=list(traces), layout=layout, _validate=False)
+
+
+def _lay_colourbars_flat(traces: Sequence) -> bool:
+    """Each upright colour bar of `traces` laid flat under the plot (as wide as it), its title above it; whether any
+    was."""
+    flat = False
+    for trace in traces:
+        if "colorbar" not in trace or trace["showscale"] is False or trace.type not in ("heatmap", "contour"):
+            continue
+        if trace.colorbar.orientation == "h":  # placed by its figure
+            continue
+        flat = True
+        title = trace.colorbar.title.text
+        trace.colorbar.update(orientation="h", x=0, xanchor="left", y=-0.02, yanchor="top", len=1, thickness=10,
+                              title=dict(text=title, side="top") if title else None)
+    return flat
 
 
 def _as_image(image) -> np.ndarray:

@@ -134,8 +134,9 @@ def patch_sequence(patches, selected: int | None = None, per_row: int | None = N
                    **_image_axes((-0.5, mosaic.shape[1] - 0.5), (-0.5, mosaic.shape[0] - 0.5)))
 
 
-def feature_maps(maps, indices: Sequence[int], untrained=None) -> go.Figure:
-    """Eq. 1's patch embedding E as a convolution: one (H/P x W/P) map per chosen embedding dimension d.
+def feature_maps(maps, indices: Sequence[int], untrained=None, *, narrow: bool = False) -> go.Figure:
+    """Eq. 1's patch embedding E as a convolution: one (H/P x W/P) map per chosen embedding dimension d, eight to a
+    row (`narrow`: four).
 
     Each map is scaled by its own max |value| (the colour is sign and relative size); hover shows the raw value.
     With `untrained`, a second group of rows shows the same dimensions of a randomly initialised model.
@@ -146,7 +147,7 @@ def feature_maps(maps, indices: Sequence[int], untrained=None) -> go.Figure:
     if not indices:
         raise ValueError("feature_maps needs at least one embedding dimension index.")
     n = len(indices)
-    per_row = min(n, 8)
+    per_row = min(n, 4 if narrow else 8)
     groups = [("trained", maps)] + ([("untrained", np.asarray(untrained, dtype=np.float32))] if untrained is not None
                                     else [])
     group_rows = math.ceil(n / per_row)
@@ -194,7 +195,8 @@ def feature_maps(maps, indices: Sequence[int], untrained=None) -> go.Figure:
         centres = [(g * group_rows * (gh + gy)) + (group_rows * (gh + gy) - gy) / 2 - 0.5 for g in range(2)]
         layout["yaxis"].update(visible=True, showticklabels=True, tickvals=centres, ticks="",
                                ticktext=["trained", "untrained"], showline=False)
-    return _figure(traces, title, height, meta=dict(kind="feature_maps", tile=[gh, gw], gap=[gy, gx],
+    return _figure(traces, title, height, fit=(z.shape[0] + gy) / z.shape[1] if narrow else None,
+                   meta=dict(kind="feature_maps", tile=[gh, gw], gap=[gy, gx],
                                                      per_row=per_row, group_rows=group_rows), **layout)
 
 
@@ -331,8 +333,9 @@ def position_similarity_tile(similarity, index: int) -> go.Figure:
                               scaleratio=1, **common))
 
 
-def filter_components(components, explained) -> go.Figure:
-    """Fig. 7 left: the first principal components of the patch-embedding filters E, each a P x P x C image."""
+def filter_components(components, explained, *, narrow: bool = False) -> go.Figure:
+    """Fig. 7 left: the first principal components of the patch-embedding filters E, each a P x P x C image, seven to
+    a row (`narrow`: four)."""
     components = np.asarray(components, dtype=np.float32)  # (n, P, P, C)
     explained = np.asarray(explained, dtype=np.float32).reshape(-1)  # (n,)
     if components.ndim == 3:
@@ -341,7 +344,7 @@ def filter_components(components, explained) -> go.Figure:
     what = "RGB embedding filters" if components.shape[3] == 3 else "Embedding filters (grayscale)"  # the paper's are RGB
     if components.shape[3] == 1:
         components = np.repeat(components, 3, axis=3)  # (n, P, P, 1) -> (n, P, P, 3)
-    per_row = min(n, 7)
+    per_row = min(n, 4 if narrow else 7)
     rows = math.ceil(n / per_row)
     scale = max(1, 32 // P)  # enlarge tiny filters with nearest neighbours: crisp in any browser
     tiles = _to_uint8(components[..., :3]).repeat(scale, 1).repeat(scale, 2)  # (n, s P, s P, 3)
@@ -363,6 +366,7 @@ def filter_components(components, explained) -> go.Figure:
     traces.append(_labels_trace(left + (S - 1) / 2, top - 0.5, labels, font=dict(size=9, color="#222")))
     height = int(np.clip(70 + rows * 95, 180, 700))
     return _figure(traces, f"{what}: the first {n} principal components (Fig. 7 left)", height,
+                   fit=(mosaic.shape[0] + gy) / mosaic.shape[1] if narrow else None,
                    meta=dict(kind="filter_components", tile=[S, S], gap=[gy, gx], per_row=per_row, scale=scale),
                    **_image_axes((-0.5, mosaic.shape[1] - 0.5), (-gy - 0.5, mosaic.shape[0] - 0.5)))
 

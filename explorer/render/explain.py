@@ -16,8 +16,9 @@ FAITHFULNESS_COLOURS = {"relevance": "#d62728", "grad_cam": "#ff7f0e", "rollout"
                         "random": "#7f7f7f"}
 
 
-def faithfulness(deletion, insertion, target_name: str) -> go.Figure:
-    """Deletion and insertion curves (Petsiuk et al. 2018), side by side: the target's probability as patches leave
+def faithfulness(deletion, insertion, target_name: str, *, narrow: bool = False) -> go.Figure:
+    """Deletion and insertion curves (Petsiuk et al. 2018), side by side (`narrow`: one above the other, each as
+    wide as a phone): the target's probability as patches leave
     (enter) the sequence in each map's order, each method's two areas in the legend. `deletion` and `insertion`:
     method -> (fractions (S,), probabilities (S,), area). A faithful map falls fast on the left (small deletion area)
     and rises fast on the right (large insertion area)."""
@@ -35,11 +36,21 @@ def faithfulness(deletion, insertion, target_name: str) -> go.Figure:
                 hovertemplate=f"{method}, {mode}: %{{x:.0%}} of patches → p = %{{y:.3f}}<extra></extra>",
             ))
     axis = dict(range=[0, 1], tickformat=".0%", showgrid=True)
+    probability = dict(range=[0, 1.02], title=dict(text="probability"))
+    if narrow:  # deletion above insertion, the legend under both
+        return _figure(traces, f"Which map to trust: p({target_name}) as patches leave (top) or enter (bottom) the "
+                       f"sequence, most relevant first", 860,
+                       xaxis=dict(domain=[0, 1], anchor="y", title=dict(text="patches removed"), **axis),
+                       xaxis2=dict(domain=[0, 1], anchor="y2", title=dict(text="patches present"), **axis),
+                       yaxis=dict(domain=[0.6, 1], anchor="x", **probability),
+                       yaxis2=dict(domain=[0, 0.4], anchor="x2", **probability),
+                       legend=dict(orientation="h", x=0, y=-0.12, yanchor="top", font=dict(size=11)),
+                       margin=dict(l=50, r=10, t=40, b=200))
     return _figure(traces, f"Which map to trust: p({target_name}) as patches leave (left) or enter (right) the "
                    f"sequence, most relevant first", 400,
                    xaxis=dict(domain=[0, 0.47], title=dict(text="patches removed"), **axis),
                    xaxis2=dict(domain=[0.53, 1], title=dict(text="patches present"), **axis),
-                   yaxis=dict(range=[0, 1.02], title=dict(text="probability"), anchor="x"),
+                   yaxis=dict(anchor="x", **probability),
                    yaxis2=dict(range=[0, 1.02], anchor="x2"),
                    legend=dict(orientation="h", x=0, y=-0.2, yanchor="top", font=dict(size=11)),
                    margin=dict(l=50, r=20, t=40, b=110))
@@ -58,7 +69,9 @@ def prediction_change(before, after, class_names: Sequence[str], labels: tuple[s
     before = np.asarray(before, dtype=np.float32).reshape(-1)  # (K,)
     if after is None:
         figure = top_k(before, class_names, k)
-        figure.layout.title.text = wrap_title(f"Prediction, {labels[0]}")
+        title = f"Prediction, {labels[0]}"
+        figure.layout.title.text = wrap_title(title)
+        figure.layout.meta = {**(figure.layout.meta or {}), "title": title}  # as _figure keeps it (base.py)
         return figure
     after = np.asarray(after, dtype=np.float32).reshape(-1)  # (K,)
     top = list(ranking(after, k)) + [i for i in ranking(before, k) if i not in set(ranking(after, k).tolist())]

@@ -10,14 +10,14 @@ from ..tokens import TokenLayout
 from .base import SEQUENTIAL_COLOURS, _figure, _label_gap, _labels_trace, _mosaic, _robust_max, _tile_origins
 
 
-def token_norms(norms, grid: tuple[int, int], layout: TokenLayout = TokenLayout()) -> go.Figure:
-    """||z_l|| of every token for l = 0..L: patch tokens as maps over the grid, each prefix token (the class token)
-    as a line; `layout` says which tokens precede the patches."""
+def token_norms(norms, grid: tuple[int, int], layout: TokenLayout = TokenLayout(), *, narrow: bool = False) -> go.Figure:
+    """||z_l|| of every token for l = 0..L: patch tokens as maps over the grid, seven to a row (`narrow`: three), each
+    prefix token (the class token) as a line; `layout` says which tokens precede the patches."""
     norms = np.asarray(norms, dtype=np.float32)  # (L + 1, T)
     L1, T = norms.shape
     gh, gw = int(grid[0]), int(grid[1])
     maps = layout.patches(norms, -1).reshape(L1, gh, gw)  # (L + 1, N) -> (L + 1, gh, gw)
-    per_row = min(L1, 7)
+    per_row = min(L1, 3 if narrow else 7)
     gy, gx = _label_gap(gh), max(1, round(0.1 * gw))
     z = _mosaic(maps, per_row, (gy, gx))
     layer = np.broadcast_to(np.arange(L1, dtype=np.int16)[:, None, None], maps.shape)
@@ -25,8 +25,9 @@ def token_norms(norms, grid: tuple[int, int], layout: TokenLayout = TokenLayout(
     customdata = _mosaic(np.stack([layer, patch], -1), per_row, (gy, gx), fill=np.int16(0))  # (.., .., 2)
     traces = [go.Heatmap(
         z=z, customdata=customdata, colorscale=SEQUENTIAL_COLOURS, zmin=0, zmax=_robust_max(maps),
-        hoverongaps=False, colorbar=dict(title=dict(text="‖z‖", side="right"), thickness=10, len=0.6, y=1,
-                                         yanchor="top"),
+        hoverongaps=False, colorbar=dict(title=dict(text="‖z‖", side="top"), thickness=10, orientation="h", len=1,
+                                         x=0, xanchor="left", y=0.47, yanchor="top") if narrow  # under the maps
+        else dict(title=dict(text="‖z‖", side="right"), thickness=10, len=0.6, y=1, yanchor="top"),
         hovertemplate="z<sub>%{customdata[0]}</sub> · patch %{customdata[1]}: ‖z‖ = %{z:.2f}<extra></extra>",
     )]
     top, left = _tile_origins(L1, per_row, (gh + gy, gw + gx))
@@ -43,15 +44,18 @@ def token_norms(norms, grid: tuple[int, int], layout: TokenLayout = TokenLayout(
                              hovertemplate="z<sub>%{x}</sub>: mean patch ‖z‖ = %{y:.2f}<extra></extra>"))
     rows = math.ceil(L1 / per_row)
     common = dict(showgrid=False, zeroline=False, visible=False, constrain="domain")
+    # the plot's parts, bottom to top: the class token's line, the legend, (narrow: the colour bar), the maps
+    line, legend, maps = ((0.24, 0.30, 0.5) if narrow else (0.3, 0.36, 0.42))
     return _figure(
         traces, "Token norms ‖z<sub>l</sub>‖ through the residual stream (Eq. 2–3)", 360 + rows * 110,
+        fit=2 * (z.shape[0] + gy) / z.shape[1] if narrow else None,  # narrow: the maps, the plot's top half
         meta=dict(kind="token_norms", tile=[gh, gw], gap=[gy, gx], per_row=per_row),
         xaxis=dict(range=[-0.5, z.shape[1] - 0.5], domain=[0, 1], **common),
-        yaxis=dict(range=[z.shape[0] - 0.5, -gy - 0.5], scaleanchor="x", scaleratio=1, domain=[0.42, 1], **common),
+        yaxis=dict(range=[z.shape[0] - 0.5, -gy - 0.5], scaleanchor="x", scaleratio=1, domain=[maps, 1], **common),
         xaxis2=dict(domain=[0, 1], anchor="y2", title=dict(text="layer l (z<sub>0</sub> = embedding output)"),
                     dtick=max(1, L1 // 12)),
-        yaxis2=dict(domain=[0, 0.3], anchor="x2", title=dict(text="‖z<sub>l</sub>‖"), rangemode="tozero"),
-        legend=dict(orientation="h", x=0, y=0.36, yanchor="bottom"),
+        yaxis2=dict(domain=[0, line], anchor="x2", title=dict(text="‖z<sub>l</sub>‖"), rangemode="tozero"),
+        legend=dict(orientation="h", x=0, y=legend, yanchor="bottom"),
     )
 
 
@@ -60,9 +64,9 @@ def _norms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...d,...d->...", x, x))
 
 
-def residual_updates(z, z_mid) -> go.Figure:
+def residual_updates(z, z_mid, *, narrow: bool = False) -> go.Figure:
     """Per layer: mean over tokens of ||z'_l - z_{l-1}|| (attention's update, Eq. 2), ||z_l - z'_l|| (MLP's, Eq. 3)
-    and ||z_l||."""
+    and ||z_l||; the legend above the plot (`narrow`: under it, where its lines do not run into the title)."""
     z = np.asarray(z, dtype=np.float32)  # (L + 1, T, D)
     z_mid = np.asarray(z_mid, dtype=np.float32)  # (L, T, D)
     L = z_mid.shape[0]
@@ -87,15 +91,17 @@ def residual_updates(z, z_mid) -> go.Figure:
                    line=dict(dash="dot"),
                    hovertemplate="z<sub>%{x}</sub>: ‖z‖ %{y:.3f}<extra></extra>"),
     ]
-    return _figure(traces, "What each block adds to the residual stream (mean over tokens)", 380,
+    legend, margin = ((dict(y=-0.22, yanchor="top"), dict(l=50, r=10, t=80, b=130)) if narrow
+                      else (dict(y=1.02, yanchor="bottom"), dict(l=50, r=20, t=80, b=40)))
+    return _figure(traces, "What each block adds to the residual stream (mean over tokens)", 480 if narrow else 380,
                    xaxis=dict(title=dict(text="layer l"), range=[-0.3, L + 0.3], dtick=max(1, L // 12)),
                    yaxis=dict(title=dict(text="L2 norm"), rangemode="tozero"),
-                   legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
-                   margin=dict(l=50, r=20, t=80, b=40))
+                   legend=dict(orientation="h", x=0, **legend), margin=margin)
 
 
-def layernorm_effect(before, after, token: int) -> go.Figure:
-    """LN in Eq. 2-3: one token's D values before and after LayerNorm (normalise, then scale by γ, shift by β)."""
+def layernorm_effect(before, after, token: int, *, narrow: bool = False) -> go.Figure:
+    """LN in Eq. 2-3: one token's D values before and after LayerNorm (normalise, then scale by γ, shift by β), side
+    by side (`narrow`: one above the other)."""
     before = np.asarray(before, dtype=np.float32)  # (T, D)
     after = np.asarray(after, dtype=np.float32)  # (T, D)
     x, y = before[int(token)], after[int(token)]  # (D,)
@@ -105,18 +111,19 @@ def layernorm_effect(before, after, token: int) -> go.Figure:
         go.Histogram(x=y, nbinsx=60, name="after LN", marker_color="#ef553b", xaxis="x2", yaxis="y2",
                      hovertemplate="%{x}: %{y} values<extra>after</extra>"),
     ]
+    # each plot's place: (x domain, y domain); its caption at the top left of it
+    (x1, y1), (x2, y2) = ((([0, 1], [0.6, 1]), ([0, 1], [0, 0.4])) if narrow
+                          else (([0, 0.45], [0, 1]), ([0.55, 1], [0, 1])))
     annotations = [
-        dict(text=f"before LN: mean {x.mean():.3g}, std {x.std():.3g}", x=0.0, y=1.0, xref="paper", yref="paper",
-             xanchor="left", yanchor="bottom", showarrow=False),
-        dict(text=f"after LN: mean {y.mean():.3g}, std {y.std():.3g}", x=0.55, y=1.0, xref="paper", yref="paper",
-             xanchor="left", yanchor="bottom", showarrow=False),
-    ]
+        dict(text=f"{when} LN: mean {values.mean():.3g}, std {values.std():.3g}", x=xd[0], y=yd[1], xref="paper",
+             yref="paper", xanchor="left", yanchor="bottom", showarrow=False)
+        for when, values, xd, yd in (("before", x, x1, y1), ("after", y, x2, y2))]
     name = "the class token" if int(token) == 0 else f"token {int(token)} (patch {int(token) - 1})"
-    return _figure(traces, f"LayerNorm on {name}: {x.size} values", 320, annotations=annotations, showlegend=False,
-                   bargap=0.05, margin=dict(l=40, r=20, t=70, b=40),
-                   xaxis=dict(domain=[0, 0.45], title=dict(text="value")),
-                   yaxis=dict(title=dict(text="count")),
-                   xaxis2=dict(domain=[0.55, 1], anchor="y2", title=dict(text="value")),
-                   yaxis2=dict(anchor="x2"))
+    return _figure(traces, f"LayerNorm on {name}: {x.size} values", 560 if narrow else 320, annotations=annotations,
+                   showlegend=False, bargap=0.05, margin=dict(l=40, r=20, t=70, b=40),
+                   xaxis=dict(domain=x1, title=dict(text="value")),
+                   yaxis=dict(domain=y1, title=dict(text="count")),
+                   xaxis2=dict(domain=x2, anchor="y2", title=dict(text="value")),
+                   yaxis2=dict(domain=y2, anchor="x2", **(dict(title=dict(text="count")) if narrow else {})))
 
 

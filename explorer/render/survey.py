@@ -38,22 +38,27 @@ def attention_distance_survey(distance, survey_mean, survey_std, images: int, pa
                    legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"), margin=dict(l=50, r=20, t=70, b=40))
 
 
-def rollout_survey(rollout_map, mean_map, images: int) -> go.Figure:
-    """This image's rollout map (Fig. 6, scaled to a maximum of 1) beside the survey's average of such maps."""
+def rollout_survey(rollout_map, mean_map, images: int, *, narrow: bool = False) -> go.Figure:
+    """This image's rollout map (Fig. 6, scaled to a maximum of 1) beside (`narrow`: above) the survey's average of
+    such maps."""
     maps = [np.asarray(rollout_map, dtype=np.float32), np.asarray(mean_map, dtype=np.float32)]  # 2 x (gh, gw)
     gh, gw = maps[0].shape
-    gap = max(1, gw // 6)
-    z = np.full((gh, 2 * gw + gap), np.nan, dtype=np.float32)  # (gh, 2 gw + gap)
-    z[:, :gw], z[:, gw + gap:] = maps[0], maps[1]
+    gap = max(1, gw // 6) if not narrow else max(2, gh // 5)  # narrow: room for the second map's label
+    # map k's top-left cell: (0, k (gw + gap)) side by side, (k (gh + gap), 0) one above the other
+    corners = [(k * (gh + gap), 0) if narrow else (0, k * (gw + gap)) for k in range(2)]
+    z = np.full((2 * gh + gap, gw) if narrow else (gh, 2 * gw + gap), np.nan, dtype=np.float32)
     patch = np.full(z.shape, -1, dtype=np.int32)
-    patch[:, :gw] = patch[:, gw + gap:] = np.arange(gh * gw).reshape(gh, gw)
+    for (y, x), values in zip(corners, maps):
+        z[y: y + gh, x: x + gw] = values
+        patch[y: y + gh, x: x + gw] = np.arange(gh * gw).reshape(gh, gw)
     traces = [go.Heatmap(z=z, customdata=patch, colorscale=ATTENTION_COLOURS, zmin=0, zmax=1, hoverongaps=False,
                          colorbar=dict(title=dict(text="rollout / max", side="right"), thickness=10),
                          hovertemplate="patch %{customdata} · %{z:.3f}<extra></extra>"),
-              _labels_trace([(gw - 1) / 2, gw + gap + (gw - 1) / 2], [-0.8, -0.8],
+              _labels_trace([x + (gw - 1) / 2 for _, x in corners], [y - 0.8 for y, _ in corners],
                             ["this image", f"mean over {images:,} images"])]
     return _figure(traces, "Attention rollout: this image and the data set's average", 340,
-                   **_image_axes((-0.5, z.shape[1] - 0.5), (-1.5, gh - 0.5)))
+                   fit=(z.shape[0] + 1) / z.shape[1] if narrow else None,
+                   **_image_axes((-0.5, z.shape[1] - 0.5), (-1.5, z.shape[0] - 0.5)))
 
 
 def no_survey(model: str, command: str) -> go.Figure:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 from ...tokens import TokenLayout
+from ..screen import narrow
 from ..text import STEPS
 from ..transport import encode
 
@@ -188,8 +189,9 @@ def require_stages(entry, names) -> None:
 
 
 def render_views(entry, names, options: Options) -> list:
-    """The values of the named views, in order, ready to send. A view that reads no option is drawn once per entry and
-    kept. The entry's trace is made to hold what they read first (require_stages)."""
+    """The values of the named views, in order, ready to send. A view that reads no option is drawn once per entry (and
+    screen layout, explorer.app.screen) and kept. The entry's trace is made to hold what they read first
+    (require_stages)."""
     require_stages(entry, names)
     values = []
     for name in names:
@@ -197,5 +199,6 @@ def render_views(entry, names, options: Options) -> list:
         if spec.reads:
             values.append(encode(spec.draw(entry, options.only(spec.reads))))
         else:
-            values.append(entry.cached(("view", name), lambda spec=spec: encode(spec.draw(entry, options.only(())))))
+            values.append(entry.cached(("view", name, narrow()),
+                                       lambda spec=spec: encode(spec.draw(entry, options.only(())))))
     return values

@@ -9,6 +9,7 @@ import numpy as np
 
 from ...config import ViTConfig
 from ...deferred import deferred
+from ..screen import narrow
 from ..text import explanation
 from .declare import Options, control, view
 from .input import display_image, display_patches, stage
@@ -110,7 +111,8 @@ def _eq1_maps(entry, options):
     except ValueError:
         indices = list(range(min(8, config.hidden_dim)))
     untrained = entry.untrained() if entry.untrained is not None else None
-    return render.feature_maps(stage(entry, "embed.feature_maps"), indices, untrained=untrained)
+    return render.feature_maps(stage(entry, "embed.feature_maps"), indices, untrained=untrained,
+                               narrow=narrow())
 
 
 @view("eq1.values", 1, "markdown", reads=("selected", "indices"), stages=("embed.patch_embeddings",))
@@ -154,7 +156,7 @@ def _eq1_tile(entry, options):
 
 @view("eq1.filters", 1, "plot", "Principal components of E's filters (Fig. 7 left)")
 def _eq1_filters(entry, options):
-    return render.filter_components(*_filter_components(entry))
+    return render.filter_components(*_filter_components(entry), narrow=narrow())
 
 
 @view("eq1.z0", 1, "plot", "z_0 (T × D)", stages=("embed.z0",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...common import HEAD_FUSIONS
 from ...deferred import deferred
+from ..screen import narrow
 from ..text import explanation
 from .declare import control, view
 from .input import display_image
@@ -61,7 +62,8 @@ def _eq2_heads(entry, options):
     layer = _layer(entry, options.layer)
     maps = analysis.query_attention(entry.trace, layer, options.query_token(entry.config.layout))  # (h, rows, cols)
     return render.attention_heads(display_image(entry), maps, options.selected,
-                                  f"layer {layer}: attention of {_query_name(options)} to every patch, per head")
+                                  f"layer {layer}: attention of {_query_name(options)} to every patch, per head",
+                                  narrow=narrow())
 
 
 @view("eq2.matrix", 2, "plot", "Attention matrix A (hover for values)", reads=("layer", "head"), stages=("blocks.*.attn.weights",))
@@ -95,7 +97,8 @@ def _eq2_rollout(entry, options):
     rollout_map = entry.cached(("rollout", fusion, round(discard, 3)),
                                lambda: analysis.rollout_map(entry.trace, fusion, discard, fused=fused))
     return render.rollout(display_image(entry), rollout_map,
-                          f"attention rollout (Fig. 6): head fusion {fusion}, discard ratio {discard:.2f}")
+                          f"attention rollout (Fig. 6): head fusion {fusion}, discard ratio {discard:.2f}",
+                          narrow=narrow())
 
 
 @view("eq2.distance", 2, "plot", "Mean attention distance per head vs depth (Fig. 7 right; rows renormalised after "
@@ -130,7 +133,7 @@ def _eq2_survey_distance(entry, options):
                                             entry.config.image_hw[0])
 
 
-@view("eq2.survey_rollout", 2, "plot", "This image's attention rollout beside the data set's average", stages=("blocks.*.attn.weights",))
+@view("eq2.survey_rollout", 2, "plot", "This image's attention rollout and the data set's average", stages=("blocks.*.attn.weights",))
 def _eq2_survey_rollout(entry, options):
     survey = _survey(entry)
     if survey is None:
@@ -139,4 +142,4 @@ def _eq2_survey_rollout(entry, options):
     fusion, discard = rollout["head_fusion"], float(rollout["discard_ratio"])
     mine = entry.cached(("rollout", fusion, round(discard, 3)), lambda: analysis.rollout_map(
         entry.trace, fusion, discard, fused=_fused(entry, fusion)))
-    return render.rollout_survey(mine, rollout["mean_map"], rollout["images"])
+    return render.rollout_survey(mine, rollout["mean_map"], rollout["images"], narrow=narrow())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...deferred import deferred
+from ..screen import narrow
 from ..text import explanation
 from .declare import LN_CHOICES, control, view
 from .eq2 import _depth_range, _layer
@@ -31,13 +32,13 @@ def _eq3_text(entry, options):
 @view("eq3.norms", 3, "plot", "Token norms ‖z_ℓ‖ over the image, layer by layer", stages=("embed.z0", "blocks.*.z", "blocks.*.z_mid"))
 def _eq3_norms(entry, options):
     norms = entry.cached("token_norms", lambda: analysis.token_norms(entry.trace))
-    return render.token_norms(norms["z"], entry.config.grid, entry.config.layout)
+    return render.token_norms(norms["z"], entry.config.grid, entry.config.layout, narrow=narrow())
 
 
 @view("eq3.updates", 3, "plot", "How z'_ℓ and z_ℓ change layer by layer", stages=("embed.z0", "blocks.*.z", "blocks.*.z_mid"))
 def _eq3_updates(entry, options):
     z, z_mid = entry.cached("stream", lambda: (entry.trace.residual_stream().numpy(), entry.trace.residual_mid().numpy()))
-    return render.residual_updates(z, z_mid)
+    return render.residual_updates(z, z_mid, narrow=narrow())
 
 
 control("ln_layer", 3, "slider", "Layer ℓ for LayerNorm", row="layernorm", adapt=_depth_range,
@@ -48,4 +49,4 @@ control("ln_which", 3, "radio", "Which LayerNorm", row="layernorm", props=dict(c
 @view("eq3.layernorm", 3, "plot", "LayerNorm's effect on the selected token", reads=("selected", "ln_layer", "ln_which"), stages=("embed.z0", "blocks.*.z", "blocks.*.z_mid", "blocks.*.ln_1", "blocks.*.ln_2"))
 def _eq3_layernorm(entry, options):
     return render.layernorm_effect(*layernorm_pair(entry, options.ln_layer, options.ln_which),
-                                   options.query_token(entry.config.layout))
+                                   options.query_token(entry.config.layout), narrow=narrow())

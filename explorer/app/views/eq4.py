@@ -19,7 +19,7 @@ def _top_table(entry, k: int = 5) -> str:
     notes = []
     if equally_likely(probabilities):
         notes.append(f"All {probabilities.size} classes are equally likely (1/{probabilities.size} each): the head "
-                     f"does not prefer any class, so the ranking above is just class order.")
+                     f"does not prefer any class, so the ranking is just class order.")
     if not entry.trained:
         notes.append(f"⚠️ {UNTRAINED_NOTE}")
     return f"| rank | class | probability |\n|---|---|---|\n{rows}" + "".join(f"\n\n{n}" for n in notes)

@@ -7,6 +7,7 @@ import numpy as np
 from ...common import ranking
 from ...config import ViTConfig
 from ...deferred import deferred
+from ..screen import narrow
 from ..text import explanation
 from .declare import control, require_stages, view
 from .eq1 import _position_similarity
@@ -175,7 +176,7 @@ control("target", 5, "dropdown", "Class to explain (top 5 first; type to find an
 def _why_relevance(entry, options):
     target = target_class(entry, options.target)
     return render.rollout(display_image(entry), _gradient_map(entry, "relevance", target),
-                          f"relevance for {_class_name(entry, target)}", name="relevance")
+                          f"relevance for {_class_name(entry, target)}", name="relevance", narrow=narrow())
 
 
 @view("why.grad_cam", 5, "plot", "Grad-CAM for the chosen class (last block)", reads=("target",), row="maps", stages=("input.image",))
@@ -185,7 +186,7 @@ def _why_grad_cam(entry, options):
     title = f"Grad-CAM for {_class_name(entry, target)}"
     if not np.any(cam > 0):
         title += ": zero everywhere (no token entering the last block raises this class's score)"
-    return render.rollout(display_image(entry), cam, title, name="Grad-CAM")
+    return render.rollout(display_image(entry), cam, title, name="Grad-CAM", narrow=narrow())
 
 
 @view("why.faithfulness", 5, "plot", "Faithfulness of each map: deletion and insertion curves", reads=("target",), stages=("blocks.*.attn.weights",))
@@ -199,7 +200,8 @@ def _why_faithfulness(entry, options):
 def _faithfulness_figure(entry, target: int, result):
     def as_tuples(curves):
         return {name: (c.fractions, c.probabilities, c.area) for name, c in curves.items()}
-    return render.faithfulness(as_tuples(result.deletion), as_tuples(result.insertion), _class_name(entry, target))
+    return render.faithfulness(as_tuples(result.deletion), as_tuples(result.insertion), _class_name(entry, target),
+                                narrow=narrow())
 
 
 @view("why.dropper", 5, "image", "Click patches to take them out of the sequence (click again to put back)",
@@ -215,7 +217,7 @@ def _why_dropped(entry, options):
     after = _dropped_probabilities(entry, dropped)
     if not dropped:
         return render.prediction_change(entry.trace.probabilities.numpy(), None, entry.class_names,
-                                        ("all patches: click patches on the left to take them out", ""))
+                                        ("all patches: click patches in the picture next to this chart to take them out", ""))
     label = f"without {len(dropped)} patch{'es' if len(dropped) != 1 else ''}"
     return render.prediction_change(entry.trace.probabilities.numpy(), after, entry.class_names, ("all patches", label))
 
