@@ -23,8 +23,10 @@ from .timing import measure_interleaved
 TARGETS = {"ablate_heads.zero": 1.1, "head_importance": 80.0}  # in forwards of the same model
 
 
-def bench(model_name: str = "ViT-B/16", repeats: int = 5, slow_repeats: int = 3, warmup: int = 1) -> list[dict]:
-    """The rows: each call's median seconds and its ratio to a plain forward of one image."""
+def bench(model_name: str = "ViT-B/16", repeats: int = 5, slow_repeats: int = 3, warmup: int = 1,
+          cpu_time: bool = False) -> list[dict]:
+    """The rows: each call's median seconds (wall, or this process's CPU seconds) and its ratio to a plain forward of
+    one image."""
     import torch
 
     from explorer.analysis import ablate_heads, head_importance, patch_activations
@@ -47,9 +49,10 @@ def bench(model_name: str = "ViT-B/16", repeats: int = 5, slow_repeats: int = 3,
         "ablate_heads.mean": lambda: ablate_heads(model, x, [(1, 0)], how="mean"),
         "patch_activations": lambda: patch_activations(model, x, source, f"blocks.{L}.attn.output", [0]),
     }
-    times = measure_interleaved(fast, repeats, warmup)
+    clock = time.process_time if cpu_time else time.perf_counter
+    times = measure_interleaved(fast, repeats, warmup, clock=clock)
     slow = measure_interleaved({"forward": forward, "head_importance": lambda: head_importance(model, x)},
-                               slow_repeats, min(warmup, 1))
+                               slow_repeats, min(warmup, 1), clock=clock)
     labels = {
         "forward": "plain forward, one image (the scale)",
         "ablate_heads.zero": "ablate_heads: head 0 of layer 1 off (zero), every layer after it re-run",
@@ -85,6 +88,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="ViT-B/16", help="a preset of explorer.config.CONFIGS")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls of the fast rows (3 at most of the slow)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time this process's CPU seconds, not wall time: with --threads 1, the cost of the work "
+                             "itself on a machine that other jobs load")
     parser.add_argument("--quick", action="store_true", help="the tiny preset, 2 repeats: a smoke test")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -95,13 +101,14 @@ def main(argv=None) -> int:
     model = "ViT-Tiny-Test/8" if args.quick else args.model
     repeats = 2 if args.quick else args.repeats
     machine = machine_info()
-    print(f"{model}, {torch.get_num_threads()} torch threads, load average {load_average()}", flush=True)
+    clock = "CPU seconds of this process" if args.cpu_time else "wall time"
+    print(f"{model}, {torch.get_num_threads()} torch threads, {clock}, load average {load_average()}", flush=True)
     started = time.perf_counter()
-    rows = bench(model, repeats, min(3, repeats))
+    rows = bench(model, repeats, min(3, repeats), cpu_time=args.cpu_time)
     print(table(rows))
     print(f"\n{table(rows, markdown=True, machine=machine)}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"model": model, "machine": machine, "rows": rows,
+        args.json.write_text(json.dumps({"model": model, "clock": clock, "machine": machine, "rows": rows,
                                          "seconds": round(time.perf_counter() - started, 1)}, indent=1) + "\n")
     print(f"\n{machine_line(machine)}")
     return 1 if any(r["status"] == "MISS" for r in rows) and not args.quick else 0
