@@ -5,6 +5,7 @@ the installed package.
     browser.py      what a person waits for in a real browser (headless Chromium through Playwright)
     survey.py       survey throughput, and its memory over 10,000 images
     trace.py        a trace (the app's names filter, and every stage) against the plain forward, every Table 1 model
+    interventions.py  heads switched off, head importance and patching, in forwards of the same model
 
 and what they share:
 

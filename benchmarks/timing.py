@@ -109,11 +109,12 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int, device: str = "
 
 
 def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                        device: str = "cpu", cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+                        device: str = "cpu", cpu: dict[str, list[float]] | None = None,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Like `measure`, but the functions take turns (in a rotating order), so drift in the machine's speed (other
-    processes, clocks, caches) affects them alike: the fairest way to compare two forwards. `cpu`, when given, gets
-    each call's CPU seconds of this process too (all its threads): on a machine other jobs keep busy, the work done,
-    which their load hardly moves."""
+    processes, clocks, caches) affects them alike: the fairest way to compare two forwards. `clock`: wall time, or
+    time.process_time for this process's CPU seconds (what one thread costs, whatever else loads the machine).
+    `cpu`, when given, gets each call's CPU seconds of this process too (all its threads), beside the clock's times."""
     names = list(fns)
     for _ in range(warmup):
         for name in names:
@@ -123,12 +124,12 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warm
     for i in range(repeats):
         for name in names[i % len(names):] + names[:i % len(names)]:
             _sync(device)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fns[name]()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-            if cpu is not None:
-                cpu.setdefault(name, []).append(time.process_time() - start_cpu)
+                        device: str = "cpu", cpu: dict[str, list[float]] | None = None,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Like `measure`, but the functions take turns (in a rotating order), so drift in the machine's speed (other
+    processes, clocks, caches) affects them alike: the fairest way to compare two forwards. `clock`: wall time, or
+    time.process_time for this process's CPU seconds (what one thread costs, whatever else loads the machine).
+    `cpu`, when given, gets each call's CPU seconds of this process too (all its threads), beside the clock's times."""
     return times
 
 

@@ -8,6 +8,8 @@
 - the "logit lens": the class token after each layer through the final LN and head
 - token norms of the residual stream
 - the entropy of each head's attention
+- interventions (explorer.interventions, re-exported here): heads switched off (ablate_heads), what each head is
+  worth for a class (head_importance), activations patched in from another image (patch_activations)
 
 Rollout's first step (the heads fused), the mean attention distance, the attention entropy and the token norms are
 reduced layer by layer by one class, `LayerReductions`: fed one recorded layer at a time for a trace
@@ -24,6 +26,7 @@ import torch
 
 from .common import HEAD_FUSIONS, ranking
 from .tokens import TokenLayout
+from .interventions import ablate_heads, head_importance, patch_activations  # noqa: F401 (the analyses' API)
 from .trace import Trace
 
 PAPER_LAYOUT = TokenLayout()  # the class token, then the patches: the layout of bare tensors unless told otherwise
