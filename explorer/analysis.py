@@ -7,6 +7,8 @@
 - principal components of the patch-embedding filters (Fig. 7 left)
 - the "logit lens": the class token after each layer through the final LN and head
 - token norms of the residual stream
+- interventions (explorer.interventions, re-exported here): heads switched off (ablate_heads), what each head is
+  worth for a class (head_importance), activations patched in from another image (patch_activations)
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from .common import HEAD_FUSIONS, ranking
+from .interventions import ablate_heads, head_importance, patch_activations  # noqa: F401 (the analyses' API)
 from .trace import Trace
 
 

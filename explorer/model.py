@@ -89,6 +89,10 @@ class MultiHeadSelfAttention(nn.Module):
         self.fused = True
 
     def forward(self, x: torch.Tensor, record: Record = None, name: str = "") -> torch.Tensor:
+        return self.combine_heads(self.head_outputs(x, record, name))  # (B, T, D) -> (B, h, T, d) -> (B, T, D)
+
+    def head_outputs(self, x: torch.Tensor, record: Record = None, name: str = "") -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) v of each head, before concatenation: (B, T, D) -> (B, h, T, d)."""
         B, T, D = x.shape
         qkv = self.qkv(x)  # (B, T, D) -> (B, T, 3D)
         q, k, v = qkv.reshape(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, h, T, d)
@@ -102,7 +106,12 @@ class MultiHeadSelfAttention(nn.Module):
             if _records_attention(record):
                 _keep(record, f"{name}.weights", weights)
             out = self.attention_dropout(weights) @ v  # (B, h, T, T) @ (B, h, T, d) -> (B, h, T, d)
-        out = out.transpose(1, 2).reshape(B, T, D)  # concatenate heads: (B, h, T, d) -> (B, T, D)
+        return out
+
+    def combine_heads(self, heads: torch.Tensor) -> torch.Tensor:
+        """Concatenate the h heads and project with U_msa: (B, h, T, d) -> (B, T, D)."""
+        B, h, T, d = heads.shape
+        out = heads.transpose(1, 2).reshape(B, T, h * d)  # concatenate heads: (B, h, T, d) -> (B, T, D)
         return self.dropout(self.projection(out))
 
 
