@@ -73,10 +73,10 @@ def _importance_heatmap(values: np.ndarray, zmax: float, name: str, show_scale: 
                       hovertemplate=f"{name}<br>layer %{{y}} · head %{{x}}: %{{z:.2%}}<extra></extra>")
 
 
-def head_importance(exact, estimate, class_name: str, agreement: float | None = None) -> go.Figure:
+def head_importance(exact, estimate, class_name: str, agreement: tuple[float, float] | None = None) -> go.Figure:
     """What each head is worth for a class: the drop in its probability when head (l, j) alone is switched off,
-    (L, h), beside its first-order estimate (attribution patching; None: the exact map alone). Red: the class needs
-    the head; blue: the class does better without it."""
+    (L, h), beside its first-order estimate (attribution patching; None: the exact map alone), with how well the two
+    agree over the heads (Pearson's r, Spearman's ρ). Red: the class needs the head; blue: it does better without."""
     exact = np.asarray(exact, dtype=np.float32)  # (L, h)
     L, h = exact.shape
     panels = [("switched off (exact)", exact)]
@@ -94,7 +94,7 @@ def head_importance(exact, estimate, class_name: str, agreement: float | None = 
     title = (f"What each head is worth for {class_name}: the drop in p({class_name}) with that head alone off "
              f"(most: layer {top[0] + 1} head {top[1] + 1}, {exact[top]:.1%})")
     if agreement is not None:
-        title += f" · the estimate agrees at r = {agreement:.2f}"
+        title += f" · estimate against exact: Pearson r = {agreement[0]:.2f}, Spearman ρ = {agreement[1]:.2f}"
     figure.update_layout(title=dict(text=wrap_title(title), x=0.01, xanchor="left", font=dict(size=14)),
                          height=int(np.clip(160 + 22 * L, 320, 760)), template=_TEMPLATE,
                          margin=dict(l=50, r=20, t=110, b=40))

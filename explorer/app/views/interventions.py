@@ -19,6 +19,7 @@ torch = deferred("torch")
 analysis = deferred("explorer.analysis")
 render = deferred("explorer.render")
 figures = deferred("explorer.render.interventions")
+interventions = deferred("explorer.interventions")
 
 SWITCHBOARD = "eq2.switchboard"
 IMPORTANCE = "why.head_importance"
@@ -76,18 +77,11 @@ def importance_of(entry, target: int):
         "head importance", lambda model, x: analysis.head_importance(model, x, target)))
 
 
-def importance_arrays(result) -> tuple[np.ndarray, np.ndarray | None, float | None]:
-    """(exact (L, h), first-order estimate (L, h) or None, their agreement or None) of a head_importance result."""
-    exact = np.asarray(getattr(result, "exact", result), dtype=np.float32)
-    estimate = getattr(result, "estimate", None)
-    agreement = getattr(result, "agreement", None)
-    return exact, None if estimate is None else np.asarray(estimate, dtype=np.float32), agreement
-
-
 def importance_figure(entry, target: int):
-    exact, estimate, agreement = importance_arrays(importance_of(entry, target))
-    return figures.head_importance(exact, estimate, _class_name(entry, target),
-                                   None if agreement is None else float(agreement))
+    """The map of analysis.head_importance's result: the exact drop beside its estimate, with how well they agree."""
+    result = importance_of(entry, target)
+    return figures.head_importance(result.exact, result.estimate, _class_name(entry, target),
+                                   (float(result.pearson), float(result.spearman)))
 
 
 @view(IMPORTANCE, 5, "plot", "What each head is worth for the chosen class: the drop in its probability with that head "
@@ -113,9 +107,10 @@ PATCH_TOKENS = ("all tokens", "the selected patch", "the class token")
 
 
 def patch_stages(config) -> list[str]:
-    """The stages whose tokens patching can copy, in the trace's names: z_0, then each layer's MSA output and z_l."""
-    return ["embed.z0"] + [name for l in range(1, config.depth + 1)
-                           for name in (f"blocks.{l}.attn.output", f"blocks.{l}.z")]
+    """The stages whose tokens patching can copy (interventions.PATCHABLE_STAGES), in the trace's names: z_0, then
+    each layer's, in the order the model computes them."""
+    stages = interventions.PATCHABLE_STAGES
+    return [stages[0]] + [stage.replace(".l.", f".{l}.") for l in range(1, config.depth + 1) for stage in stages[1:]]
 
 
 def patch_positions(choice: str, selected: int | None) -> list[int] | None:
