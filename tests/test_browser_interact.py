@@ -51,6 +51,11 @@ def shoot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def shoot_part(page, selector: str, name: str) -> None:
+    """A screenshot of one part of the page (a new view), beside the page's."""
+    page.locator(selector).screenshot(path=str(SHOTS / f"{name}.png"))
+
+
 def figure(page, selector: str) -> dict:
     """The plotly figure drawn in `selector`: its title and each trace's name and x values."""
     return page.evaluate(f"""() => {{ const e = document.querySelector('{selector} .js-plotly-plot');
@@ -115,6 +120,9 @@ def test_clicking_a_head_switches_it_off_and_again_on(session, boot_input):
     assert not np.allclose(off["x"], on["x"], atol=1e-4)  # a changed prediction
     page.wait_for_function("() => document.querySelector('#view-eq2-switchboard img').alt.includes('switched off')")
     shoot(page, "02_head_off")
+    shoot_part(page, "#view-eq2-switchboard", "02_switchboard_part")
+    shoot_part(page, "#view-eq2-heads-off-prediction", "02_prediction_part")
+    shoot_part(page, "#heads-off", "02_strip_part")
     # Step 4 draws the prediction of the run with that head off.
     page.click("#tab-4-button")
     page.wait_for_function("() => { const e = document.querySelector('#tab-4 .js-plotly-plot'); return e && e.data && e.data.length; }")
@@ -147,30 +155,34 @@ def test_a_second_image_is_compared_in_every_step(session):
     page = session.page
     page.click("#compare-inputs button")  # the accordion opens
     page.set_input_files("#compare-upload input[type=file]", str(TROUSER))
-    page.wait_for_function("() => document.querySelector('#compare-text') && "
-                           "document.querySelector('#compare-text').innerText.includes('two images under the same model')")
     for step in range(6):
         page.click(f"#tab-{step}-button")
-        twins = len(compare.TWINS[step])
-        page.wait_for_function(f"""() => ['#compare-b1', '#compare-b2'].slice(0, {twins}).every(s => {{
+        page.wait_for_function(f"() => {{ const e = document.querySelector('#compare-{step}-text');"
+                               " return e && e.offsetParent && e.innerText.includes('two images under the same model'); }")
+        twins = [f"#compare-{step}-b{i}" for i in range(1, len(compare.TWINS[step]) + 1)]
+        page.wait_for_function(f"""() => {json.dumps(twins)}.every(s => {{
             const e = document.querySelector(s + ' .js-plotly-plot'); return e && e.data && e.data.length && e.offsetParent; }})""")
         if step == 0:
-            page.wait_for_function("() => { const i = document.querySelector('#compare-picture img');"
-                                   " return i && i.complete && i.naturalWidth > 0 && i.offsetParent; }")
+            page.wait_for_function("() => { const i = document.querySelector('#compare-0-picture img');"
+                                   " return i && i.complete && i.naturalWidth > 0 && i.offsetParent && i.alt.includes('side by side'); }")
         if step in (2, 4):
             title = "Mean attention distance per head, A and B" if step == 2 else "Prediction: A and B"
-            shown = wait_figure(page, "#compare-figure", title)
+            shown = wait_figure(page, f"#compare-{step}-figure", title)
             assert len(shown["traces"]) >= 2
+        page.locator(f"#compare-{step}").scroll_into_view_if_needed()
         shoot(page, f"04_compare_step_{step}")
+        shoot_part(page, f"#compare-{step}", f"04_compare_step_{step}_part")
 
 
 def test_patching_from_the_second_image(session):
     page = session.page
+    page.click("#tab-4-button")
     page.click("#patching button")
     page.click("#patch-run")
     shown = wait_figure(page, "#patch-result", "from B")
     assert len(shown["traces"]) == 2
     shoot(page, "05_patching")
+    shoot_part(page, "#patching", "05_patching_part")
 
 
 def test_what_each_head_is_worth(session):
@@ -180,6 +192,7 @@ def test_what_each_head_is_worth(session):
     wait_figure(page, "#view-why-head-importance", "What each head is worth for")
     page.locator("#view-why-head-importance").scroll_into_view_if_needed()
     shoot(page, "06_head_importance")
+    shoot_part(page, "#view-why-head-importance", "06_head_importance_part")
 
 
 def test_axe_finds_nothing_critical_or_serious_on_the_new_parts(session):
@@ -192,7 +205,7 @@ def test_axe_finds_nothing_critical_or_serious_on_the_new_parts(session):
     page.wait_for_function("() => document.querySelectorAll('.pending').length === 0")
     if not page.evaluate("() => !!window.axe"):
         page.add_script_tag(content=AXE.read_text())
-    parts = ["#heads-off", "#heads-all-on", "#compare-inputs", "#compare-panel", "#view-eq2-switchboard",
+    parts = ["#heads-off", "#heads-all-on", "#compare-inputs", "#compare-2", "#view-eq2-switchboard",
              "#view-eq2-heads-off-prediction"]
     found = page.evaluate("""async parts => (await axe.run({include: parts.map(p => [p])},
         {resultTypes: ['violations']})).violations.filter(v => v.impact === 'critical' || v.impact === 'serious')

@@ -232,19 +232,24 @@ def test_compare_shows_both_in_every_step_and_runs_no_model_once_both_are_cached
     handlers.compare_panel(key, source, spec, 5, *reads)  # B traced, step 5's gradients run once for B
     runs = (server.stats()["model_runs"], dict(server.stats()["explain_runs"]))
     for step in range(6):
-        panel, text, picture, figure, b1, b2, stages = handlers.compare_panel(key, source, spec, step, *reads)
-        assert panel["visible"] is True and "two images under the same model" in text["value"]
-        shown = [slot for slot in (picture, figure, b1, b2) if slot["visible"]]
-        assert len(shown) >= 1, step
-        assert len([s for s in (b1, b2) if s["visible"]]) == len(compare.TWINS[step])
+        values = dict(zip([n for s in range(6) for n in interact.compare_outputs(s)],
+                          handlers.compare_panel(key, source, spec, step, *reads)))
+        assert values[f"compare_{step}"]["visible"] is True and "two images under the same model" in values[f"compare_{step}_text"]
+        assert all(values[f"compare_{other}"]["visible"] is False for other in range(6) if other != step)
+        slots = [values[f"compare_{step}_{slot}"] for slot in compare.SLOTS[step]]
+        assert slots and all(slot is not None for slot in slots), step
+        assert len(slots) == len(compare.TWINS[step]) + (step in (0, 2, 4))
     assert (server.stats()["model_runs"], dict(server.stats()["explain_runs"])) == runs
     a, b = server.entry(key), server.analyse(TROUSER, server.entry(key).spec.label)
-    two = handlers.compare_panel(key, source, spec, 2, *reads)[3]["value"]
+    def panel(step):
+        values = handlers.compare_panel(key, source, spec, step, *reads)
+        return dict(zip([n for s in range(6) for n in interact.compare_outputs(s)], values))
+    two = panel(2)["compare_2_figure"]
     markers = [trace for trace in two.data if trace.mode == "markers"]
     from explorer.app.views.eq2 import _fused_and_distance
     for trace, entry in zip(markers, (a, b)):
         np.testing.assert_allclose(np.asarray(trace.y), _fused_and_distance(entry)[1].ravel(), atol=1e-5)
-    four = handlers.compare_panel(key, source, spec, 4, *reads)[3]["value"]
+    four = panel(4)["compare_4_figure"]
     for trace, entry in zip(four.data, (a, b)):
         assert np.isclose(max(trace.x), float(entry.trace.probabilities.max()), atol=1e-6)
 
@@ -254,13 +259,14 @@ def test_a_second_model_on_the_same_image(app):
     key, source = analysed(app)
     other = f"ViT-Fashion/4 · {OTHER}"
     spec = handlers.set_compare(None, other, source)
-    panel, text, picture, figure, b1, b2, _ = handlers.compare_panel(key, source, spec, 4, *option_values(compare.READS))
-    assert "the same image under two models" in text["value"] and other in text["value"]
-    names = [annotation.text for annotation in figure["value"].layout.annotations]
-    assert names == [f"A: {built.server.entry(key).spec.label}", f"B: {other}"]
+    names = [n for s in range(6) for n in interact.compare_outputs(s)]
+    values = dict(zip(names, handlers.compare_panel(key, source, spec, 4, *option_values(compare.READS))))
+    assert "the same image under two models" in values["compare_4_text"] and other in values["compare_4_text"]
+    titles = [annotation.text for annotation in values["compare_4_figure"].layout.annotations]
+    assert titles == [f"A: {built.server.entry(key).spec.label}", f"B: {other}"]
     assert handlers.set_compare(None, "", source) is None
-    hidden = handlers.compare_panel(key, source, None, 4, *option_values(compare.READS))
-    assert hidden[0]["visible"] is False
+    hidden = dict(zip(names, handlers.compare_panel(key, source, None, 4, *option_values(compare.READS))))
+    assert all(hidden[f"compare_{step}"]["visible"] is False for step in range(6))
 
 
 def test_compare_keeps_a_step_within_the_byte_budget_on_vit_b16(app):
@@ -278,7 +284,7 @@ def test_compare_keeps_a_step_within_the_byte_budget_on_vit_b16(app):
     step = views.render_views(entry, views.step_views(2), views.Options())
     panel = handlers.compare_panel(key, source, (str(REPO / "assets" / "coffee.jpg"), ""), 2,
                                    *option_values(compare.READS))
-    figures_sent = [v for v in step if hasattr(v, "to_json")] + [p["value"] for p in panel[1:6]
-                                                                 if p.get("visible") and hasattr(p.get("value"), "to_json")]
+    figures_sent = [v for v in step + list(panel) if hasattr(v, "to_json")]
+    assert len(figures_sent) == sum(views.VIEWS[n].kind == "plot" for n in views.step_views(2)) + 3  # A's, both, B's
     size = sum(len(f.to_json()) for f in figures_sent)
     assert size <= MAX_STEP_BYTES, size

@@ -2,7 +2,7 @@
 are off, a second image or model to compare with, the compare panel under the steps, head importance's button, and
 patching activations from the second image into the first.
 
-explorer.app.ui lays them out by calling `left_column`, `under_view` and `right_column` where they go, and wires them
+explorer.app.ui lays them out by calling `left_column`, `step_top` and `under_view` where they go, and wires them
 with `wire` (after its own events); it hands in what it draws views with (`Drawing`), so this module does not import
 it. The work is explorer.app.ablation's and explorer.app.views' (interventions, compare).
 
@@ -10,8 +10,9 @@ it. The work is explorer.app.ablation's and explorer.app.views' (interventions, 
                 that of the image's entry with those heads off (explorer.app.ablation), and the visible step is
                 redrawn from it; every other step draws from it when opened. The strip follows the key.
     compare     B is (the second image, else A's) under (the second model, else A's): an entry of the trace cache
-                like A's. The compare panel shows the visible step's comparison, redrawn when A, B, the step or an
-                option its figures read changes.
+                like A's. Each step's compare panel, at the top of its tab, shows that step's comparison, redrawn
+                when A, B, the step or an option its figures read changes. Patching (B's activations into A's run)
+                is in step 4's panel.
 """
 from __future__ import annotations
 
@@ -30,8 +31,13 @@ from .zerogpu import model_duration, on_gpu
 
 ALL_HEADS_ON = "Every head is on."
 SAME_MODEL = ("the same model as A", "")
-# The compare panel's outputs, in order.
-COMPARE_OUTPUTS = ("compare_text", "compare_picture", "compare_figure", "compare_b1", "compare_b2")
+STEP_LABELS = {"picture": "A and B as the models see them", "figure": {2: "Mean attention distance of A and B on one "
+                                                                         "plot (Fig. 7 right)", 4: "Prediction: A and B"}}
+
+
+def compare_outputs(step: int) -> list[str]:
+    """The names of step `step`'s compare panel components: its column, its text, its slots (views.compare.SLOTS)."""
+    return [f"compare_{step}", f"compare_{step}_text"] + [f"compare_{step}_{slot}" for slot in compare.SLOTS[step]]
 
 
 @dataclass(frozen=True)
@@ -80,25 +86,34 @@ def under_view(c: dict, name: str) -> None:
         c["importance_button"] = gr.Button("Compute what each head is worth", size="sm", elem_id="head-importance")
 
 
-def right_column(c: dict, drawing: Drawing) -> None:
-    """Under the steps: the compare panel (hidden until there is a B) and patching from B into A."""
-    with gr.Column(visible=False, elem_id="compare-panel") as panel:
-        c["compare_panel"] = panel
-        c["compare_text"] = gr.Markdown("", elem_id="compare-text")
-        c["compare_picture"] = drawing.picture(label="A and B as the models see them", interactive=False,
-                                               format="png", elem_id="compare-picture", buttons=[], visible=False)
-        c["compare_figure"] = PlotView(label="A and B on one figure", elem_id="compare-figure", visible=False)
+def step_top(c: dict, step: int, drawing: Drawing) -> None:
+    """At the top of step `step`'s tab: its compare panel, hidden until there is a B (and patching, in step 4's)."""
+    with gr.Column(visible=False, elem_id=f"compare-{step}", elem_classes=["compare-panel"]) as panel:
+        c[f"compare_{step}"] = panel
+        c[f"compare_{step}_text"] = gr.Markdown("", elem_id=f"compare-{step}-text")
+        for slot in compare.SLOTS[step]:
+            name, elem_id = f"compare_{step}_{slot}", f"compare-{step}-{slot}"
+            if slot == "picture":
+                c[name] = drawing.picture(label=STEP_LABELS["picture"], interactive=False, format="png",
+                                          elem_id=elem_id, buttons=[], height=260)
+            else:
+                label = (STEP_LABELS["figure"][step] if slot == "figure"
+                         else "B: " + views.VIEWS[compare.TWINS[step][int(slot[1:]) - 1]].label)
+                c[name] = PlotView(label=label, elem_id=elem_id)
+        if step == 4:
+            patching(c)
+
+
+def patching(c: dict) -> None:
+    """Patching: a stage and the tokens to copy from B's run into A's, and A's prediction then."""
+    with gr.Accordion("Patching: copy B's activations into A's run", open=False, elem_id="patching"):
         with gr.Row():
-            c["compare_b1"] = PlotView(label="B", elem_id="compare-b1", visible=False)
-            c["compare_b2"] = PlotView(label="B", elem_id="compare-b2", visible=False)
-        with gr.Accordion("Patching: copy B's activations into A's run", open=False, elem_id="patching"):
-            with gr.Row():
-                c["patch_stage"] = gr.Dropdown(choices=["embed.z0"], value="embed.z0", label="Stage",
-                                               elem_id="patch-stage", filterable=True)
-                c["patch_tokens"] = gr.Radio(list(PATCH_TOKENS), value=PATCH_TOKENS[0], label="Tokens to copy "
-                                             "(the selected patch: the picker's)", elem_id="patch-tokens")
-            c["patch_button"] = gr.Button("Patch and predict", size="sm", elem_id="patch-run")
-            c["patch_result"] = PlotView(label="A's prediction with B's activations", elem_id="patch-result")
+            c["patch_stage"] = gr.Dropdown(choices=["embed.z0"], value="embed.z0", label="Stage", elem_id="patch-stage",
+                                           filterable=True)
+            c["patch_tokens"] = gr.Radio(list(PATCH_TOKENS), value=PATCH_TOKENS[0], label="Tokens to copy (the "
+                                         "selected patch: the picker's)", elem_id="patch-tokens")
+        c["patch_button"] = gr.Button("Patch and predict", size="sm", elem_id="patch-run")
+        c["patch_result"] = PlotView(label="A's prediction with B's activations", elem_id="patch-result")
 
 
 class Interactions:
@@ -189,20 +204,24 @@ class Interactions:
             return None
 
     def compare_panel(self, key, source, compare_spec, step, *option_values):
-        """The compare panel for the visible step: hidden without B."""
+        """The visible step's compare panel, the others' hidden (drawn when their tab opens); all hidden without B."""
+        step = int(step or 0)
         a = self.base._entry(key, source) if key else None
         b = self._entry_b(compare_spec, source) if a is not None else None
-        if a is None or b is None:
-            return [gr.update(visible=False)] + [gr.skip()] * len(COMPARE_OUTPUTS) + [gr.skip()]
-        options = self.drawing.options(compare.READS, option_values)
-        drawn = compare.compare_step(int(step or 0), a, b, options, self.drawing.render)
-        values = [gr.update(visible=True)]
-        for name in COMPARE_OUTPUTS:
-            value = drawn.get(name)
-            values.append(gr.update(visible=value is not None, **({} if value is None else {"value": value})))
-        stages = patch_stages(a.config)
-        values.append(gr.update(choices=stages))
-        return values
+        values = []
+        for number in range(len(compare.SLOTS)):
+            names = compare_outputs(number)
+            if a is None or b is None or number != step:
+                values += [gr.update(visible=False)] + [gr.skip()] * (len(names) - 1)
+                continue
+            drawn = compare.compare_step(step, a, b, self.drawing.options(compare.READS, option_values),
+                                         self.drawing.render)
+            values += [gr.update(visible=True), drawn["text"]] + [
+                gr.update(value=drawn[slot], alt_text=f"A and B side by side as the models see them: "
+                          f"{compare.describe(a)}; {compare.describe(b)}.") if slot == "picture" else drawn[slot]
+                for slot in compare.SLOTS[number]]
+        stages = patch_stages(a.config) if a is not None else None
+        return values + [gr.update(choices=stages) if stages else gr.skip()]
 
     # -- patching ---------------------------------------------------------------------------------------------------
     def patch(self, key, source, compare_spec, selected, stage, tokens):
@@ -249,7 +268,7 @@ def wire(c: dict, base, drawing: Drawing) -> Interactions:
                                                 api_visibility="private", show_progress="hidden")
     c["compare_stop"].click(handlers.stop_compare, outputs=[c["compare"], c["compare_image"], c["compare_model"]],
                             api_visibility="private", show_progress="hidden")
-    panel_outputs = [c["compare_panel"]] + [c[name] for name in COMPARE_OUTPUTS] + [c["patch_stage"]]
+    panel_outputs = [c[name] for step in range(len(compare.SLOTS)) for name in compare_outputs(step)] + [c["patch_stage"]]
     triggers = [c["compare"].change, c["key"].change, c["step"].change, c["selected"].change] + [
         c[name].change for name in compare.CONTROLS]
     gr.on(triggers, handlers.compare_panel, inputs=state + [c["compare"], c["step"]]

@@ -521,6 +521,7 @@ def build_app(server: Server) -> App:
                     for number, title in enumerate(STEPS):
                         with gr.Tab(title, id=number, elem_id=f"tab-{number}") as tab:
                             tabs.append(tab)
+                            interact.step_top(c, number, drawing)  # compared with B, when there is a B
                             items = [item for item in PAGE if item.step == number]
                             for row, group in groupby(items, key=lambda item: item.row):
                                 group = list(group)
@@ -538,7 +539,6 @@ def build_app(server: Server) -> App:
                                     if isinstance(item, views.View) and item.click is not None:
                                         clear_buttons[item.name] = gr.Button(
                                             "Put every patch back", size="sm", elem_id=f"clear-{_elem_id(item.name)}")
-                interact.right_column(c, drawing)  # the compare panel, patching
 
         # Hidden components of the /predict API.
         with gr.Row(visible=False):

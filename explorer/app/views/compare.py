@@ -15,7 +15,7 @@ from .input import seen_image
 
 figures = deferred("explorer.render.interventions")
 
-# Step -> B's versions of these views of the step, drawn beside A's (at most two: "compare_b1", "compare_b2").
+# Step -> B's versions of these views of the step, drawn beside A's ("b1", "b2").
 TWINS = {
     0: (),
     1: ("eq1.grid", "eq1.similarity"),
@@ -24,6 +24,9 @@ TWINS = {
     4: ("eq4.lens",),
     5: ("why.relevance",),
 }
+# Step -> the outputs of its compare panel besides its text: one picture or figure of both, then B's twins.
+SLOTS = {step: (("picture",) if step == 0 else ("figure",) if step in (2, 4) else ())
+         + tuple(f"b{i}" for i in range(1, len(twins) + 1)) for step, twins in TWINS.items()}
 # The options the compare panel reads (in Options' order), and the controls among them (its redraw triggers).
 READS = tuple(name for name in OPTION_NAMES if any(name in VIEWS[v].reads for twins in TWINS.values() for v in twins))
 CONTROLS = tuple(name for name in READS if name not in ("selected", "dropped"))
@@ -44,25 +47,22 @@ def for_b(entry, options):
 
 
 def compare_step(step: int, a, b, options, render_views) -> dict:
-    """The compare panel's values for `step` ("compare_text", "compare_picture", "compare_figure", "compare_b1",
-    "compare_b2"; a missing one is not shown). `render_views(entry, names, options)` draws views as the page does."""
+    """The compare panel's values for `step`: "text", then its SLOTS ("picture" or "figure": both on one; "b1",
+    "b2": B's versions of the step's TWINS). `render_views(entry, names, options)` draws views as the page does."""
     same_model, same_image = a.spec.label == b.spec.label, ablation.base_key(a.key)[0] == ablation.base_key(b.key)[0]
     what = "the same image under two models" if same_image else (
         "two images under the same model" if same_model else "two images under two models")
-    values = {"compare_text": f"**Comparing {what}.** A: {describe(a)}. B: {describe(b)}."}
+    values = {"text": f"**Comparing {what}** (every control drives both). A: {describe(a)}. B: {describe(b)}."}
+    labels = ("A: " + a.spec.label, "B: " + b.spec.label) if not same_model else ("A", "B")
     if step == 0:
-        values["compare_picture"] = figures.side_by_side(seen_image(a), seen_image(b))
+        values["picture"] = figures.side_by_side(seen_image(a), seen_image(b))
     elif step == 2:
-        values["compare_figure"] = figures.attention_distance_pair(
-            [_fused_and_distance(a)[1], _fused_and_distance(b)[1]],
-            ("A: " + a.spec.label, "B: " + b.spec.label) if not same_model else ("A", "B"),
+        values["figure"] = figures.attention_distance_pair(
+            [_fused_and_distance(a)[1], _fused_and_distance(b)[1]], labels,
             (a.config.patch_size, b.config.patch_size), (a.config.image_hw[0], b.config.image_hw[0]))
     elif step == 4:
-        values["compare_figure"] = figures.predictions_pair(
-            [a.trace.probabilities.numpy(), b.trace.probabilities.numpy()], [a.class_names, b.class_names],
-            ("A: " + a.spec.label, "B: " + b.spec.label) if not same_model else ("A", "B"))
+        values["figure"] = figures.predictions_pair(
+            [a.trace.probabilities.numpy(), b.trace.probabilities.numpy()], [a.class_names, b.class_names], labels)
     twins = TWINS.get(step, ())
-    for slot, value in zip(("compare_b1", "compare_b2"), render_views(b, list(twins), for_b(b, options))):
-        values[slot] = value
+    values.update(zip(("b1", "b2"), render_views(b, list(twins), for_b(b, options))))
     return values
-
