@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -226,7 +227,7 @@ def test_compare_shows_both_in_every_step_and_runs_no_model_once_both_are_cached
     built, handlers, _ = app
     server = built.server
     key, source = analysed(app)
-    spec = handlers.set_compare(TROUSER, "", source)
+    spec = handlers.set_compare(TROUSER, "", source)[0]
     assert spec == (TROUSER, "")
     reads = option_values(compare.READS)
     handlers.compare_panel(key, source, spec, 5, *reads)  # B traced, step 5's gradients run once for B
@@ -258,15 +259,17 @@ def test_a_second_model_on_the_same_image(app):
     built, handlers, _ = app
     key, source = analysed(app)
     other = f"ViT-Fashion/4 · {OTHER}"
-    spec = handlers.set_compare(None, other, source)
+    spec = handlers.set_compare(None, other, source)[0]
     names = [n for s in range(6) for n in interact.compare_outputs(s)]
     values = dict(zip(names, handlers.compare_panel(key, source, spec, 4, *option_values(compare.READS))))
     assert "the same image under two models" in values["compare_4_text"] and other in values["compare_4_text"]
     titles = [annotation.text for annotation in values["compare_4_figure"].layout.annotations]
     assert titles == [f"A: {built.server.entry(key).spec.label}", f"B: {other}"]
-    assert handlers.set_compare(None, "", source) is None
-    hidden = dict(zip(names, handlers.compare_panel(key, source, None, 4, *option_values(compare.READS))))
-    assert all(hidden[f"compare_{step}"]["visible"] is False for step in range(6))
+    let_go = handlers.set_compare(None, "", source)
+    assert let_go[0] is None and all(update["visible"] is False for update in let_go[1:])  # every panel hidden
+    assert all(update["visible"] is False for update in handlers.stop_compare()[3:])
+    unchanged = handlers.compare_panel(key, source, None, 4, *option_values(compare.READS))
+    assert all(value == gr.skip() for value in unchanged)  # without B, another event leaves the page as it is
 
 
 def test_compare_keeps_a_step_within_the_byte_budget_on_vit_b16(app):

@@ -179,13 +179,14 @@ class Interactions:
 
     # -- compare ----------------------------------------------------------------------------------------------------
     def set_compare(self, image, model, source):
-        """B from the second image and model chosen (None when neither is: no comparison)."""
+        """B from the second image and model chosen (None when neither is: no comparison, every panel hidden)."""
         if image is None and not model:
-            return None
-        return (image, model or "")
+            return [None] + [gr.update(visible=False)] * len(compare.SLOTS)
+        return [(image, model or "")] + [gr.skip()] * len(compare.SLOTS)
 
     def stop_compare(self):
-        return None, None, ""
+        """No B: the second image and model emptied, every panel hidden."""
+        return [None, None, ""] + [gr.update(visible=False)] * len(compare.SLOTS)
 
     def _entry_b(self, compare_spec, source):
         """B's entry: (the second image, else A's upload) under (the second model, else A's); None without B."""
@@ -206,6 +207,9 @@ class Interactions:
     def compare_panel(self, key, source, compare_spec, step, *option_values):
         """The visible step's compare panel, the others' hidden (drawn when their tab opens); all hidden without B."""
         step = int(step or 0)
+        outputs = sum(len(compare_outputs(number)) for number in range(len(compare.SLOTS))) + 1
+        if not compare_spec:  # nothing to compare (the panels were hidden when B was let go): the page stays as it is
+            return [gr.skip()] * outputs
         a = self.base._entry(key, source) if key else None
         b = self._entry_b(compare_spec, source) if a is not None else None
         values = []
@@ -261,13 +265,15 @@ def wire(c: dict, base, drawing: Drawing) -> Interactions:
                                      api_name="head_importance", api_visibility="undocumented")
     # B: chosen, stopped; the panel redrawn when A, B, the step or what its figures read changes.
     compare_inputs = [c["compare_image"], c["compare_model"], c["source"]]
+    panels = [c[f"compare_{step}"] for step in range(len(compare.SLOTS))]
     gr.on([c["compare_image"].upload, c["compare_model"].input, c["compare_image"].clear],
-          handlers.set_compare, inputs=compare_inputs, outputs=[c["compare"]], api_visibility="private",
+          handlers.set_compare, inputs=compare_inputs, outputs=[c["compare"]] + panels, api_visibility="private",
           show_progress="hidden")
-    c["compare_examples"].load_input_event.then(handlers.set_compare, inputs=compare_inputs, outputs=[c["compare"]],
-                                                api_visibility="private", show_progress="hidden")
-    c["compare_stop"].click(handlers.stop_compare, outputs=[c["compare"], c["compare_image"], c["compare_model"]],
-                            api_visibility="private", show_progress="hidden")
+    c["compare_examples"].load_input_event.then(handlers.set_compare, inputs=compare_inputs,
+                                                outputs=[c["compare"]] + panels, api_visibility="private",
+                                                show_progress="hidden")
+    c["compare_stop"].click(handlers.stop_compare, outputs=[c["compare"], c["compare_image"], c["compare_model"]]
+                            + panels, api_visibility="private", show_progress="hidden")
     panel_outputs = [c[name] for step in range(len(compare.SLOTS)) for name in compare_outputs(step)] + [c["patch_stage"]]
     triggers = [c["compare"].change, c["key"].change, c["step"].change, c["selected"].change] + [
         c[name].change for name in compare.CONTROLS]

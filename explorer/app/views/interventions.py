@@ -11,7 +11,7 @@ import numpy as np
 
 from ...deferred import deferred
 from .. import ablation
-from .declare import PAGE, VIEWS, view
+from .declare import PAGE, VIEWS, View, view
 from .why import _class_name, target_class
 
 # Imported when first used (explorer/deferred.py): the page is up before torch (and plotly) are loaded.
@@ -26,8 +26,12 @@ IMPORTANCE = "why.head_importance"
 
 
 def _after(name: str) -> None:
-    """Move the view declared last to just after view `name` in page order."""
+    """Move the view declared last to just after view `name` in page order (PAGE, and VIEWS's order with it: the
+    page's outputs are listed in VIEWS's order)."""
     PAGE.insert(PAGE.index(VIEWS[name]) + 1, PAGE.pop())
+    ordered = {item.name: item for item in PAGE if isinstance(item, View)}
+    VIEWS.clear()
+    VIEWS.update(ordered)
 
 
 def heads_off(entry) -> tuple[tuple[int, int], ...]:
