@@ -73,6 +73,8 @@ def wait_figure(page, selector: str, text: str) -> dict:
 def click_head(page, layer: int, head: int) -> None:
     """A mouse click at the centre of head (l, j)'s cell of the switchboard, as shown on screen."""
     img = "#view-eq2-switchboard img"
+    page.wait_for_function(f"() => {{ const i = document.querySelector('{img}'); return i && i.complete && i.naturalWidth > 0"
+                           " && i.getBoundingClientRect().width > 0; }")
     page.locator(img).scroll_into_view_if_needed()
     x, y, width, height, natural_w, natural_h = page.eval_on_selector(
         img, "e => { const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height, e.naturalWidth, e.naturalHeight]; }")
