@@ -54,15 +54,17 @@ def compare_step(step: int, a, b, options, render_views) -> dict:
         "two images under the same model" if same_model else "two images under two models")
     values = {"text": f"**Comparing {what}** (every control drives both). A: {describe(a)}. B: {describe(b)}."}
     labels = ("A: " + a.spec.label, "B: " + b.spec.label) if not same_model else ("A", "B")
+    # The figures of both read no option: drawn once per (A, B) and kept in A's memo, as a view that reads none is.
     if step == 0:
-        values["picture"] = figures.side_by_side(seen_image(a), seen_image(b))
+        values["picture"] = a.cached(("compare", step, tuple(b.key)), lambda: figures.side_by_side(
+            seen_image(a), seen_image(b)))
     elif step == 2:
-        values["figure"] = figures.attention_distance_pair(
+        values["figure"] = a.cached(("compare", step, tuple(b.key)), lambda: figures.attention_distance_pair(
             [_fused_and_distance(a)[1], _fused_and_distance(b)[1]], labels,
-            (a.config.patch_size, b.config.patch_size), (a.config.image_hw[0], b.config.image_hw[0]))
+            (a.config.patch_size, b.config.patch_size), (a.config.image_hw[0], b.config.image_hw[0])))
     elif step == 4:
-        values["figure"] = figures.predictions_pair(
-            [a.trace.probabilities.numpy(), b.trace.probabilities.numpy()], [a.class_names, b.class_names], labels)
+        values["figure"] = a.cached(("compare", step, tuple(b.key)), lambda: figures.predictions_pair(
+            [a.trace.probabilities.numpy(), b.trace.probabilities.numpy()], [a.class_names, b.class_names], labels))
     twins = TWINS.get(step, ())
     values.update(zip(("b1", "b2"), render_views(b, list(twins), for_b(b, options))))
     return values
