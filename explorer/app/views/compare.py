@@ -35,7 +35,9 @@ CONTROLS = tuple(name for name in READS if name not in ("selected", "dropped"))
 def describe(entry) -> str:
     """An entry in words: its model and its input."""
     width, height = entry.original_size
-    return f"{entry.spec.label}, on a {width} × {height} image"
+    off = ablation.heads_of(entry.key)
+    return f"{entry.spec.label}, on a {width} × {height} image" + (f", {len(off)} head{'s' if len(off) > 1 else ''} "
+                                                                    f"off" if off else "")
 
 
 def for_b(entry, options):
