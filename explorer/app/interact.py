@@ -275,8 +275,9 @@ def wire(c: dict, base, drawing: Drawing) -> Interactions:
     c["compare_stop"].click(handlers.stop_compare, outputs=[c["compare"], c["compare_image"], c["compare_model"]]
                             + panels, api_visibility="private", show_progress="hidden")
     panel_outputs = [c[name] for step in range(len(compare.SLOTS)) for name in compare_outputs(step)] + [c["patch_stage"]]
-    triggers = [c["compare"].change, c["key"].change, c["step"].change, c["selected"].change] + [
-        c[name].change for name in compare.CONTROLS]
+    # Not the selected patch's change: an event on every pick, with or without B, kept the page from coming to rest
+    # after a pick; B's views that read it follow it at the panel's next redraw.
+    triggers = [c["compare"].change, c["key"].change, c["step"].change] + [c[name].change for name in compare.CONTROLS]
     gr.on(triggers, handlers.compare_panel, inputs=state + [c["compare"], c["step"]]
           + [c[name] for name in compare.READS], outputs=panel_outputs, api_name="compare",
           api_visibility="undocumented", trigger_mode="always_last", show_progress="hidden")
