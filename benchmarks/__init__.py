@@ -4,6 +4,7 @@ the installed package.
     server.py       what seeing every stage costs on the server, against torchvision's forward (in-process)
     browser.py      what a person waits for in a real browser (headless Chromium through Playwright)
     survey.py       survey throughput, and its memory over 10,000 images
+    interventions.py  heads switched off, head importance and patching, in forwards of the same model
 
 and what they share:
 

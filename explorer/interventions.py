@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .model import ViT
+from .model import Record, ViT, _keep
 
 HOW = ("zero", "mean")
 PATCHABLE_STAGES = ("embed.z0", "blocks.l.ln_1", "blocks.l.attn.output", "blocks.l.z_mid", "blocks.l.ln_2",
@@ -52,23 +52,24 @@ class _Change:
     values: torch.Tensor | None = None
     keep_heads: bool = False  # keep every layer's head outputs (B, h, T, d) in `kept`, in the graph
     kept: dict[str, torch.Tensor] = field(default_factory=dict)
+    record: Record = None  # a record as ViT.forward takes: every stage of the changed run, as it ran
 
     def touches(self, layer: int) -> bool:
         return layer in self.off or self.keep_heads or (self.stage or "").startswith(f"blocks.{layer}.")
 
     def at(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """The stage `name` as this run has it: patched, kept, or as computed."""
-        if name != self.stage:
-            return tensor
-        if self.values is None:
+        """The stage `name` as this run has it (patched, or as computed), written to the record."""
+        if name == self.stage and self.values is None:
             self.kept[name] = tensor
-            return tensor
-        values = self.values.expand_as(tensor)  # (B, T, D)
-        if self.positions is None:
-            return values
-        patched = tensor.clone()
-        patched[:, self.positions] = values[:, self.positions]
-        return patched
+        elif name == self.stage:
+            values = self.values.expand_as(tensor)  # (B, T, D)
+            if self.positions is None:
+                tensor = values
+            else:
+                tensor = tensor.clone()
+                tensor[:, self.positions] = values[:, self.positions]
+        _keep(self.record, name, tensor)
+        return tensor
 
     def heads(self, layer: int, heads: torch.Tensor) -> torch.Tensor:
         """Layer l's head outputs (B, h, T, d) with its heads in `off` switched off."""
@@ -91,7 +92,7 @@ def _block(block, z: torch.Tensor, layer: int, change: _Change, heads: torch.Ten
     name = f"blocks.{layer}"
     if heads is None:
         normed = change.at(f"{name}.ln_1", block.norm_1(z))
-        heads = change.heads(layer, block.msa.head_outputs(normed))  # (B, h, T, d)
+        heads = change.heads(layer, block.msa.head_outputs(normed, change.record, f"{name}.attn"))  # (B, h, T, d)
     attention_output = change.at(f"{name}.attn.output", block.msa.combine_heads(heads))  # MSA(LN(z_{l-1})): (B, T, D)
     z_mid = change.at(f"{name}.z_mid", attention_output + z)  # Eq. 2
     normed = change.at(f"{name}.ln_2", block.norm_2(z_mid))
@@ -103,13 +104,14 @@ def _encode(model: ViT, z: torch.Tensor, change: _Change, first: int = 1) -> tor
     """Blocks first..L on z_{first-1} (B, T, D) -> z_L; the blocks the change touches through `_block`."""
     for layer in range(first, model.config.depth + 1):
         block = model.blocks[layer - 1]
-        z = _block(block, z, layer, change) if change.touches(layer) else block(z)
+        z = _block(block, z, layer, change) if change.touches(layer) else block(z, change.record, f"blocks.{layer}")
     return z
 
 
 def _run(model: ViT, x: torch.Tensor, change: _Change) -> torch.Tensor:
-    """The model's forward (Eq. 1-4) on x (B, C, H, W) with `change` -> logits (B, K)."""
-    return model.classify(_encode(model, change.at("embed.z0", model.embed(x)), change))
+    """The model's forward (Eq. 1-4) on x (B, C, H, W) with `change` -> logits (B, K); stages to change.record."""
+    z0 = change.at("embed.z0", model.embed(x, change.record))  # (B, T, D)
+    return model.classify(_encode(model, z0, change), change.record)
 
 
 def _batch(model: ViT, x) -> torch.Tensor:
@@ -133,15 +135,32 @@ def _heads_off(model: ViT, heads) -> dict[int, list[int]]:
     return {layer: sorted(set(js)) for layer, js in off.items()}
 
 
-def ablate_heads(model: ViT, x: torch.Tensor, heads, how: str = "zero") -> torch.Tensor:
+def ablate_heads(model: ViT, x: torch.Tensor, heads, how: str = "zero", record: Record = None) -> torch.Tensor:
     """Logits (B, K) of the model on x with the heads [(l, j), ...] switched off: "zero" removes each one's output
     before U_msa, "mean" replaces it by its mean over the tokens. Only the layers from the first changed one differ
-    from a plain forward's computation, and they cost what a forward does."""
+    from a plain forward's computation, and they cost what a forward does. `record`: as ViT.forward's."""
     if how not in HOW:
         raise ValueError(f"how must be one of {HOW}, not {how!r}.")
-    change = _Change(off=_heads_off(model, heads), how=how)
+    change = _Change(off=_heads_off(model, heads), how=how, record=record)
     with torch.no_grad():
         return _run(model, _batch(model, x), change)
+
+
+class Intervened:
+    """The model with heads switched off, called as the model is, (x, record=None) -> logits (B, K); every other
+    attribute is the model's. So explorer.trace(Intervened(model, [(l, j)]), x) traces the changed run."""
+
+    def __init__(self, model: ViT, heads, how: str = "zero"):
+        if how not in HOW:
+            raise ValueError(f"how must be one of {HOW}, not {how!r}.")
+        self.model, self.heads, self.how = model, sorted(_heads_off(model, heads).items()), how
+
+    def __call__(self, x: torch.Tensor, record: Record = None) -> torch.Tensor:
+        change = _Change(off=dict(self.heads), how=self.how, record=record)
+        return _run(self.model, x, change)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,9 +283,11 @@ def _positions(positions, T: int) -> torch.Tensor | None:
     return torch.as_tensor(indices.astype(np.int64))
 
 
-def patch_activations(model: ViT, x: torch.Tensor, source: torch.Tensor, stage: str, positions=None) -> torch.Tensor:
+def patch_activations(model: ViT, x: torch.Tensor, source: torch.Tensor, stage: str, positions=None,
+                      record: Record = None) -> torch.Tensor:
     """Logits (B, K) of x's run where the stage's tokens at `positions` (indices into T; None: all, []: none) come
-    from `source`'s run (1 or B images). Cost: the source's run up to the stage, and one forward."""
+    from `source`'s run (1 or B images). Cost: the source's run up to the stage, and one forward. `record`: x's
+    run's stages, as ViT.forward's."""
     stage = _patchable(model, stage)
     x, source = _batch(model, x), _batch(model, source)
     if source.shape[0] not in (1, x.shape[0]):
@@ -279,4 +300,5 @@ def patch_activations(model: ViT, x: torch.Tensor, source: torch.Tensor, stage: 
             for layer in range(1, last + 1):  # the source runs up to the stage's layer only
                 z = _block(model.blocks[layer - 1], z, layer, kept) if layer == last else model.blocks[layer - 1](z)
         values = kept.kept[stage]  # (1 or B, T, D)
-        return _run(model, x, _Change(stage=stage, positions=_positions(positions, values.shape[1]), values=values))
+        change = _Change(stage=stage, positions=_positions(positions, values.shape[1]), values=values, record=record)
+        return _run(model, x, change)

@@ -155,6 +155,32 @@ def test_interventions_share_one_model_across_threads(tiny_model):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in tiny_model.modules())
 
 
+def test_a_trace_of_the_intervened_model_equals_the_trace_of_a_hand_zeroed_model(tiny_model):
+    """explorer.trace(Intervened(model, heads), x): every stage of the changed run, in the forward's order, as a
+    trace of the model whose U_msa columns of those heads are zeroed."""
+    from explorer.interventions import Intervened
+    from explorer.trace import trace
+
+    x, heads = _images(tiny_model, n=1), [(1, 3), (2, 0)]
+    for attention in ("on_demand", "full"):
+        changed = trace(Intervened(tiny_model, heads), x, attention=attention)
+        reference = trace(_zeroed(tiny_model, heads), x, attention=attention)
+        assert changed.names() == reference.names()
+        for name in reference.names():
+            assert torch.allclose(changed[name], reference[name], atol=TOL, rtol=0), name
+    assert torch.allclose(changed["head.logits"], ablate_heads(tiny_model, x, heads)[0], atol=TOL, rtol=0)
+    record, sources = {}, {}
+    source = _images(tiny_model, n=1, seed=5)
+    logits = patch_activations(tiny_model, x, source, "blocks.1.z_mid", [2], record=record)
+    assert torch.equal(record["head.logits"], logits)
+    assert [n for n in record if "weights" not in n] == [n for n in reference.stages if "input." not in n
+                                                         and "weights" not in n]  # every stage, in order
+    with torch.no_grad():
+        tiny_model(source, sources)
+    assert torch.allclose(record["blocks.1.z_mid"][:, 2], sources["blocks.1.z_mid"][:, 2], atol=TOL, rtol=0)
+    assert not torch.allclose(record["blocks.1.z_mid"][:, 1], sources["blocks.1.z_mid"][:, 1], atol=1e-3)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda m, x: ablate_heads(m, x, [(0, 0)]), "layer in 1..2"),
     (lambda m, x: ablate_heads(m, x, [(1, 4)]), "head in 0..3"),
@@ -216,3 +242,15 @@ def test_on_the_shipped_model_the_head_the_estimate_ranks_first_matters_more_tha
         checked += 1
     assert checked >= 8
     assert np.median(result.spearman) > 0.6 and np.isfinite(result.estimate).all()  # the two agree on a trained model
+
+
+def test_the_benchmark_runs_in_its_quick_form():
+    """benchmarks/interventions.py on the tiny preset: every row timed, its ratio the median over the forward's."""
+    from benchmarks.interventions import TARGETS, bench, table
+
+    rows = bench("ViT-Tiny-Test/8", repeats=2, slow_repeats=1, warmup=0)
+    assert [r["id"] for r in rows] == ["forward", "ablate_heads.zero", "ablate_heads.mean", "patch_activations",
+                                       "head_importance"]
+    assert rows[0]["forwards"] == 1.0 and all(r["seconds"] > 0 and r["forwards"] > 0 for r in rows)
+    assert {r["id"] for r in rows if r["target_forwards"] is not None} == set(TARGETS)
+    assert "| head_importance: all 8 heads" in table(rows, markdown=True)

@@ -248,7 +248,7 @@ def test_survey_outputs_are_complete_and_the_report_self_contained(shipped_run):
     out, survey, run = shipped_run["out"], shipped_run["survey"], shipped_run["run"]
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["accuracy.png", "attention_distance.png", "confusion.png", "embedding_filters.png",
-                    "faithfulness.png", "position_similarity.png", "rollout.png"]
+                    "faithfulness.png", "head_importance.png", "position_similarity.png", "rollout.png"]
     assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     page = (out / "report.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == len(pngs) and "http" not in page.replace(
@@ -256,7 +256,8 @@ def test_survey_outputs_are_complete_and_the_report_self_contained(shipped_run):
     assert f"{survey['accuracy']['accuracy']:.4f}" in page and "Mean attention distance" in page
     assert not (out / "shards").exists()  # deleted after a complete run
     assert survey["images"] == 40 and survey["settings"] == {"n": 40, "faithfulness_images": 3,
-                                                              "faithfulness_steps": None}
+                                                              "faithfulness_steps": None, "head_importance": True}
+    assert "Head importance" in page
     assert run["processes"] == 1 and run["images_computed"] == 40 and run["images_resumed"] == 0
     assert "Accuracy" in shipped_run["stdout"]
 
@@ -275,6 +276,37 @@ def test_an_unreadable_file_is_skipped_and_left_out(tmp_path, tiny_model):
     assert [s["name"] for s in survey["skipped"]] == ["blue/1.jpg"] and survey["skipped"][0]["index"] == 2
     assert "is not an image" in survey["skipped"][0]["reason"]
     assert survey["faithfulness"] is None and not (tmp_path / "out" / "faithfulness.png").exists()
+
+
+def test_head_importance_is_the_mean_of_each_images_and_can_be_switched_off(tmp_path, tiny_model):
+    """The tiny preset on 7 images: the survey's mean and Student-t interval of each head's drop are those of
+    explorer.analysis.head_importance image by image; --no-head-importance writes neither numbers nor figure."""
+    names = [f"c{i}" for i in range(10)]
+    save_checkpoint(tmp_path / "tiny", tiny_model, names, Preprocessing(resize_size=32, crop_size=32,
+                                                                        mean=(0.5,) * 3, std=(0.5,) * 3))
+    (tmp_path / "data").mkdir()
+    for i, pixels in enumerate(np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)):
+        Image.fromarray(pixels).save(tmp_path / "data" / f"{i}.png")  # 7 different images
+    common = ["--model", str(tmp_path / "tiny"), "--data", str(tmp_path / "data"), "--faithfulness", "0",
+              "--batch-size", "3"]  # batches of 3, 3 and 1 image
+    code, _, stderr = run_main([*common, "--out", str(tmp_path / "on")])
+    assert code == 0, stderr
+    importance = json.loads((tmp_path / "on" / "survey.json").read_text())["head_importance"]
+    bundle = load_checkpoint(tmp_path / "tiny")
+    inputs, _, _ = sv.open_images(str(tmp_path / "data"), bundle).load(list(range(7)))
+    drops = np.stack([analysis.head_importance(bundle.model, inputs[i][None]).exact for i in range(7)])  # (7, L, h)
+    np.testing.assert_allclose(importance["mean"], drops.mean(axis=0), atol=1e-6)
+    half = sv.t_quantile(0.975, 6) * drops.std(axis=0, ddof=1) / math.sqrt(7)
+    np.testing.assert_allclose(importance["ci95_high"], drops.mean(axis=0) + half, atol=1e-6)
+    np.testing.assert_allclose(importance["std"], drops.std(axis=0, ddof=1), atol=1e-6)
+    assert importance["images"] == 7 and np.array(importance["mean"]).shape == (2, 4)
+    assert (tmp_path / "on" / "head_importance.png").is_file()
+    assert "Head importance" in (tmp_path / "on" / "report.html").read_text()
+    code, _, stderr = run_main([*common, "--no-head-importance", "--out", str(tmp_path / "off")])
+    assert code == 0, stderr
+    survey = json.loads((tmp_path / "off" / "survey.json").read_text())
+    assert survey["head_importance"] is None and survey["settings"]["head_importance"] is False
+    assert not (tmp_path / "off" / "head_importance.png").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

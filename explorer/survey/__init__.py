@@ -13,8 +13,8 @@ One job a module, in the order a survey runs:
     cli         the command line
 """
 from .cli import DEFAULT_MODEL, PAPER_IMAGES, main, parse_args, run_survey
-from .figures import (accuracy_figure, distance_figure, faithfulness_figure, filters_figure, position_figure,
-                      rollout_figure, write_figures)
+from .figures import (accuracy_figure, distance_figure, faithfulness_figure, filters_figure, head_importance_figure,
+                      position_figure, rollout_figure, write_figures)
 from .images import FashionImages, FolderImages, Images, open_images
 from .records import BatchResult, SurveyRecord, faithfulness_steps, image_records, survey_batch
 from .report import report_html, write_outputs
@@ -25,7 +25,8 @@ from .summary import FILTER_COMPONENTS, SURVEY_FORMAT, SurveyError, summarise
 __all__ = [
     "DEFAULT_MODEL", "FILTER_COMPONENTS", "PAPER_IMAGES", "SURVEY_FORMAT", "BatchResult", "FashionImages",
     "FolderImages", "Images", "Shard", "SurveyError", "SurveyRecord", "accuracy_figure", "check_manifest",
-    "distance_figure", "faithfulness_figure", "faithfulness_steps", "filters_figure", "image_records", "main",
+    "distance_figure", "faithfulness_figure", "faithfulness_steps", "filters_figure", "head_importance_figure",
+    "image_records", "main",
     "mean_and_interval", "open_images", "parse_args", "position_figure", "read_shards", "report_html",
     "rollout_figure", "run_survey", "summarise", "survey_batch", "survey_images", "t_quantile",
     "weights_digest", "write_figures", "write_outputs",

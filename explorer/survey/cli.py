@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward (per process)")
     p.add_argument("--faithfulness", type=int, default=16, metavar="K",
                    help="deletion and insertion areas for the first K images (0: none; each costs many forwards)")
+    p.add_argument("--head-importance", action=argparse.BooleanOptionalAction, default=True,
+                   help="what each head is worth for the top class, per image (about h(L+1)/2 forwards an image: "
+                        "14 for the shipped model, 78 for ViT-B/16); --no-head-importance skips it")
     p.add_argument("--steps", type=int, default=None,
                    help=f"points on each faithfulness curve (default: every patch count up to "
                         f"{ALL_POINTS_UP_TO} patches, else {DEFAULT_STEPS})")
@@ -116,13 +119,14 @@ def _run(args, processes: distributed.Processes, argv, after_batch) -> dict | No
     digest = weights_digest(bundle.model)
     check_manifest(work, {"format": SURVEY_FORMAT, "model": f"{bundle.name} · {bundle.weights}", "digest": digest,
                           "data": images.description, "faithfulness_images": faithfulness_images,
-                          "faithfulness_steps": steps})
+                          "faithfulness_steps": steps, "head_importance": args.head_importance})
 
     records, work_done = survey_images(bundle.model, images, n, work, processes, args.batch_size,
-                                       faithfulness_images, steps, after_batch)
+                                       faithfulness_images, steps, after_batch, args.head_importance)
     if not processes.main:
         return None
-    settings = {"n": n, "faithfulness_images": faithfulness_images, "faithfulness_steps": steps, "digest": digest}
+    settings = {"n": n, "faithfulness_images": faithfulness_images, "faithfulness_steps": steps,
+                "head_importance": args.head_importance, "digest": digest}
     survey = summarise(records, bundle, images, settings)
     computed, compute_s = work_done["computed"], work_done["compute_s"]
     arguments = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -1,7 +1,8 @@
 """The survey's figures as PNG files, drawn with matplotlib's object-oriented API (Figure(...), no pyplot state).
 
 attention_distance.png (Fig. 7 right), rollout.png (Fig. 6), position_similarity.png (Fig. 7 centre),
-embedding_filters.png (Fig. 7 left), and where they apply faithfulness.png, accuracy.png and confusion.png.
+embedding_filters.png (Fig. 7 left), and where they apply head_importance.png, faithfulness.png, accuracy.png and
+confusion.png.
 """
 from __future__ import annotations
 
@@ -111,6 +112,34 @@ def faithfulness_figure(survey: dict):
     return fig
 
 
+def head_importance_figure(survey: dict):
+    """What each head is worth for the top class: the mean drop in its probability as an L x h map, beside the half
+    width of each mean's 95% interval on the same colour scale (a cell as bright there as in the map: not resolved)."""
+    importance = survey["head_importance"]
+    mean = np.array(importance["mean"])  # (L, h)
+    L, h = mean.shape
+    half = None if importance["ci95_high"] is None else (np.array(importance["ci95_high"]) - mean)  # (L, h)
+    fig = _figure(2.2 + 2 * min(7.0, 0.5 * h + 1.2), 1.6 + min(6.0, 0.45 * L))
+    axes = fig.subplots(1, 2 if half is not None else 1, squeeze=False)[0]
+    limit = max(float(np.abs(mean).max()), 1e-12)
+    panels = [(mean, "mean drop in p(top class)")] + ([(half, "± 95% interval (half width)")] if half is not None
+                                                       else [])
+    for ax, (values, title) in zip(axes, panels):
+        im = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        if L * h <= 64:
+            for l in range(L):
+                for j in range(h):
+                    ax.text(j, l, f"{values[l, j]:.3f}", ha="center", va="center", fontsize=6,
+                            color="white" if abs(values[l, j]) > 0.6 * limit else "black")
+        ax.set_xticks(range(h) if h <= 16 else range(0, h, 2))
+        ax.set_yticks(range(L), range(1, L + 1))
+        ax.set(xlabel="head j (0..h-1)", ylabel="layer l", title=title)
+    fig.colorbar(im, ax=list(axes), shrink=0.85, label="probability")
+    fig.suptitle(f"Head importance: the drop in the top class's probability when the head alone is switched off, "
+                 f"{importance['images']:,} images", fontsize=9)
+    return fig
+
+
 def accuracy_figure(survey: dict):
     per_class = survey["accuracy"]["per_class"]
     names = list(per_class)
@@ -134,6 +163,8 @@ def write_figures(survey: dict, out: Path) -> dict[str, Path]:
         "position_similarity": position_figure(survey),
         "embedding_filters": filters_figure(survey),
     }
+    if survey.get("head_importance"):
+        figures["head_importance"] = head_importance_figure(survey)
     if survey["faithfulness"]:
         figures["faithfulness"] = faithfulness_figure(survey)
     if survey["accuracy"]:

@@ -2,9 +2,11 @@
 
 Per image: the top class; the mean attention distance of every head (App. D.7, Fig. 7 right) in pixels, the class token
 dropped as query and key and each patch's weights renormalised over the patches; the attention rollout map (Fig. 6;
-heads fused by their mean, nothing discarded) scaled to a maximum of 1; and, for the first K images, the deletion and
-insertion areas (Petsiuk et al. 2018; explorer.explain) of each explanation for the top class. The reductions are
-explorer.analysis's, taken over the batch.
+heads fused by their mean, nothing discarded) scaled to a maximum of 1; what each head is worth for the top class
+(explorer.analysis.head_importance: the drop in its probability when the head alone is switched off, and how well
+attribution patching's estimate agrees, Spearman over the heads), unless switched off; and, for the first K images, the
+deletion and insertion areas (Petsiuk et al. 2018; explorer.explain) of each explanation for the top class. The
+reductions are explorer.analysis's, taken over the batch.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..analysis import attention_distance, class_token_rollout, fuse_heads, patch_distances
+from ..analysis import attention_distance, class_token_rollout, fuse_heads, head_importance, patch_distances
 from ..explain import default_steps, faithfulness
 from ..model import ViT
 from .images import Images
@@ -79,17 +81,23 @@ def rounded(array, decimals: int) -> list:
 
 
 def image_records(model: ViT, images: Images, indices: list[int], faithfulness_images: int,
-                  steps: int | None) -> list[dict]:
-    """The per-image records of `indices` (one batch): what a shard line holds."""
+                  steps: int | None, heads: bool = True) -> list[dict]:
+    """The per-image records of `indices` (one batch): what a shard line holds. `heads`: with head importance."""
     inputs, labels, skipped = images.load(indices)
     records = {i: {"index": i, "name": images.name(i), "skipped": skipped[i]} for i in skipped}
     good = [i for i in indices if i in inputs]
     if good:
-        result = survey_batch(model, torch.stack([inputs[i] for i in good]))
+        x = torch.stack([inputs[i] for i in good])  # (B, C, H, W)
+        result = survey_batch(model, x)
+        importance = head_importance(model, x) if heads else None  # the top class: result.predictions
         for b, i in enumerate(good):
             record = {"index": i, "label": labels[i], "prediction": int(result.predictions[b]),
                       "mean_distance": rounded(result.mean_distance[b], 9),
                       "rollout": rounded(result.rollout[b], 9)}
+            if importance is not None:
+                exact = importance.exact.reshape(len(good), *importance.exact.shape[-2:])  # (B, L, h)
+                record["head_importance"] = rounded(exact[b], 9)
+                record["head_importance_spearman"] = round(float(np.atleast_1d(importance.spearman)[b]), 9)
             if i < faithfulness_images:
                 f = faithfulness(model, inputs[i][None], target=None, steps=steps, seed=i, progress=False)
                 record["faithfulness"] = {name: [round(d, 12), round(s, 12)] for name, (d, s) in f.areas().items()}

@@ -74,6 +74,9 @@ def report_html(survey: dict, run: dict, figures: dict[str, Path]) -> str:
     explained = survey["embedding_filters"]["explained_variance_ratio"]
     parts.append(_table(["component", "explained variance"], [[k + 1, f"{v:.2%}"] for k, v in enumerate(explained)]))
 
+    importance = survey.get("head_importance")
+    if importance:
+        parts += _head_importance_section(importance, figures["head_importance"])
     faithful = survey["faithfulness"]
     if faithful:
         steps = "every patch count" if faithful["steps"] is None else f"{faithful['steps']} steps"
@@ -97,6 +100,30 @@ def report_html(survey: dict, run: dict, figures: dict[str, Path]) -> str:
     title = f"Survey: {model['name']} on {data['source']}"
     return (f"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _head_importance_section(importance: dict, figure: Path) -> list[str]:
+    """The heads' worth for the top class: the figure, then per layer each head's mean drop and 95% interval."""
+    mean = np.array(importance["mean"])  # (L, h)
+    L, h = mean.shape
+    agreement = importance["estimate_spearman"]
+
+    def cell(l: int, j: int) -> str:
+        if importance["ci95_low"] is None:
+            return f"{mean[l, j]:.4f}"
+        return f"{mean[l, j]:.4f} [{importance['ci95_low'][l][j]:.4f}, {importance['ci95_high'][l][j]:.4f}]"
+
+    agree = f"{agreement['mean']:.3f}" + (f" [{agreement['ci95'][0]:.3f}, {agreement['ci95'][1]:.3f}]"
+                                          if agreement["ci95"] else "")
+    return ["<h2>Head importance</h2>",
+            f"<p>For each head, the drop in the top class's probability when that head alone is switched off (its "
+            f"output removed before U_msa), averaged over {importance['images']:,} images; "
+            f"{html.escape(importance['interval'])}. Attribution patching's first-order estimate (one forward, one "
+            f"backward) ranks the heads of an image like this, by Spearman's correlation over the heads: {agree}.</p>",
+            _image(figure, "head importance"),
+            _table(["layer", "mean over heads"] + [f"head {j}" for j in range(h)],
+                   [[l + 1, f"{importance['layer_mean'][l]:.4f}"] + [cell(l, j) for j in range(h)]
+                    for l in range(L)])]
 
 
 def write_outputs(survey: dict, run: dict, out: Path) -> dict[str, Path]:

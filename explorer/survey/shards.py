@@ -102,12 +102,14 @@ def check_manifest(work: Path, manifest: dict) -> None:
 def _compact(record: dict) -> dict:
     """A record as held in memory until the merge: its per-layer numbers and rollout map as float64 arrays, the same
     values in a quarter of the memory of lists of Python floats (a survey of many images must not grow with them)."""
-    return {k: np.asarray(v, dtype=np.float64) if k in ("mean_distance", "rollout") else v for k, v in record.items()}
+    arrays = ("mean_distance", "rollout", "head_importance")
+    return {k: np.asarray(v, dtype=np.float64) if k in arrays else v for k, v in record.items()}
 
 
 def survey_images(model: ViT, images: Images, n: int, work: Path, processes: Processes, batch_size: int,
                   faithfulness_images: int, steps: int | None,
-                  after_batch: Callable[[list[dict]], None] | None = None) -> tuple[list[dict] | None, dict]:
+                  after_batch: Callable[[list[dict]], None] | None = None,
+                  heads: bool = True) -> tuple[list[dict] | None, dict]:
     """The records of the first n images, resumed from the shards in `work`, this process's share computed batch by
     batch (`after_batch` is called with each batch's records). Rank 0 returns them in index order, the others None;
     every process returns the work done: {"computed": images computed, "compute_s": the slowest process's seconds}."""
@@ -122,7 +124,7 @@ def survey_images(model: ViT, images: Images, n: int, work: Path, processes: Pro
     try:
         for b in range(0, len(mine), batch_size):
             batch = mine[b:b + batch_size]
-            new = image_records(model, images, batch, faithfulness_images, steps)
+            new = image_records(model, images, batch, faithfulness_images, steps, heads)
             shard.append(new)
             records.update((r["index"], _compact(r)) for r in new)
             bar.update(len(batch))

@@ -2,7 +2,8 @@
 
 Over the images: the mean attention distance of every head and its spread (the sample standard deviation over the
 images); the mean of the rollout maps; accuracy, per-class accuracy (recall) and the confusion matrix where labels are
-known, else the predicted classes counted; the faithfulness areas' means with 95% confidence intervals. From the weights
+known, else the predicted classes counted; what each head is worth for the top class (the drop in its probability when
+the head alone is switched off) and the faithfulness areas, means with 95% confidence intervals. From the weights
 alone: the position-embedding similarity (Fig. 7 centre) and the principal components of the patch-embedding filters
 (Fig. 7 left).
 """
@@ -67,7 +68,8 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
         "data": {"source": images.description, "order": images.order, "available": images.count,
                  "surveyed": len(records), "labelled": images.class_names is not None, "notes": images.notes},
         "settings": {"n": settings["n"], "faithfulness_images": settings["faithfulness_images"],
-                     "faithfulness_steps": settings["faithfulness_steps"]},
+                     "faithfulness_steps": settings["faithfulness_steps"],
+                     "head_importance": settings.get("head_importance", True)},
         "images": n,
         "skipped": skipped,
         "accuracy": _accuracy(good, names) if images.class_names is not None else None,
@@ -79,6 +81,32 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
                               "explained_variance_ratio": rounded(explained, 10),
                               "shape": "(n, P, P, C), each min-max scaled to [0, 1]"},
         "faithfulness": _faithfulness(good, settings["faithfulness_steps"]),
+        "head_importance": _head_importance(good),
+    }
+
+
+def _head_importance(good: list[dict]) -> dict | None:
+    """Each head's drop in the top class's probability when switched off alone: mean over the images with its 95%
+    interval, (L, h) each; and the agreement of attribution patching's estimate (Spearman over the heads)."""
+    if not good or "head_importance" not in good[0]:
+        return None
+    drops = np.array([r["head_importance"] for r in good], dtype=np.float64)  # (n, L, h)
+    n, L, h = drops.shape
+    stats = [[mean_and_interval(drops[:, l, j]) for j in range(h)] for l in range(L)]
+
+    def grid(pick) -> list | None:  # (L, h); None for one image, which has no spread
+        return rounded([[pick(s) for s in row] for row in stats], 9) if n > 1 else None
+
+    return {
+        "images": n, "target": "each image's top class", "how": "zero: the head's output removed before U_msa",
+        "measure": "p_top(model) - p_top(model with the head alone switched off)",
+        "interval": "95% confidence interval of the mean, Student's t with n - 1 degrees of freedom",
+        "mean": rounded(drops.mean(axis=0), 9),  # (L, h)
+        "std": grid(lambda s: s["std"]),
+        "ci95_low": grid(lambda s: s["ci95"][0]),
+        "ci95_high": grid(lambda s: s["ci95"][1]),
+        "layer_mean": rounded(drops.mean(axis=(0, 2)), 9),  # (L,)
+        "estimate_spearman": mean_and_interval([r["head_importance_spearman"] for r in good]),
     }
 
 
