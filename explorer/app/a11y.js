@@ -120,9 +120,9 @@
     for (const button of document.querySelectorAll('button.gallery-item')) nameExample(button);
     for (const button of document.querySelectorAll(PICKABLE)) {
       once(button, '__vitPick', pickable);
-      // A picture that is a control loads at once: Gradio's lazy image has no size until scrolled near (on a phone's
-      // long page, never), and the keyboard cursor is drawn from its size.
-      const img = button.querySelector('img');
+      // The switchboard loads at once: Gradio's lazy image has no size until scrolled near (far down a phone's long
+      // page, never), and the keyboard cursor is drawn from its size. (Only it: a write is a DOM change.)
+      const img = button.closest('#view-eq2-switchboard') && button.querySelector('img');
       if (img && img.loading !== 'eager') img.loading = 'eager';
       if (document.activeElement === button) drawCursor(button);
     }
