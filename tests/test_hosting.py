@@ -259,9 +259,10 @@ def test_rehearsal_a_zerogpu_space_imports_spaces_first_and_asks_a_gpu_for_every
                 "SPACES_ZERO_DEVICE_API_URL": f"http://127.0.0.1:{device_api.server_address[1]}"}
     env = {**zero_env, "IMPORT_ORDER_FILE": str(order_file), "PYTHONPATH": f"{hooks}{os.pathsep}{REPO}"}
 
-    # Every function Gradio calls is spaces.GPU-decorated but the four that run no model: the counters (/stats), the
-    # example loader Gradio adds, the "model runs" text it refreshes on each page load, and the stop of a visitor's
-    # step-5 curves (it only replaces a token).
+    # Every function Gradio calls is spaces.GPU-decorated but those that run no model: the counters (/stats), the
+    # example loader Gradio adds (one per gr.Examples), the "model runs" text it refreshes on each page load, the stop
+    # of a visitor's step-5 curves (it only replaces a token), and compare's and heads-off's bookkeeping (B chosen or
+    # let go, the strip that says which heads are off).
     listing = ("import json; from explorer.app.server import Server; from explorer.app.ui import build_app; "
                "app = build_app(Server()); print(json.dumps([[getattr(f.fn, '__name__', ''), f.api_name, "
                "hasattr(f.fn, 'zerogpu')] for f in app.demo.fns.values()]))")
@@ -269,8 +270,9 @@ def test_rehearsal_a_zerogpu_space_imports_spaces_first_and_asks_a_gpu_for_every
                             env={**SpaceServer(tmp_path / "list", home, env).env()})
     assert listed.returncode == 0, listed.stderr[-3000:]
     functions = json.loads(listed.stdout.strip().splitlines()[-1])
-    undecorated = sorted(name for name, api_name, decorated in functions if not decorated)
-    assert undecorated == ["cancel_slow", "load_example", "runs_text", "stats"], functions
+    undecorated = sorted({name for name, api_name, decorated in functions if not decorated})
+    assert undecorated == ["cancel_slow", "load_example", "runs_text", "set_compare", "stats", "stop_compare",
+                           "strip"], functions
     decorated_api = {api_name for name, api_name, decorated in functions if decorated}
     assert {"analyse", "predict", "step_0", "class_token", "random_indices"} <= decorated_api
 

@@ -13,9 +13,10 @@
   }
   reportWidth();
   window.addEventListener('resize', reportWidth);
-  // Pictures whose clicks choose a patch: their alt text (explorer.app.views) starts "Patch grid, R × C patches".
-  const PICKABLE = '#picker button, #view-why-dropper button';
-  const GRID = /(\d+) × (\d+) patches/;
+  // Pictures whose clicks choose a patch: their alt text (explorer.app.views) starts "Patch grid, R × C patches";
+  // or a head (the heads switchboard): "Head grid, L × h heads".
+  const PICKABLE = '#picker button, #view-why-dropper button, #view-eq2-switchboard button';
+  const GRID = /(\d+) × (\d+) (patches|heads)/;
 
   function tabsFollowArrows(tab) {
     tab.addEventListener('keydown', event => {
@@ -51,7 +52,7 @@
   function grid(button) {
     const img = button.querySelector('img');
     const match = img && GRID.exec(img.alt || '');
-    return match ? {img, rows: +match[1], cols: +match[2]} : null;
+    return match ? {img, rows: +match[1], cols: +match[2], heads: match[3] === 'heads'} : null;
   }
 
   function shown(img) {  // the picture's box on screen (object-fit: contain, never enlarged), as Gradio computes it
@@ -86,7 +87,8 @@
     }
     // Written only when it changes: a write is a DOM change, which would call apply() (and so this) again next frame,
     // forever while the picture has focus.
-    const words = `Cursor on patch ${cursor} (row ${row}, column ${col}); Enter picks it.`;
+    const words = g.heads ? `Cursor on layer ${row + 1}, head ${col + 1}; Enter switches it off or on.`
+                          : `Cursor on patch ${cursor} (row ${row}, column ${col}); Enter picks it.`;
     if (live.textContent !== words) live.textContent = words;
   }
 
@@ -141,6 +143,10 @@
     for (const box of document.querySelectorAll('.katex-display')) scrollableEquation(box);
     for (const button of document.querySelectorAll(PICKABLE)) {
       once(button, '__vitPick', pickable);
+      // The switchboard loads at once: Gradio's lazy image has no size until scrolled near (far down a phone's long
+      // page, never), and the keyboard cursor is drawn from its size. (Only it: a write is a DOM change.)
+      const img = button.closest('#view-eq2-switchboard') && button.querySelector('img');
+      if (img && img.loading !== 'eager') img.loading = 'eager';
       if (document.activeElement === button) drawCursor(button);
     }
   }

@@ -190,7 +190,8 @@ let width = null;
 const resized = new ResizeObserver(() => {
   const now = host.clientWidth;
   if (width !== null && now !== width) {
-    const resize = () => { if (host.data) { window.Plotly.Plots.resize(host); request(); } };  // titles re-wrapped
+    // Not while hidden (a closed accordion, a hidden column): Plotly throws on a div that is not displayed.
+    const resize = () => { if (host.data && host.offsetParent !== null) { window.Plotly.Plots.resize(host); request(); } };
     if (drawing) drawing.then(resize); else resize();  // after a draw that may have read the old width
   }
   width = now;

@@ -27,7 +27,7 @@ from ..config import CONFIGS, ViTConfig
 from ..deferred import deferred
 from ..images import ImageError, open_image
 from ..weights import WeightsUnavailable, torchvision_weights
-from . import memory
+from . import ablation, memory
 from .cache import ENTRY_STAGES, LENS_STAGES, Entry, TraceCache
 from .registry import TABLE_1, ModelRegistry, ModelSpec, Progress, UnknownModel, no_progress
 from .settings import Settings
@@ -117,7 +117,9 @@ class Server:
         if entry is not None:
             return entry
         if source and source[0] and Path(source[0]).is_file():
-            return self.analyse(source[0], source[1], progress, stages)
+            entry = self.analyse(source[0], source[1], progress, stages)
+            heads = ablation.heads_of(key)  # an entry with heads switched off: traced again with them off
+            return ablation.ablated_entry(self, entry, heads) if heads else entry
         raise TraceExpired("This image's analysis is no longer cached; upload it again.")
 
     # -- the memory guard -----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from gradio import processing_utils  # noqa: E402
 from gradio.context import LocalContext  # noqa: E402
 
-from . import screen, transport, views  # noqa: E402
+from . import interact, screen, transport, views  # noqa: E402
 from .plot import PlotView, plotly_js  # noqa: E402
 from .server import USER_ERRORS, Server  # noqa: E402
 from .text import STEPS, model_card  # noqa: E402
@@ -492,6 +492,7 @@ class App:
 def build_app(server: Server) -> App:
     """The whole page for `server`: layout from views.PAGE, events wired from the declarations."""
     handlers = Handlers(server)
+    drawing = interact.Drawing(_render, _named_options, reads, HIDDEN, PictureView, ImageUpload)
     default_model = handlers.default_model
     settings = server.settings
     c: dict[str, gr.components.Component] = {}
@@ -522,6 +523,7 @@ def build_app(server: Server) -> App:
                 c["selection"] = gr.Markdown(NO_SELECTION, elem_id="selection")
                 class_token_button = gr.Button("Query the class token", size="sm", elem_id="class-token")
                 c["runs"] = gr.Markdown(handlers.runs_text, elem_id="model-runs")  # a callable: fresh on every load
+                interact.left_column(c, server, drawing)  # the heads-off strip, the second image or model
             with gr.Column(scale=3):
                 c["card"] = gr.Markdown(model_card(spec=server.registry.resolve(default_model),
                                                    availability=handlers.availability), elem_id="model-card")
@@ -531,6 +533,7 @@ def build_app(server: Server) -> App:
                     for number, title in enumerate(STEPS):
                         with gr.Tab(title, id=number, elem_id=f"tab-{number}") as tab:
                             tabs.append(tab)
+                            interact.step_top(c, number, drawing)  # compared with B, when there is a B
                             items = [item for item in PAGE if item.step == number]
                             for row, group in groupby(items, key=lambda item: item.row):
                                 group = list(group)
@@ -542,6 +545,8 @@ def build_app(server: Server) -> App:
                                                 random_button = gr.Button("Random", scale=1, elem_id="random-indices")
                                         else:
                                             c[item.name] = _view_component(item)
+                                for item in group:
+                                    interact.under_view(c, item.name)
                                 for item in group:  # under a clickable view's row: the button that undoes clicks
                                     if isinstance(item, views.View) and item.click is not None:
                                         clear_buttons[item.name] = gr.Button(
@@ -556,6 +561,7 @@ def build_app(server: Server) -> App:
             api_button = gr.Button("predict")
 
         _wire(c, handlers, tabs, examples, class_token_button, random_button, clear_buttons)
+        interact.wire(c, handlers, drawing)
         api_button.click(handlers.predict, inputs=[api_image, api_model, api_k], outputs=[api_result],
                          api_name="predict")
         gr.api(handlers.stats, api_name="stats")
