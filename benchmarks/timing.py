@@ -124,12 +124,12 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warm
     for i in range(repeats):
         for name in names[i % len(names):] + names[:i % len(names)]:
             _sync(device)
-                        device: str = "cpu", cpu: dict[str, list[float]] | None = None,
-                        clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Like `measure`, but the functions take turns (in a rotating order), so drift in the machine's speed (other
-    processes, clocks, caches) affects them alike: the fairest way to compare two forwards. `clock`: wall time, or
-    time.process_time for this process's CPU seconds (what one thread costs, whatever else loads the machine).
-    `cpu`, when given, gets each call's CPU seconds of this process too (all its threads), beside the clock's times."""
+            start, start_cpu = clock(), time.process_time()
+            fns[name]()
+            _sync(device)
+            times[name].append(clock() - start)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - start_cpu)
     return times
 
 

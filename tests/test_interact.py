@@ -127,6 +127,7 @@ def test_a_head_off_in_layer_l_changes_only_the_layers_after_it(app):
     server = built.server
     key, source = analysed(app)
     base = server.entry(key)
+    base.require(views.all_stages())  # the image's own trace holds what the upload's step read: every stage now
     entry = ablation.ablated_entry(server, base, [(3, 1)])
     for layer in range(1, base.config.depth + 1):
         same = torch.allclose(entry.trace.attention(layer), base.trace.attention(layer), atol=1e-6)

@@ -58,7 +58,11 @@ def hand_slices(source: str) -> list[tuple[int, str]]:
 # Subscripts that match the pattern but cut another axis, each with the reason.
 NOT_TOKENS = {
     ("explorer/analysis.py", "sums[..., 0]"): "the weighted-distance column of an einsum, not a token",
+    ("explorer/app/interact.py", "slot[1:]"): "a compare slot's number after its letter ('B2')",
     ("explorer/app/registry.py", "why[1:]"): "a sentence's letters",
+    ("explorer/app/views/interventions.py", "stages[1:]"): "the patchable stages after embed.z0",
+    ("explorer/interventions.py", "probabilities.gather(1, targets[:, None])[:, 0]"): "gather's one column: (B, 1) -> (B,)",
+    ("explorer/interventions.py", "T - 1"): "the last token index, in an error message about positions",
     ("explorer/app/ui.py", "OPTION_NAMES[1:]"): "option names",
     ("explorer/app/ui.py", "option_values[1:]"): "option values",
     ("explorer/app/views/declare.py", "OPTION_NAMES[1:]"): "option names",
