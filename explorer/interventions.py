@@ -93,10 +93,16 @@ def _block(block, z: torch.Tensor, layer: int, change: _Change, heads: torch.Ten
     if heads is None:
         normed = change.at(f"{name}.ln_1", block.norm_1(z))
         heads = change.heads(layer, block.msa.head_outputs(normed, change.record, f"{name}.attn"))  # (B, h, T, d)
-    attention_output = change.at(f"{name}.attn.output", block.msa.combine_heads(heads))  # MSA(LN(z_{l-1})): (B, T, D)
+    attention_output = block.msa.combine_heads(heads)  # MSA(LN(z_{l-1})): (B, T, D)
+    if block.gamma_1 is not None:
+        attention_output = block.gamma_1 * attention_output  # layer scale: diag(gamma_1) MSA(...)
+    attention_output = change.at(f"{name}.attn.output", attention_output)
     z_mid = change.at(f"{name}.z_mid", attention_output + z)  # Eq. 2
     normed = change.at(f"{name}.ln_2", block.norm_2(z_mid))
-    mlp_output = change.at(f"{name}.mlp.output", block.mlp(normed))
+    mlp_output = block.mlp(normed)  # (B, T, D)
+    if block.gamma_2 is not None:
+        mlp_output = block.gamma_2 * mlp_output  # layer scale: diag(gamma_2) MLP(...)
+    mlp_output = change.at(f"{name}.mlp.output", mlp_output)
     return change.at(f"{name}.z", mlp_output + z_mid)  # Eq. 3
 
 

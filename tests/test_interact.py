@@ -203,13 +203,14 @@ def test_patching_everything_at_z0_gives_the_sources_prediction(app):
     key, source = analysed(app)
     a = server.entry(key)
     b = server.analyse(TROUSER, a.spec.label)
-    everything = patched_prediction(a, b, "embed.z0", patch_positions("all tokens", None))
+    layout = a.config.layout
+    everything = patched_prediction(a, b, "embed.z0", patch_positions("all tokens", None, layout))
     bars = {trace.name: np.asarray(trace.x) for trace in everything.data}
     after = bars[[name for name in bars if name.startswith("A with")][0]]
     assert np.isclose(after.max(), float(b.trace.probabilities.max()), atol=1e-5)
     nothing = handlers.patch(key, source, (TROUSER, ""), 4, "blocks.2.z", "the selected patch")
-    positions = patch_positions("the selected patch", 4)
-    assert positions == [5]
+    positions = patch_positions("the selected patch", 4, layout)
+    assert positions == [5]  # patch 4 is token 5: the class token first
     model = server.registry.get(a.spec.label).model
     with torch.no_grad():
         reference = analysis.patch_activations(model, a.trace["input.pixels"][None], b.trace["input.pixels"][None],
@@ -219,6 +220,34 @@ def test_patching_everything_at_z0_gives_the_sources_prediction(app):
     assert np.isclose(np.sort(after)[-1], np.sort(reference)[-1], atol=1e-6)
     assert patch_stages(a.config)[:3] == ["embed.z0", "blocks.1.ln_1", "blocks.1.attn.output"]
     assert len(patch_stages(a.config)) == 1 + 6 * a.config.depth
+
+
+def test_patching_the_patches_listed_copies_those_tokens_in_the_models_layout(app):
+    """A typed list of patches ('0-3, 10') copies those patch tokens (each patch i is token i + prefix of the model's
+    layout: 1 for the paper's class token, 1 + 4 with four registers); a wrong list is one sentence, not a run."""
+    built, handlers, _ = app
+    server = built.server
+    key, source = analysed(app)
+    a = server.entry(key)
+    b = server.analyse(TROUSER, a.spec.label)
+    assert patch_positions("the patches listed", None, a.config.layout, "0-2, 10") == [1, 2, 3, 11]
+    registers = a.config.replace(register_tokens=4, position_covers="class_and_patches").layout
+    assert patch_positions("the patches listed", 7, registers, "0, 3") == [5, 8]
+    assert patch_positions("the selected patch", 0, registers) == [5]
+    assert patch_positions("the class token", None, registers) == [0]
+    listed = handlers.patch(key, source, (TROUSER, ""), None, "blocks.1.z", "the patches listed", "0-2, 10")
+    model = server.registry.get(a.spec.label).model
+    with torch.no_grad():
+        reference = analysis.patch_activations(model, a.trace["input.pixels"][None], b.trace["input.pixels"][None],
+                                               "blocks.1.z", [1, 2, 3, 11]).softmax(-1)[0].numpy()
+    bars = {trace.name: np.asarray(trace.x) for trace in listed.data}
+    after = bars[[name for name in bars if name.startswith("A with")][0]]
+    assert np.isclose(np.sort(after)[-1], np.sort(reference)[-1], atol=1e-6)
+    N = a.config.num_patches
+    with pytest.raises(ValueError, match=f"Patch {N} does not exist; this model has N = {N} patches, numbered 0 to {N - 1}"):
+        patch_positions("the patches listed", None, a.config.layout, f"1, {N}")
+    with pytest.raises(ValueError, match="'x' is not a patch index"):
+        patch_positions("the patches listed", None, a.config.layout, "x")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -254,3 +254,37 @@ def test_the_benchmark_runs_in_its_quick_form():
     assert rows[0]["forwards"] == 1.0 and all(r["seconds"] > 0 and r["forwards"] > 0 for r in rows)
     assert {r["id"] for r in rows if r["target_forwards"] is not None} == set(TARGETS)
     assert "| head_importance: all 8 heads" in table(rows, markdown=True)
+
+
+def test_interventions_follow_the_family_block_layer_scale_registers_and_mean_pooling(tiny_model):
+    """A DeiT III / DINOv2-like model (layer scale with gammas far from 1, four registers, a LayerNorm before the
+    blocks, mean pooling with fc_norm): nothing switched off is the model's own forward; a head off equals the
+    hand-zeroed copy; everything patched is the source's forward; head_importance equals one ablation at a time."""
+    from explorer.model import ViT
+
+    config = tiny_model.config.replace(layer_scale=True, register_tokens=4, position_covers="class_and_patches",
+                                       pre_norm=True, pooling="mean", fc_norm=True)
+    torch.manual_seed(3)
+    model = ViT(config).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.5)  # the head starts at zero: every logit 0 would hide any difference
+        for block in model.blocks:
+            block.gamma_1.uniform_(0.2, 2.0)
+            block.gamma_2.uniform_(0.2, 2.0)
+    x, source = _images(model, n=2).chunk(2)
+    with torch.no_grad():
+        own, theirs = model(x), model(source)
+        assert torch.allclose(ablate_heads(model, x, []), own, atol=TOL, rtol=0)
+        heads = [(1, 2), (2, 0)]
+        assert torch.allclose(ablate_heads(model, x, heads), _zeroed(model, heads)(x), atol=TOL, rtol=0)
+        assert not torch.allclose(_zeroed(model, heads)(x), own, atol=1e-3)  # the change is visible
+        for stage in ("blocks.1.attn.output", "blocks.2.mlp.output", "blocks.1.z"):
+            everything = patch_activations(model, x, source, stage)
+            if stage == "blocks.1.z":  # z_1 carries everything after it
+                assert torch.allclose(everything, theirs, atol=TOL, rtol=0), stage
+            assert torch.allclose(patch_activations(model, x, source, stage, []), own, atol=TOL, rtol=0), stage
+    result = head_importance(model, x, target=3)
+    p = own.softmax(-1)[0, 3]
+    for layer, j in [(1, 0), (2, 3)]:
+        ablated = ablate_heads(model, x, [(layer, j)]).softmax(-1)[0, 3]
+        assert abs(result.exact[layer - 1, j] - float(p - ablated)) < TOL, (layer, j)

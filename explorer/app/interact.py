@@ -112,6 +112,8 @@ def patching(c: dict) -> None:
                                            filterable=True)
             c["patch_tokens"] = gr.Radio(list(PATCH_TOKENS), value=PATCH_TOKENS[0], label="Tokens to copy (the "
                                          "selected patch: the picker's)", elem_id="patch-tokens")
+            c["patch_list"] = gr.Textbox(value="0-3", label="The patches listed (numbers from 0, ranges like 10-12)",
+                                         elem_id="patch-list", max_lines=1)
         c["patch_button"] = gr.Button("Patch and predict", size="sm", elem_id="patch-run")
         c["patch_result"] = PlotView(label="A's prediction with B's activations", elem_id="patch-result")
 
@@ -228,7 +230,7 @@ class Interactions:
         return values + [gr.update(choices=stages) if stages else gr.skip()]
 
     # -- patching ---------------------------------------------------------------------------------------------------
-    def patch(self, key, source, compare_spec, selected, stage, tokens):
+    def patch(self, key, source, compare_spec, selected, stage, tokens, listed=""):
         a = self.base._entry(key, source) if key else None
         if a is None:
             return gr.skip()
@@ -242,7 +244,12 @@ class Interactions:
         except USER_ERRORS as error:
             gr.Warning(str(error))
             return gr.skip()
-        return patched_prediction(a, b, stage, patch_positions(tokens, selected))
+        try:
+            positions = patch_positions(tokens, selected, a.config.layout, listed)
+        except ValueError as error:
+            gr.Warning(str(error))
+            return gr.skip()
+        return patched_prediction(a, b, stage, positions)
 
 
 def wire(c: dict, base, drawing: Drawing) -> Interactions:
@@ -282,6 +289,6 @@ def wire(c: dict, base, drawing: Drawing) -> Interactions:
           + [c[name] for name in compare.READS], outputs=panel_outputs, api_name="compare",
           api_visibility="undocumented", trigger_mode="always_last", show_progress="hidden")
     c["patch_button"].click(handlers.patch, inputs=state + [c["compare"], c["selected"], c["patch_stage"],
-                                                            c["patch_tokens"]],
+                                                            c["patch_tokens"], c["patch_list"]],
                             outputs=[c["patch_result"]], api_name="patch", api_visibility="undocumented")
     return handlers

@@ -22,24 +22,28 @@ render = deferred("explorer.render")
 MAX_FEATURE_MAPS = 16
 
 
-def parse_indices(text: str, D: int, limit: int = MAX_FEATURE_MAPS) -> list[int]:
-    """'0, 5, 10-12' -> [0, 5, 10, 11, 12], kept to 0..D-1, at most `limit`. Raises ValueError with one sentence."""
+def parse_indices(text: str, D: int, limit: int = MAX_FEATURE_MAPS, noun: str = "feature map",
+                  total: str | None = None) -> list[int]:
+    """'0, 5, 10-12' -> [0, 5, 10, 11, 12], kept to 0..D-1, at most `limit`. Raises ValueError with one sentence naming
+    what the numbers count (`noun`, `total`: D feature maps here; N patches for patching)."""
+    total = total or f"D = {D} maps"
+    index = noun.replace(" ", "-") + " index"
     out: list[int] = []
     for part in re.split(r"[,\s;]+", str(text or "").strip()):
         if not part:
             continue
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not match:
-            raise ValueError(f"'{part}' is not a feature-map index; write numbers from 0 to {D - 1}, e.g. 0, 5, 10-12.")
+            raise ValueError(f"'{part}' is not a {index}; write numbers from 0 to {D - 1}, e.g. 0, 5, 10-12.")
         low = int(match.group(1))
         high = int(match.group(2)) if match.group(2) else low
         for i in range(low, min(high, low + limit) + 1):
             if i >= D:
-                raise ValueError(f"Feature map {i} does not exist; this model has D = {D} maps, numbered 0 to {D - 1}.")
+                raise ValueError(f"{noun.capitalize()} {i} does not exist; this model has {total}, numbered 0 to {D - 1}.")
             if i not in out:
                 out.append(i)
     if not out:
-        raise ValueError(f"No feature-map index given; write numbers from 0 to {D - 1}, e.g. 0, 5, 10.")
+        raise ValueError(f"No {index} given; write numbers from 0 to {D - 1}, e.g. 0, 5, 10.")
     return out[:limit]
 
 

@@ -11,7 +11,9 @@ import numpy as np
 
 from ...deferred import deferred
 from .. import ablation
+from ...tokens import TokenLayout
 from .declare import PAGE, VIEWS, View, view
+from .eq1 import parse_indices
 from .why import _class_name, target_class
 
 # Imported when first used (explorer/deferred.py): the page is up before torch (and plotly) are loaded.
@@ -107,7 +109,7 @@ def _note(title: str, text: str):
     return _note_figure(title, text, 200)
 
 
-PATCH_TOKENS = ("all tokens", "the selected patch", "the class token")
+PATCH_TOKENS = ("all tokens", "the selected patch", "the class token", "the patches listed")
 
 
 def patch_stages(config) -> list[str]:
@@ -117,14 +119,18 @@ def patch_stages(config) -> list[str]:
     return [stages[0]] + [stage.replace(".l.", f".{l}.") for l in range(1, config.depth + 1) for stage in stages[1:]]
 
 
-def patch_positions(choice: str, selected: int | None) -> list[int] | None:
-    """The token positions a choice of PATCH_TOKENS copies (None: all), with the picker's selected patch i as token
-    i + 1 (the class token when none is selected)."""
+def patch_positions(choice: str, selected: int | None, layout: TokenLayout, listed: str = "") -> list[int] | None:
+    """The token positions a choice of PATCH_TOKENS copies (None: all): the picker's selected patch i (the class token
+    when none is selected), the class token, or the patches listed ('3, 10-12'), each patch i as its token in the
+    model's layout. A wrong list raises ValueError with one sentence."""
     if choice == PATCH_TOKENS[0]:
         return None
+    if choice == PATCH_TOKENS[3]:
+        N = layout.num_patches
+        return [layout.patch_token(i) for i in parse_indices(listed, N, limit=N, noun="patch", total=f"N = {N} patches")]
     if choice == PATCH_TOKENS[1] and selected is not None:
-        return [int(selected) + 1]
-    return [0]
+        return [layout.patch_token(int(selected))]
+    return [layout.require_query_token()]
 
 
 def patched_prediction(entry, source, stage: str, positions):
