@@ -73,6 +73,9 @@ def wait_figure(page, selector: str, text: str) -> dict:
 def click_head(page, layer: int, head: int) -> None:
     """A mouse click at the centre of head (l, j)'s cell of the switchboard, as shown on screen."""
     img = "#view-eq2-switchboard img"
+    # The page at rest first: a click on a switchboard that a tab's event is about to replace would be lost.
+    page.wait_for_function("() => document.querySelectorAll('.pending').length === 0")
+    page.wait_for_timeout(300)
     page.wait_for_function(f"() => {{ const i = document.querySelector('{img}'); return i && i.complete && i.naturalWidth > 0"
                            " && i.getBoundingClientRect().width > 0; }")
     page.locator(img).scroll_into_view_if_needed()
