@@ -90,6 +90,16 @@ def _eq2_matrix(entry, options):
                                    entry.config.layout)
 
 
+def pooled_words(layout) -> str:
+    """Where rollout and relevance start, in words, after a comma: the token the model pools
+    (TokenLayout.pooled_query); nothing for the paper's class token."""
+    if layout.pooling == "mean":
+        return ", from the mean of the patch rows (the output is the mean of the patch tokens)"
+    if layout.distillation is not None:
+        return ", from CLS, which DeiT's first head reads (its second head reads DIST: choose DIST as the query above)"
+    return ""
+
+
 def query_maps(entry, options):
     """The query's attention to every patch in every layer and head, (L, h, rows, cols), kept per query."""
     query = options.query_token(entry.config.layout)
@@ -115,8 +125,8 @@ def _eq2_rollout(entry, options):
     rollout_map = entry.cached(("rollout", fusion, round(discard, 3)),
                                lambda: analysis.rollout_map(entry.trace, fusion, discard, fused=fused))
     return render.rollout(display_image(entry), rollout_map,
-                          f"attention rollout (Fig. 6): head fusion {fusion}, discard ratio {discard:.2f}",
-                          narrow=narrow())
+                          f"attention rollout (Fig. 6){pooled_words(entry.config.layout)}: head fusion {fusion}, "
+                          f"discard ratio {discard:.2f}", narrow=narrow())
 
 
 @view("eq2.distance", 2, "plot", "Mean attention distance per head vs depth (Fig. 7 right; rows renormalised after "
