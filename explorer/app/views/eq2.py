@@ -130,7 +130,7 @@ def _eq2_rollout(entry, options):
 
 
 @view("eq2.distance", 2, "plot", "Mean attention distance per head vs depth (Fig. 7 right; rows renormalised after "
-      "dropping the class token)", stages=("blocks.*.attn.weights",))
+      "dropping the class token and any DIST, REG tokens)", stages=("blocks.*.attn.weights",))
 def _eq2_distance(entry, options):
     distance = _fused_and_distance(entry)[1]  # (L, h)
     return render.mean_attention_distance(distance, entry.config.patch_size, entry.config.image_hw[0])
