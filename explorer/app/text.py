@@ -62,8 +62,9 @@ def _query_words(config: ViTConfig) -> str:
     """Eq. 2's query when no patch is picked and where rollout starts, in words (the paper's: the class token)."""
     layout = config.layout
     if layout.query_labels() == ("CLS",):
-        return ("or pick the class token to see what the prediction draws on. Attention rollout multiplies the layers' "
-                "attention, with the residual path added, to follow the class token back to the patches (Fig. 6).")
+        return ("or unpick it to query the class token and see what the prediction draws on. Attention rollout "
+                "multiplies the layers' attention, with the residual path added, to follow the class token back to the "
+                "patches (Fig. 6).")
     start = "the mean of the patch rows, as the output is the patch tokens' mean" if layout.pooling == "mean" else "CLS"
     return (f"or choose a token as the query ({', '.join(layout.query_labels())}) to see where it looks. Attention "
             f"rollout multiplies the layers' attention, with the residual path added, to follow the output back to the "

@@ -34,7 +34,6 @@ class Options:
     `query_label`; the others are the controls declared below, under the same names."""
 
     selected: int | None = None
-    query_label: str = "CLS"  # the query when no patch is picked: "CLS", "DIST", "REG2", "mean of the patches"
     indices: str = "0, 1, 2, 3, 4, 5, 6, 7"  # feature maps to show (Eq. 1)
     layer: int = 1  # l for the attention views (Eq. 2), 1-based
     head: str = "mean"  # "mean" or a head number 1..h, for the attention matrix
@@ -45,6 +44,9 @@ class Options:
     target: str = ""  # the class to explain, as its index; "" for the top class
     dropped: tuple[int, ...] = ()  # patches taken out of the sequence (clicked), sorted
     scale: float = 1.0  # input size for Sec. 3.2, as a multiple of the model's own (1.0 = native)
+    # The query when no patch is picked: "CLS", "DIST", "REG2", "mean of the patches". Last, so that the API's
+    # positional inputs (the options in this order) keep their places.
+    query_label: str = "CLS"
 
     def replace(self, **changes) -> "Options":
         return replace(self, **changes)
