@@ -70,6 +70,25 @@ def over_patches(row: np.ndarray, layout, scaled: bool = True) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The query in the token layout
+
+def test_each_query_is_its_row_or_the_mean_of_the_patch_rows():
+    z = np.arange(2 * 20 * 3, dtype=np.float64).reshape(2, 20, 3) ** 1.5  # (B, T, D): CLS, REG1..REG3, 16 patches
+    registers = FAMILY["registers"].layout
+    assert registers.query_labels() == ("CLS", "REG1", "REG2", "REG3") and registers.query("REG2") == 2
+    np.testing.assert_array_equal(registers.query_row(z, registers.query("REG2")), z[:, 2])
+    assert registers.query("DIST") == registers.query() == 0  # a token it lacks, or none: the class token
+    meanpool = FAMILY["meanpool_cls"].layout
+    assert meanpool.query_labels() == ("CLS", MEAN_OF_PATCHES) and meanpool.pooled_query == range(1, 17)
+    np.testing.assert_allclose(meanpool.query_row(z[:, :17], meanpool.query(MEAN_OF_PATCHES)), z[:, 1:17].mean(1))
+    np.testing.assert_allclose(meanpool.query_row(torch.from_numpy(z[:, :17]), meanpool.pooled_query).numpy(),
+                               z[:, 1:17].mean(1))
+    bare = FAMILY["meanpool"].layout
+    assert bare.query_labels() == (MEAN_OF_PATCHES,) and bare.default_query_label == MEAN_OF_PATCHES
+    assert bare.query_name(bare.query("CLS")) == MEAN_OF_PATCHES and registers.query_name(5) == "patch 1"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Rollout and relevance from the pooled token
 
 @pytest.mark.parametrize("name", ["meanpool", "meanpool_cls"])
