@@ -64,7 +64,7 @@ from pathlib import Path
 
 from explorer.app import views
 from explorer.app.text import STEPS
-from explorer.app.ui import view_elem_id
+from explorer.app.ui import control_elem_id, view_elem_id
 
 from .app_process import AppProcess
 from .models import ROOT, SHIPPED, command_line, prepare_checkpoints, session_model
@@ -216,6 +216,8 @@ def run_model(browser, app: AppProcess, names: Names, name: str, args, checkpoin
             for control_name, control in views.CONTROLS.items():
                 if control.step != number:
                     continue
+                if control.kind == "radio" and page.page.locator(f"#{control_elem_id(control_name)} label").count() < 2:
+                    continue  # one choice on this model (the paper's ViT's query: CLS alone): nothing to change
                 measure(f"control.{control_name}", f"{control_name} ({control.kind}), step {number}",
                         "control", None, args.repeats,
                         prepare=lambda r, n=control_name, k=control.kind: driver.prepare(n, k, r))
