@@ -9,7 +9,7 @@ menu on a fresh page) does what a visitor does:
     tab N       each step's tab clicked, the first visit after the upload (steps 1..5)
     control     every control of explorer.app.views.CONTROLS changed to a value not seen before (slider: an arrow
                 key; dropdown: an option clicked; radio: another choice clicked; text box: new text + Enter), on its
-                own step; a click on a patch of the picker and "Query the class token", on each step whose views
+                own step; a click on a patch of the picker and "Unpick the patch", on each step whose views
                 read the selected patch; a click on each view whose clicks take patches out (step 5's dropper)
 
 and measures, for each action:
@@ -64,7 +64,7 @@ from pathlib import Path
 
 from explorer.app import views
 from explorer.app.text import STEPS
-from explorer.app.ui import view_elem_id
+from explorer.app.ui import control_elem_id, view_elem_id
 
 from .app_process import AppProcess
 from .models import ROOT, SHIPPED, command_line, prepare_checkpoints, session_model
@@ -216,6 +216,8 @@ def run_model(browser, app: AppProcess, names: Names, name: str, args, checkpoin
             for control_name, control in views.CONTROLS.items():
                 if control.step != number:
                     continue
+                if control.kind == "radio" and page.page.locator(f"#{control_elem_id(control_name)} label").count() < 2:
+                    continue  # one choice on this model (the paper's ViT's query: CLS alone): nothing to change
                 measure(f"control.{control_name}", f"{control_name} ({control.kind}), step {number}",
                         "control", None, args.repeats,
                         prepare=lambda r, n=control_name, k=control.kind: driver.prepare(n, k, r))
@@ -226,8 +228,8 @@ def run_model(browser, app: AppProcess, names: Names, name: str, args, checkpoin
                                           f"picker: patch clicked, step {number}", "control", None,
                                           prepare=lambda r, s=spot: (click_in_image(page.page, "#picker img", *s), None)))
                     _extend(rows, measure(f"control.class_token.step{number}",
-                                          f"'Query the class token', step {number}", "control",
-                                          page.page.get_by_role("button", name="Query the class token").click))
+                                          f"'Unpick the patch', step {number}", "control",
+                                          page.page.get_by_role("button", name="Unpick the patch").click))
             for view_name, spec in views.VIEWS.items():
                 if spec.step != number or spec.click is None:
                     continue

@@ -52,6 +52,9 @@ def _control_value(option: str, config, i: int):
         return str((1 + i) % config.num_classes)  # never the same class twice in a row
     if option == "scale":
         return views.SCALES[1 + i % (len(views.SCALES) - 1)]
+    if option == "query_label":  # the paper's ViT offers CLS alone: the same token, redrawn
+        labels = config.layout.query_labels()
+        return labels[(1 + i) % len(labels)]
     raise KeyError(f"benchmarks.handlers has no values for the control {option!r}; add them to _control_value.")
 
 

@@ -1,11 +1,11 @@
 """The paper's analyses as pure functions of a Trace (or of a model's weights).
 
 - attention rollout (Appendix D.8, Fig. 6; Abnar & Zuidema 2020)
-- the attention of one query token (the class token or a patch), per head
+- the attention of one query (a prefix token, a patch, or the mean of the patch rows), per head
 - mean attention distance in pixels (Appendix D.7, Fig. 7 right)
 - position-embedding cosine similarity (Fig. 7 centre)
 - principal components of the patch-embedding filters (Fig. 7 left)
-- the "logit lens": the class token after each layer through the final LN and head
+- the "logit lens": the pooled output after each layer through the final LN and head
 - token norms of the residual stream
 - the entropy of each head's attention
 - interventions (explorer.interventions, re-exported here): heads switched off (ablate_heads), what each head is
@@ -88,32 +88,42 @@ def fused_attentions(trace: Trace, head_fusion: str = "mean") -> torch.Tensor:
 
 def rollout_map(trace: Trace, head_fusion: str = "mean", discard_ratio: float = 0.0,
                 fused: torch.Tensor | None = None) -> np.ndarray:
-    """Fig. 6: the class token's row of the rollout over the patches, as (rows, cols), scaled to a maximum of 1.
+    """Fig. 6: the pooled query's row of the rollout (pooled_rollout) over the patches, as (rows, cols), scaled to a
+    maximum of 1.
     `fused` (L, T, T), from fused_attentions(trace, head_fusion), saves fusing the heads again."""
     if fused is None:
         fused = fused_attentions(trace, head_fusion)  # (L, T, T)
     layers = [discard_smallest(layer, discard_ratio, trace.layout) for layer in fused]  # L x (T, T)
-    return class_token_rollout(layers, trace.layout).reshape(trace.grid).numpy()  # (N,) -> (rows, cols)
+    return pooled_rollout(layers, trace.layout).reshape(trace.grid).numpy()  # (N,) -> (rows, cols)
 
 
-def query_attention(trace: Trace, layer: int, query: int = 0) -> np.ndarray:
-    """Attention of token `query` (0 = class token, TokenLayout.patch_token(i) = patch i) to every patch, per head:
-    (h, rows, cols)."""
+def query_attention(trace: Trace, layer: int, query: int | range = 0) -> np.ndarray:
+    """Attention of the query to every patch, per head: (h, rows, cols). The query is a token (0 = the paper's class
+    token, TokenLayout.patch_token(i) = patch i) or a range of tokens whose rows of A are averaged
+    (TokenLayout.query_row: the patch tokens' mean, what a mean-pooled output attends with)."""
     attention = trace.attention(layer)  # (h, T, T)
-    trace.layout.label(query)  # a one-sentence ValueError outside 0..T-1
-    return trace.layout.patches(attention[:, query], -1).reshape(-1, *trace.grid).numpy()  # (h, N) -> (h, rows, cols)
+    if not isinstance(query, range):
+        trace.layout.label(query)  # a one-sentence ValueError outside 0..T-1
+    row = trace.layout.query_row(attention, query)  # (h, T, T) -> (h, T)
+    return trace.layout.patches(row, -1).reshape(-1, *trace.grid).numpy()  # (h, N) -> (h, rows, cols)
 
 
 def last_layer_attention(trace: Trace) -> np.ndarray:
-    """The raw attention of the class token to each patch in the last layer L, mean over heads: (rows, cols)."""
+    """The raw attention of the pooled query (TokenLayout.pooled_query: the class token, or the mean of the patch
+    rows) to each patch in the last layer L, mean over heads: (rows, cols)."""
     layout = trace.layout
-    row = trace.attention(trace.depth)[:, layout.require_query_token()]  # (h, T, T) -> (h, T)
+    row = layout.query_row(trace.attention(trace.depth), layout.pooled_query)  # (h, T, T) -> (h, T)
     return layout.patches(row, -1).mean(dim=0).reshape(trace.grid).numpy()  # (h, N) -> (rows, cols)
 
 
-def query_attention_layers(trace: Trace, query: int = 0) -> np.ndarray:
-    """query_attention for every layer l = 1..L: (L, h, rows, cols). Only the query's row of each A is computed."""
-    rows = trace.attention_rows(query)  # (L, h, T)
+def query_attention_layers(trace: Trace, query: int | range = 0) -> np.ndarray:
+    """query_attention for every layer l = 1..L: (L, h, rows, cols). Only the query's row of each A is computed (for
+    a range of tokens, each A_l whole, one layer at a time)."""
+    if isinstance(query, range):
+        rows = torch.stack([trace.layout.query_row(trace.attention(l), query)  # (h, T, T) -> (h, T)
+                            for l in range(1, trace.depth + 1)])  # (L, h, T)
+    else:
+        rows = trace.attention_rows(query)  # (L, h, T)
     patches = trace.layout.patches(rows, -1)  # (L, h, T) -> (L, h, N)
     return patches.reshape(*rows.shape[:2], *trace.grid).numpy()  # (L, h, N) -> (L, h, rows, cols)
 
@@ -185,12 +195,13 @@ class LogitLens:
 
 
 def logit_lens(trace: Trace, model, k: int = 5) -> LogitLens:
-    """The class token after every layer (z_0^0 .. z_L^0) through the final LayerNorm and head (Eq. 4)."""
+    """The pooled output of every layer's z_l (l = 0..L) through the head (Eq. 4): the class token z_l^0 after the
+    final LayerNorm, or for mean pooling the patch tokens' mean (ViT.pool)."""
     stream = trace.residual_stream()  # (L + 1, T, D)
-    class_tokens = trace.layout.token(stream, trace.layout.require_query_token())  # (L + 1, T, D) -> (L + 1, D)
     parameter = next(model.parameters())
     with torch.no_grad():
-        logits = model.head_of(class_tokens.to(parameter.device, parameter.dtype)).float().cpu()  # (L + 1, K)
+        y = model.pool(stream.to(parameter.device, parameter.dtype))  # (L + 1, T, D) -> (L + 1, D)
+        logits = model.head_of_y(y).float().cpu()  # (L + 1, K)
     probabilities = logits.softmax(dim=-1).numpy()  # (L + 1, K)
     top = np.stack([ranking(row, k) for row in probabilities])  # (L + 1, k)
     return LogitLens(probabilities, top, np.take_along_axis(probabilities, top, axis=-1))
@@ -269,20 +280,21 @@ def discard_smallest(fused: torch.Tensor, discard_ratio: float, layout: TokenLay
     return fused
 
 
-def class_token_rollout(fused: Sequence[torch.Tensor] | torch.Tensor, layout: TokenLayout = PAPER_LAYOUT) -> torch.Tensor:
-    """Fig. 6 for one image or a batch: the class token's row of R = Â_L ··· Â_1, Â_l = rownorm(Ā_l + I), over the
-    patches and scaled to a maximum of 1. Ā_l = fuse(A_l) for l = 1..L, each (..., T, T) -> (..., N).
+def pooled_rollout(fused: Sequence[torch.Tensor] | torch.Tensor, layout: TokenLayout = PAPER_LAYOUT) -> torch.Tensor:
+    """Fig. 6 for one image or a batch: the pooled query's row of R = Â_L ··· Â_1, Â_l = rownorm(Ā_l + I), over the
+    patches and scaled to a maximum of 1. Ā_l = fuse(A_l) for l = 1..L, each (..., T, T) -> (..., N). The pooled
+    query (TokenLayout.pooled_query) is the class token (DeiT: its class token, the first head's), or for mean pooling
+    the mean of the patch rows, (1/N) Σ_i e_iᵀ R: the pooled output is the patch tokens' mean.
 
-    Computed from the left, one row at a time (e_0ᵀ Â_L, then · Â_{L-1}, ...), without forming Â or R:
+    Computed from the left, one row at a time (e_qᵀ Â_L, then · Â_{L-1}, ...), without forming Â or R:
     r Â = u Ā + u with u_i = r_i / s_i, s_i = 1 + Σ_j Ā[i, j] the row sums of Ā + I."""
     last = fused[-1]  # (..., T, T)
-    row = last.new_zeros(*last.shape[:-2], last.shape[-1])  # (..., T)
-    layout.token(row, layout.require_query_token(), -1).fill_(1.0)  # e_0: the class token (the pooled one)
-    row = row.unsqueeze(-2)  # (..., 1, T)
+    start = layout.query_row(torch.eye(last.shape[-1], dtype=last.dtype, device=last.device), layout.pooled_query)
+    row = start.expand(*last.shape[:-2], -1).unsqueeze(-2)  # e_q (or the patches' mean of e_i): (..., 1, T)
     for l in reversed(range(len(fused))):
         u = row / (fused[l].sum(dim=-1) + 1.0).unsqueeze(-2)  # (..., 1, T)
         row = u @ fused[l] + u  # (..., 1, T) @ (..., T, T) -> (..., 1, T)
-    row = layout.patches(row.squeeze(-2), -1)  # class token -> patches: (..., 1, T) -> (..., N)
+    row = layout.patches(row.squeeze(-2), -1)  # pooled query -> patches: (..., 1, T) -> (..., N)
     return row / row.amax(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -355,5 +367,5 @@ class LayerReductions(dict):
         return torch.stack(self.norms, dim=-2)
 
     def rollout(self, fusion: str = "mean") -> torch.Tensor:
-        """The class token's rollout over the patches, each map scaled to a maximum of 1: (..., rows, cols)."""
-        return class_token_rollout(self.fused[fusion], self.layout).reshape(*self.fused[fusion][0].shape[:-2], *self.grid)
+        """The pooled query's rollout over the patches, each map scaled to a maximum of 1: (..., rows, cols)."""
+        return pooled_rollout(self.fused[fusion], self.layout).reshape(*self.fused[fusion][0].shape[:-2], *self.grid)

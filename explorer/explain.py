@@ -8,8 +8,10 @@ A map is (rows, cols) for a batch of one image (as the maps of explorer.analysis
 relevance(model, x, target=None) -> map
     Chefer, Gur & Wolf 2021, "Generic Attention-model Explainability for Interpreting Bi-Modal and
     Encoder-Decoder Transformers" (ICCV), the rule for self-attention encoders:
-        R = I (T x T);  for l = 1..L:  Ā_l = E_h[(∇A_l ⊙ A_l)^+],  R = R + Ā_l · R;   map = R[0, patches]
-    A_l (h, T, T) are layer l's attention weights and ∇A_l = ∂y_t/∂A_l the gradient of the target's logit.
+        R = I (T x T);  for l = 1..L:  Ā_l = E_h[(∇A_l ⊙ A_l)^+],  R = R + Ā_l · R;   map = R[q, patches]
+    A_l (h, T, T) are layer l's attention weights and ∇A_l = ∂y_t/∂A_l the gradient of the target's logit. q is the
+    token the model pools (the class token; DeiT's, its first head's); for mean pooling the map is the mean of the
+    patch rows of R, (1/N) Σ_i R[i, patches], as the pooled output is the patch tokens' mean.
     One forward (explicit attention, kept in the graph) and one backward. Not scaled: the values are R's.
 grad_cam(model, x, target=None, layer=-1) -> map
     Selvaraju et al. 2017, "Grad-CAM", with the ViT reshape of pytorch-grad-cam's tutorial: the activations are the
@@ -33,7 +35,7 @@ deletion_curve / insertion_curve(model, x, order, target=None, steps=None) -> Cu
     whatever the batching; `steps` = S evaluates S + 1 evenly spaced counts instead (about S/2 + 1 forwards).
 faithfulness(model, x, target=None, maps=None, steps="default", seed=0, progress=True) -> Faithfulness
     Both curves for rollout (explorer.analysis.rollout_map), relevance, Grad-CAM, the last layer's raw attention
-    (class token row, mean over heads) and a random order (seeded); sequences of equal length share one forward.
+    (the pooled query's row, mean over heads) and a random order (seeded); sequences of equal length share one forward.
     By default every patch is a point up to 64 patches, else 10 steps (default_steps), with a tqdm bar of forwards.
 interpolate_position_embedding(position_embedding (1, T, D), old_grid, new_grid, layout) -> (1, T', D)
     Dosovitskiy et al. 2020, Sec. 3.2 (fine-tuning at higher resolution): 2-D bicubic interpolation of the patch
@@ -150,7 +152,7 @@ def _attention_stages(model: ViT) -> list[str]:
 
 
 def _relevance(model: ViT, record, gradients, stages: list[str]) -> np.ndarray:
-    """R = I; R = R + E_h[(∇A_l ⊙ A_l)^+] · R over the attention `stages`; the class token's row as maps."""
+    """R = I; R = R + E_h[(∇A_l ⊙ A_l)^+] · R over the attention `stages`; the pooled query's row as maps."""
     with torch.no_grad():
         B, h, T, _ = record[stages[0]].shape
         R = torch.eye(T, dtype=gradients[stages[0]].dtype, device=gradients[stages[0]].device).expand(B, T, T)
@@ -159,7 +161,7 @@ def _relevance(model: ViT, record, gradients, stages: list[str]) -> np.ndarray:
             A_bar = (gradients[name] * A).clamp(min=0).mean(dim=1)  # E_h[(∇A ⊙ A)^+]: (B, h, T, T) -> (B, T, T)
             R = R + A_bar @ R  # (B, T, T)
         layout = model.layout
-        row = layout.token(R, layout.require_query_token())  # the class token's row: (B, T, T) -> (B, T)
+        row = layout.query_row(R, layout.pooled_query)  # the pooled query's row: (B, T, T) -> (B, T)
         return _maps(layout.patches(row, -1).reshape(B, *model.config.grid))  # (B, N) -> (B, rows, cols)
 
 
@@ -174,8 +176,8 @@ def _grad_cam(model: ViT, record, gradients, stage: str) -> np.ndarray:
 
 
 def relevance(model: ViT, x: torch.Tensor, target=None) -> np.ndarray:
-    """Chefer et al. 2021: R = I; R = R + E_h[(∇A_l ⊙ A_l)^+] · R for l = 1..L; the map is the class token's row of R
-    over the patches.
+    """Chefer et al. 2021: R = I; R = R + E_h[(∇A_l ⊙ A_l)^+] · R for l = 1..L; the map is the pooled query's row of R
+    over the patches (the class token's, or the mean of the patch rows for mean pooling).
 
     (B, C, H, W) -> (rows, cols) for B = 1, (B, rows, cols) otherwise.
     """
@@ -205,7 +207,8 @@ def gradient_maps(model: ViT, x: torch.Tensor, target=None) -> dict[str, np.ndar
 
 
 def last_layer_attention(model: ViT, x: torch.Tensor) -> np.ndarray:
-    """The raw attention of the class token to each patch in layer L, mean over heads: (1, C, H, W) -> (rows, cols)."""
+    """The raw attention of the pooled query (the class token, or the mean of the patch rows) to each patch in layer L,
+    mean over heads: (1, C, H, W) -> (rows, cols)."""
     return analysis.last_layer_attention(trace(model, _one_image(model, x)))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CLASS, DISTILLATION = "CLS", "DIST"
+MEAN_OF_PATCHES = "mean of the patches"  # the query a mean-pooled output attends with: the mean of the patch rows
 POOLINGS = ("class", "mean", "class_and_distillation")  # Eq. 4 reads z_L^0; the patches' mean; DeiT's two heads
 POSITION_COVERS = ("all", "class_and_patches", "patches")  # which tokens E_pos is added to
 
@@ -98,6 +99,39 @@ class TokenLayout:
             raise ValueError("This model has no class token (it pools the mean of the patch tokens), so there is no "
                              "class token's row to read.")
         return self.query_token
+
+    def query_labels(self) -> tuple[str, ...]:
+        """What can be the attention query when no patch is picked: each prefix token, and for mean pooling the mean
+        of the patches (the pooled output is the mean of the patch tokens, so it attends with their rows' mean)."""
+        return self.prefix_labels + ((MEAN_OF_PATCHES,) if self.pooling == "mean" or not self.prefix_labels else ())
+
+    @property
+    def default_query_label(self) -> str:
+        """The query when none is chosen: the class token, else the mean of the patches."""
+        return CLASS if CLASS in self.prefix_labels else self.query_labels()[0]
+
+    def query(self, label: str | None = None) -> int | range:
+        """The query named `label` (one of query_labels(); None or one this model lacks: default_query_label): a
+        token index, or the range of the patch tokens whose rows are averaged (query_row)."""
+        label = label if label in self.query_labels() else self.default_query_label
+        return self.patch_tokens() if label == MEAN_OF_PATCHES else self.index(label)
+
+    def query_name(self, query: int | range) -> str:
+        """A query in words: its label ("CLS", "REG2", "patch 17") or "mean of the patches"."""
+        return MEAN_OF_PATCHES if isinstance(query, range) else self.label(query)
+
+    @property
+    def pooled_query(self) -> int | range:
+        """The query the pooled output attends with, where rollout and relevance start: the pooled token (DeiT: the
+        class token, its first head's), or for mean pooling the patch tokens, whose rows are averaged."""
+        return self.patch_tokens() if self.pooled is None else self.pooled
+
+    def query_row(self, z, query: int | range, axis: int = -2):
+        """Row `query` of any (..., T, ...) tensor or array on `axis`, that axis removed: token `query`'s, or for a
+        range the mean of those tokens' rows (explorer.analysis: e_qᵀ M, or (1/N) Σ_i e_iᵀ M)."""
+        if isinstance(query, range):
+            return _along(z, slice(query.start, query.stop), axis).mean(axis % z.ndim)
+        return _along(z, query, axis)
 
     @property
     def distillation(self) -> int | None:

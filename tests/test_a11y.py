@@ -177,7 +177,7 @@ def test_tabs_follow_the_arrow_keys(analysed):
         wait_drawn(page, step)  # the same event as a click: the step is drawn
     assert focus_is_visible(page)
     picked = re.search(r"patch (\d+)", page.inner_text("#selection"))  # the query shown is the one picked
-    assert (f"query: patch {picked.group(1)}" if picked else "query: the class token") in title(page, 2, 0)
+    assert (f"query: patch {picked.group(1)}" if picked else "query: CLS") in title(page, 2, 0)
 
 
 def test_dropdown_chosen_by_keyboard_redraws(analysed):

@@ -122,7 +122,7 @@ def test_upload_then_controls_redraw_without_running_the_model(client):
     assert "photos are mapped to what it expects" in card
     # Every control's value, by name; each event takes the options its views read (ui.reads), in Options' order.
     values = dict(indices="0, 1, 2", layer=3, head="2", fusion="max", discard=0.3, ln_layer=2, ln_which=LN, target="",
-                  scale=1.0)
+                  scale=1.0, query_label="CLS")
     events = {"/set_layer": views.affected(2, "layer"), "/set_head": views.affected(2, "head"),
               "/set_fusion": views.affected(2, "fusion"), "/set_discard": views.affected(2, "discard"),
               "/set_ln_layer": views.affected(3, "ln_layer"), "/class_token": ui.SELECTED_VIEWS,
@@ -132,7 +132,7 @@ def test_upload_then_controls_redraw_without_running_the_model(client):
         sent[endpoint] = [values[name] for name in ui.reads(drawn) if name in values]
         result = client.predict(*sent[endpoint], api_name=endpoint)
         assert result is not None, endpoint
-    assert sent["/set_layer"] == [3, "2"] and sent["/set_fusion"] == ["max", 0.3]  # (selected is a State)
+    assert sent["/set_layer"] == [3, "2", "CLS"] and sent["/set_fusion"] == ["max", 0.3]  # (selected is a State)
     layer_outputs = client.predict(*sent["/set_layer"], api_name="/set_layer")
     assert "layer ℓ = 3" in layer_outputs[0]
     assert all(isinstance(value, dict) and value.get("type") == "plotly" for value in layer_outputs[1:])
@@ -216,7 +216,7 @@ def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(serv
     class Click:  # what gr.SelectData carries: [x, y] in the picker image's pixels
         index = [2.5 * 64, 4.5 * 64]  # ViT-Fashion/4's picker: 28 px x 16 = 448 px, 64 px per 4-pixel patch
 
-    every = dict(indices="0", layer=3, head="mean", fusion="mean", discard=0.0, ln_layer=1, ln_which=LN)
+    every = dict(indices="0", layer=3, head="mean", fusion="mean", discard=0.0, ln_layer=1, ln_which=LN, query_label="CLS")
     outputs = app.handlers.select_patch(Click, key, None, 2, *(every[name] for name in ui.SELECTED_READS))
     selected, picker, selection = outputs[:3]
     assert selected == 4 * 7 + 2 and "patch 30" in selection and picker["value"].shape == (448, 448, 3)
@@ -224,7 +224,7 @@ def test_a_click_on_the_picker_selects_that_patch_for_the_visible_step_only(serv
     drawn = dict(zip(ui.SELECTED_VIEWS, outputs[3:]))
     for name, value in drawn.items():  # the hidden steps' views are emptied: their tab draws them when opened
         assert (value is not None) == name.startswith("eq2."), name
-    assert "query patch 30" in drawn["eq2.text"]
+    assert "query: patch 30" in drawn["eq2.text"]
     assert app.server.runs == runs
 
 
@@ -239,7 +239,8 @@ def test_a_dropped_trace_is_traced_again_from_the_upload_without_a_warning(serve
     key, source = header["key"], header["source"]
     assert source == (str(upload), LABEL)
     names = views.affected(2, "layer")
-    every = dict(selected=None, indices="0", layer=3, head="mean", fusion="mean", discard=0.0, ln_layer=1, ln_which=LN)
+    every = dict(selected=None, indices="0", layer=3, head="mean", fusion="mean", discard=0.0, ln_layer=1, ln_which=LN,
+                 query_label="CLS")
 
     def options(drawn, exclude=()):  # what an event that draws these views sends (ui.reads)
         return tuple(every.get(name) for name in ui.reads(drawn) if name not in exclude)

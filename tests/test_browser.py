@@ -194,7 +194,7 @@ def test_clicking_a_patch_moves_the_query(session, stats):
     assert f"row {row}, column {col}" in page.inner_text("#selection")
     page.wait_for_function(f"() => document.querySelectorAll('#tab-2 .js-plotly-plot')[0].layout.title.text.includes('query: patch {index}')")
     assert heads_data(page) != heads_before  # the attention shown is now that of patch 19, not of the class token
-    assert f"query patch {index}" in page.inner_text("#tab-2")
+    assert f"query: patch {index}" in page.inner_text("#tab-2")
     assert stats()["model_runs"] == before
     shoot(page, "05_patch_19")
 

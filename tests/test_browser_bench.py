@@ -40,7 +40,8 @@ def expected_rows() -> dict[str, str]:
     """Row id -> the event (api_name) it must have timed."""
     rows = {"upload": "analyse"}
     rows |= {f"tab.{n}": f"step_{n}" for n in range(1, len(STEPS))}
-    rows |= {f"control.{name}": f"set_{name}" for name in views.CONTROLS}
+    # every control a person can change on the shipped model (a paper's ViT: its query radio offers CLS alone)
+    rows |= {f"control.{name}": f"set_{name}" for name in views.CONTROLS if name != "query_label"}
     for n in range(1, len(STEPS)):
         if views.affected(n, "selected"):
             rows[f"control.select_patch.step{n}"] = None  # a private event: no api_name

@@ -95,7 +95,7 @@ def one_user(url: str, user: int, image: Path, download_dir: Path) -> dict:
     calls = [
         ("analyse", lambda: client.predict(handle_file(str(image)), STANDIN_LABEL, api_name="/analyse")),
         ("predict", lambda: client.predict(handle_file(str(image)), STANDIN_LABEL, 10, api_name="/predict")),
-        ("set_layer", lambda: client.predict(2, "mean", api_name="/set_layer")),  # layer, head (ui.reads)
+        ("set_layer", lambda: client.predict(2, "mean", "CLS", api_name="/set_layer")),  # layer, head, query_label
     ]
     for name, call in calls:
         start = time.perf_counter()

@@ -217,8 +217,8 @@ def test_eq1_words_and_figures_show_the_real_sequence():
     matrix = render.attention_matrix(weights, config.grid, "A", layout)
     assert list(matrix.data[0].x[:6]) == ["cls", "reg1", "reg2", "reg3", "reg4", "patch 0 (0,0)"]
     norms = render.token_norms(np.ones((3, layout.T), dtype=np.float32), config.grid, layout)
-    assert [trace.name for trace in norms.data if trace.name and "token" in trace.name][:2] == ["class token",
-                                                                                                  "REG1 token"]
+    lines = [trace.name for trace in norms.data if trace.type == "scatter" and trace.mode == "lines+markers"]
+    assert lines == ["CLS (class token)", "REG1", "REG2", "REG3", "REG4", "patch tokens (mean)"]
 
 
 def test_a_descendant_saves_and_loads_as_a_project_checkpoint(tmp_path):

@@ -146,16 +146,18 @@ def test_every_view_reads_real_options_and_sits_on_a_real_step():
 
 
 def test_a_view_cannot_read_an_option_it_did_not_declare():
-    declared = views.Options(layer=3, selected=2).only(("selected",))
+    declared = views.Options(layer=3, selected=2).only(("selected", "query_label"))
     assert declared.selected == 2 and declared.query == 3
     with pytest.raises(AttributeError, match="without declaring it"):
         declared.layer
+    with pytest.raises(AttributeError, match="without declaring it"):  # the query is the patch and the token radio
+        views.Options(selected=2).only(("selected",)).query_token
     with pytest.raises(ValueError, match="unknown options"):
         views.view("test.bad", 2, "plot", reads=("colour",))
 
 
 # One value per option other than its default, to change it by.
-CHANGED = dict(selected=5, indices="3, 9", layer=2, head="3", fusion="max", discard=0.5, ln_layer=2,
+CHANGED = dict(selected=5, query_label="REG2", indices="3, 9", layer=2, head="3", fusion="max", discard=0.5, ln_layer=2,
                ln_which=views.LN_CHOICES[1], target="second", dropped=(2, 5), scale=2.0)
 
 
@@ -169,12 +171,26 @@ def _as_comparable(value):
     return value
 
 
+@pytest.fixture(scope="module")
+def registers_entry(tmp_path_factory):
+    """A tiny model with two registers (CLS, REG1, REG2, then the patches), for the query radio."""
+    folder = tmp_path_factory.mktemp("registers")
+    torch.manual_seed(3)
+    model = ViT(CONFIGS["ViT-Tiny-Test/8"].replace(register_tokens=2, position_covers="class_and_patches")).eval()
+    save_checkpoint(folder / "vit_registers", model, [f"class {i}" for i in range(10)],
+                    Preprocessing(resize_size=32, crop_size=32, mean=(0.5,) * 3, std=(0.25,) * 3), {"dataset": "none"})
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    return Server(checkpoint_dir=folder, device="cpu").analyse(picture, "ViT-Tiny-Test/8 · vit_registers")
+
+
 @pytest.mark.parametrize("option", list(CHANGED))
-def test_changing_an_option_changes_exactly_the_views_that_read_it(entry, option):
+def test_changing_an_option_changes_exactly_the_views_that_read_it(request, option):
     """Derived from the registry: for every step, the views that read `option` (what its control redraws) are the
-    ones whose drawing changes when it changes; every other view draws the same, so skipping it loses nothing."""
+    ones whose drawing changes when it changes; every other view draws the same, so skipping it loses nothing. (The
+    token query on a model with registers, with no patch picked: a picked patch overrides it.)"""
     assert set(CHANGED) == set(views.OPTION_NAMES)
-    base = views.Options(selected=1)
+    entry = request.getfixturevalue("registers_entry" if option == "query_label" else "entry")
+    base = views.Options(selected=None if option == "query_label" else 1)
     value = CHANGED[option]
     if option == "target":  # from the top class (the default) to the second
         value = str(analysis.ranking(entry.trace.probabilities.numpy(), 2)[1])
@@ -219,8 +235,11 @@ def test_picker_outlines_only_the_selected_patch(entry):
     assert changed[:, 1].min() >= 2 * side and changed[:, 1].max() < 3 * side
 
 
-def test_selection_text(entry):
+def test_selection_text(entry, registers_entry):
     assert "class token" in views.selection_text(entry, None)
+    assert "the token chosen in step 2 (CLS, REG1, REG2; CLS unless changed)" in views.selection_text(registers_entry,
+                                                                                                     None)
+    assert "patch 6" in views.selection_text(registers_entry, 6) and "token 9" in views.selection_text(registers_entry, 6)
     assert "patch 6" in views.selection_text(entry, 6) and "row 1, column 2" in views.selection_text(entry, 6)
 
 

@@ -58,6 +58,19 @@ def _prefix_words(config: ViTConfig) -> str:
     return front + f"A learned position embedding is added to {where}."
 
 
+def _query_words(config: ViTConfig) -> str:
+    """Eq. 2's query when no patch is picked and where rollout starts, in words (the paper's: the class token)."""
+    layout = config.layout
+    if layout.query_labels() == ("CLS",):
+        return ("or unpick it to query the class token and see what the prediction draws on. Attention rollout "
+                "multiplies the layers' attention, with the residual path added, to follow the class token back to the "
+                "patches (Fig. 6).")
+    start = "the mean of the patch rows, as the output is the patch tokens' mean" if layout.pooling == "mean" else "CLS"
+    return (f"or choose a token as the query ({', '.join(layout.query_labels())}) to see where it looks. Attention "
+            f"rollout multiplies the layers' attention, with the residual path added, to follow the output back to the "
+            f"patches from {start} (Fig. 6).")
+
+
 def equation(step: int, config: ViTConfig) -> str:
     """The step's equation in LaTeX ($$...$$) with this model's sizes."""
     s = sizes(config)
@@ -117,9 +130,7 @@ def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
         text = (f"In each of the L = {s['L']} layers, each of the h = {s['h']} heads scores every token against every "
                 f"other (each row of A sums to 1) and mixes the tokens by those weights; the result is added back to "
                 f"the stream. Click a patch of the picture with the patch grid (beside the steps, or above them on a "
-                f"phone) to see where it looks, or pick the class token to see what the prediction draws on. "
-                f"Attention rollout multiplies the layers' attention, with the residual path added, to follow the "
-                f"class token back to the patches (Fig. 6).")
+                f"phone) to see where it looks, {_query_words(config)}")
     elif step == 3:
         text = (f"The MLP works on each of the T = {s['T']} tokens on its own: {s['D']} → {s['MLP']} → {s['D']} with a "
                 f"GELU in between, and its output is added to the stream. Before both the attention and the MLP, "

@@ -32,7 +32,7 @@ from .zerogpu import model_duration, on_gpu  # noqa: E402
 from ..weights import WeightsUnavailable  # noqa: E402
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
-NO_SELECTION = "Query: **the class token** (token 0)."
+NO_SELECTION = "Query: **the class token** (CLS, token 0), or the token chosen in step 2."
 # The option inputs of every view event, in Options' field order: the selected patch (a State) then each control.
 OPTION_NAMES = views.OPTION_NAMES
 # Per-visitor state (gr.State: kept by the server per browser session, never sent to a client).
@@ -499,7 +499,7 @@ def build_app(server: Server) -> App:
     with gr.Blocks(title="ViT Explorer", delete_cache=DELETE_CACHE) as demo:
         c["key"] = gr.State(None)  # (image sha256, model label, device): the trace itself stays in the server
         c["source"] = gr.State(None)  # (upload path, model label): to trace again if the cache has dropped this trace
-        c["selected"] = gr.State(None)  # the selected patch index, None for the class token
+        c["selected"] = gr.State(None)  # the selected patch index, None for the token query (option query_label)
         c["dropped"] = gr.State(())  # the patches taken out of the sequence (step 5)
         c["step"] = gr.State(0)  # the visible step
         c["model_in_use"] = gr.State(default_model)
@@ -521,7 +521,7 @@ def build_app(server: Server) -> App:
                 c["picker"] = PictureView(label="What the model sees, with its patch grid: click a patch",
                                        interactive=False, format="png", elem_id="picker", height=360, buttons=[])
                 c["selection"] = gr.Markdown(NO_SELECTION, elem_id="selection")
-                class_token_button = gr.Button("Query the class token", size="sm", elem_id="class-token")
+                class_token_button = gr.Button("Unpick the patch", size="sm", elem_id="class-token")
                 c["runs"] = gr.Markdown(handlers.runs_text, elem_id="model-runs")  # a callable: fresh on every load
                 interact.left_column(c, server, drawing)  # the heads-off strip, the second image or model
             with gr.Column(scale=3):

@@ -15,8 +15,9 @@ L layers; K classes. Patch indices i are 0-based and row-major (patch i sits at 
     picker.py      the patch picker: the input with its grid, a selected patch, dropped patches (numpy pictures)
     base.py        what they share: the figure's frame, mosaics, image axes, colour scales, pictures
 
-Queries: `query` / `selected` arguments are patch indices i (token i + 1); None means the class token (or nothing
-selected). `layernorm_effect(token=)` takes a token index (0 = class token).
+Queries: `query` / `selected` arguments are patch indices i (token i + 1), outlined; None means a token that is not a
+patch (or nothing selected), which `query_name=` names by its label ("CLS", "REG2", "mean of the patches"; default:
+the class token). `layernorm_effect(token=)` takes a token index (0 = class token), `name=` its label.
 
 Speed: mosaics (many small maps) are composed with numpy into ONE array and sent as one Heatmap or Image trace, hover
 texts come from `customdata` + `hovertemplate`, and numeric arrays are sent as base64 typed arrays (plotly >= 6).

@@ -54,12 +54,13 @@ def _uniform_attention_distance(side: int, patch_size: int) -> float:
 
 
 def attention_heads(image, maps, query: int | None, title: str, *, zmax: float | None = None,
-                    narrow: bool = False) -> go.Figure:
+                    narrow: bool = False, query_name: str | None = None) -> go.Figure:
     """Eq. 2's softmax(q k^T / sqrt(d)) for one query, per head, over the dimmed image: one tile per head (`narrow`:
     two to a row).
 
-    maps (h, gh, gw): attention of the query to every patch; query = patch index i (token i + 1), None = class token.
-    One colour range for all heads (0 .. 99.5th percentile, or `zmax`), so heads can be compared.
+    maps (h, gh, gw): attention of the query to every patch; query = patch index i (token i + 1), outlined, or None
+    for a token that is not a patch; `query_name` names the query in the title ("REG2"; None: "patch i" or the class
+    token). One colour range for all heads (0 .. 99.5th percentile, or `zmax`), so heads can be compared.
     """
     image = _as_image(image)  # (H, W, 3)
     maps = np.asarray(maps, dtype=np.float32)  # (h, gh, gw)
@@ -94,7 +95,7 @@ def attention_heads(image, maps, query: int | None, title: str, *, zmax: float |
         shapes.append(_outlines(left + qc - 0.5, top + qr - 0.5, 1, 1))
     traces.append(_labels_trace(left + (gw - 1) / 2, top - 0.5, [f"head {j + 1}" for j in range(h)]))
     height = int(np.clip(70 + rows * min(190, 1000 / per_row), 220, 900))
-    who = "the class token" if query is None else f"patch {query}"
+    who = query_name or ("the class token" if query is None else f"patch {query}")
     return _figure(traces, f"{title} · query: {who}", height, fit=(z.shape[0] + gy) / z.shape[1] if narrow else None,
                    shapes=shapes,
                    meta=dict(kind="attention_heads", tile=[gh, gw], gap=[gy, gx], per_row=per_row),
@@ -161,10 +162,11 @@ def attention_matrix(weights, grid: tuple[int, int], title: str, layout: TokenLa
                               constrain="domain", **axis))
 
 
-def attention_overview(maps, query: int | None) -> go.Figure:
+def attention_overview(maps, query: int | None, *, query_name: str | None = None) -> go.Figure:
     """Eq. 2's attention of one query in every layer l (rows) and head (columns), in one mosaic.
 
-    maps (L, h, gh, gw); query = patch index i (token i + 1), None = class token. Tiles are average-pooled when
+    maps (L, h, gh, gw); query = patch index i (token i + 1), None = a token that is not a patch; `query_name` names
+    the query in the title (None: "patch i" or the class token). Tiles are average-pooled when
     L h N would exceed _MAX_OVERVIEW_CELLS cells. Gaps between tiles hold NaN (customdata 0 there: base64 of -1
     is '////', which plotly's to_json escapes to 24 characters). Above _MAX_HOVER_CELLS cells (ViT-B/16 and up) the
     mosaic is drawn as a picture (HEATMAP), with a hover that names each tile's layer and head (462 KB -> ~40 KB for B/16,
@@ -213,10 +215,10 @@ def attention_overview(maps, query: int | None) -> go.Figure:
     head_every = max(1, math.ceil(h / 16))
     layer_every = max(1, math.ceil(L / 16))
     common = dict(showgrid=False, zeroline=False, ticks="", constrain="domain")
-    who = "the class token" if query is None else f"patch {query}"
+    who = query_name or ("the class token" if query is None else f"patch {query}")
     height = int(np.clip(90 + L * 44, 300, 1400))
     return _figure(
-        traces, f"Attention of {who} in every layer and head{block}", height, shapes=shapes,
+        traces, f"Attention in every layer and head{block} · query: {who}", height, shapes=shapes,
         meta=dict(kind="attention_overview", tile=[th, tw], gap=[gap, gap], per_row=h, pool=factor, picture=picture,
                   **(dict(zmin=0.0, zmax=float(top_value)) if picture else {})),
         xaxis=dict(range=[-0.5, z.shape[1] - 0.5], side="top", title=dict(text="head"),

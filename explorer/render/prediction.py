@@ -30,8 +30,10 @@ def top_k(probabilities, class_names: Sequence[str], k: int = 5) -> go.Figure:
                               automargin=True))
 
 
-def logit_lens(probabilities, class_names: Sequence[str], top_indices: Sequence[int]) -> go.Figure:
-    """How the prediction forms: the class token after layer l = 0..L sent through the final LN and head (Eq. 4)."""
+def logit_lens(probabilities, class_names: Sequence[str], top_indices: Sequence[int], *,
+               pooled: str = "class token") -> go.Figure:
+    """How the prediction forms: the `pooled` output (the class token; the mean of the patches) after layer l = 0..L
+    sent through the final LN and head (Eq. 4)."""
     probabilities = np.asarray(probabilities, dtype=np.float32)  # (L + 1, K)
     L1 = probabilities.shape[0]
     layers = np.arange(L1)
@@ -40,7 +42,7 @@ def logit_lens(probabilities, class_names: Sequence[str], top_indices: Sequence[
                    hovertemplate=f"{class_names[int(i)]} · after layer %{{x}}: %{{y:.2%}}<extra></extra>")
         for i in np.asarray(top_indices).reshape(-1)
     ]
-    return _figure(traces, "How the prediction forms: class token after each layer → LN → head", 380,
+    return _figure(traces, f"How the prediction forms: {pooled} after each layer → LN → head", 380,
                    xaxis=dict(title=dict(text="layer l (0 = z<sub>0</sub>)"), range=[-0.3, L1 - 0.7],
                               dtick=max(1, L1 // 12)),
                    yaxis=dict(title=dict(text="probability"), range=[0, 1.02], tickformat=".0%"),

@@ -12,7 +12,7 @@ from .base import SEQUENTIAL_COLOURS, _figure, _label_gap, _labels_trace, _mosai
 
 def token_norms(norms, grid: tuple[int, int], layout: TokenLayout = TokenLayout(), *, narrow: bool = False) -> go.Figure:
     """||z_l|| of every token for l = 0..L: patch tokens as maps over the grid, seven to a row (`narrow`: three), each
-    prefix token (the class token) as a line; `layout` says which tokens precede the patches."""
+    prefix token (CLS, DIST, REG1..REGk) as a line named by its label; `layout` says which tokens precede the patches."""
     norms = np.asarray(norms, dtype=np.float32)  # (L + 1, T)
     L1, T = norms.shape
     gh, gw = int(grid[0]), int(grid[1])
@@ -34,7 +34,7 @@ def token_norms(norms, grid: tuple[int, int], layout: TokenLayout = TokenLayout(
     traces.append(_labels_trace(left + (gw - 1) / 2, top - 0.5, [f"z<sub>{l}</sub>" for l in range(L1)]))
     layers = np.arange(L1)
     for index, label in enumerate(layout.prefix_labels):
-        name = "class token" if label == "CLS" else f"{label} token"
+        name = "CLS (class token)" if label == "CLS" else label
         traces.append(go.Scatter(x=layers, y=layout.token(norms, index, -1), mode="lines+markers", name=name,
                                  xaxis="x2", yaxis="y2",
                                  hovertemplate=f"z<sub>%{{x}}</sub>: {name} ‖z‖ = %{{y:.2f}}<extra></extra>"))
@@ -99,9 +99,10 @@ def residual_updates(z, z_mid, *, narrow: bool = False) -> go.Figure:
                    legend=dict(orientation="h", x=0, **legend), margin=margin)
 
 
-def layernorm_effect(before, after, token: int, *, narrow: bool = False) -> go.Figure:
+def layernorm_effect(before, after, token: int, *, narrow: bool = False, name: str | None = None) -> go.Figure:
     """LN in Eq. 2-3: one token's D values before and after LayerNorm (normalise, then scale by γ, shift by β), side
-    by side (`narrow`: one above the other)."""
+    by side (`narrow`: one above the other). `name` names the token in the title ("REG2 (token 2)"; None: the paper's
+    numbering, token 0 the class token)."""
     before = np.asarray(before, dtype=np.float32)  # (T, D)
     after = np.asarray(after, dtype=np.float32)  # (T, D)
     x, y = before[int(token)], after[int(token)]  # (D,)
@@ -118,7 +119,8 @@ def layernorm_effect(before, after, token: int, *, narrow: bool = False) -> go.F
         dict(text=f"{when} LN: mean {values.mean():.3g}, std {values.std():.3g}", x=xd[0], y=yd[1], xref="paper",
              yref="paper", xanchor="left", yanchor="bottom", showarrow=False)
         for when, values, xd, yd in (("before", x, x1, y1), ("after", y, x2, y2))]
-    name = "the class token" if int(token) == 0 else f"token {int(token)} (patch {int(token) - 1})"
+    if name is None:
+        name = "the class token" if int(token) == 0 else f"token {int(token)} (patch {int(token) - 1})"
     return _figure(traces, f"LayerNorm on {name}: {x.size} values", 560 if narrow else 320, annotations=annotations,
                    showlegend=False, bargap=0.05, margin=dict(l=40, r=20, t=70, b=40),
                    xaxis=dict(domain=x1, title=dict(text="value")),

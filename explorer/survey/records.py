@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..analysis import PAPER_LAYOUT, LayerReductions, class_token_rollout, head_importance
+from ..analysis import PAPER_LAYOUT, LayerReductions, pooled_rollout, head_importance
 from ..explain import default_steps, faithfulness
 from ..model import ViT
 from ..tokens import TokenLayout
@@ -41,8 +41,9 @@ class SurveyRecord(LayerReductions):
         return self.fused["mean"]  # per layer, Ā_l: (B, T, T)
 
     def rollout_maps(self, grid: tuple[int, int]) -> torch.Tensor:
-        """The class token's rollout over the patches, each map scaled to a maximum of 1: (B, rows, cols)."""
-        return class_token_rollout(self.head_means, self.layout).reshape(-1, *grid)  # (B, N) -> (B, rows, cols)
+        """The pooled query's rollout (the class token, or the mean of the patch rows) over the patches, each map scaled
+        to a maximum of 1: (B, rows, cols)."""
+        return pooled_rollout(self.head_means, self.layout).reshape(-1, *grid)  # (B, N) -> (B, rows, cols)
 
 
 @dataclass

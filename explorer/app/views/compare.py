@@ -41,7 +41,8 @@ def describe(entry) -> str:
 
 
 def for_b(entry, options):
-    """The options as B reads them: a selected patch B's grid does not have becomes its class token."""
+    """The options as B reads them: a selected patch B's grid does not have becomes B's token query (a token B lacks:
+    its default, TokenLayout.query)."""
     selected = options.selected if "selected" in READS else None
     if selected is not None and int(selected) >= entry.config.num_patches:
         return options.replace(selected=None)

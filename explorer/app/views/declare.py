@@ -30,8 +30,8 @@ LN_CHOICES = ("LN before MSA (Eq. 2)", "LN before MLP (Eq. 3)")
 
 @dataclass(frozen=True)
 class Options:
-    """Everything a visitor can set. `selected` is a patch index i (0-based, row-major) or None for the class token;
-    the others are the controls declared below, under the same names."""
+    """Everything a visitor can set. `selected` is a patch index i (0-based, row-major) or None for the token query
+    `query_label`; the others are the controls declared below, under the same names."""
 
     selected: int | None = None
     indices: str = "0, 1, 2, 3, 4, 5, 6, 7"  # feature maps to show (Eq. 1)
@@ -44,6 +44,9 @@ class Options:
     target: str = ""  # the class to explain, as its index; "" for the top class
     dropped: tuple[int, ...] = ()  # patches taken out of the sequence (clicked), sorted
     scale: float = 1.0  # input size for Sec. 3.2, as a multiple of the model's own (1.0 = native)
+    # The query when no patch is picked: "CLS", "DIST", "REG2", "mean of the patches". Last, so that the API's
+    # positional inputs (the options in this order) keep their places.
+    query_label: str = "CLS"
 
     def replace(self, **changes) -> "Options":
         return replace(self, **changes)
@@ -53,9 +56,15 @@ class Options:
         """The query token in the paper's layout: 0 for the class token, i + 1 for patch i."""
         return self.query_token(TokenLayout())
 
-    def query_token(self, layout: TokenLayout) -> int:
-        """The query token in a model's layout: its class token (the pooled one) when no patch is selected."""
-        return layout.require_query_token() if self.selected is None else layout.patch_token(int(self.selected))
+    def query_token(self, layout: TokenLayout) -> int | range:
+        """The query in a model's layout: patch i's token, or when no patch is selected the token `query_label` names
+        (TokenLayout.query: one the model lacks is its default, the class token or the mean of the patches; a range
+        of tokens is the mean of their rows)."""
+        return layout.query(self.query_label) if self.selected is None else layout.patch_token(int(self.selected))
+
+    def query_name(self, layout: TokenLayout) -> str:
+        """The query in words, by its label: "patch 17", "CLS", "REG2", "mean of the patches"."""
+        return layout.query_name(self.query_token(layout))
 
     def only(self, names: tuple[str, ...]) -> "DeclaredOptions":
         """These options as a view that declared `names` sees them: any other raises AttributeError."""
@@ -67,13 +76,14 @@ CLICKED = ("selected", "dropped")  # options set by clicks on images, not by a c
 
 
 class DeclaredOptions:
-    """Read access to the declared options only (and `query`, which is `selected`)."""
+    """Read access to the declared options only (and the query, which is `selected` and `query_label`)."""
 
     def __init__(self, options: Options, names: frozenset[str]):
         self._options, self._names = options, names
 
     def __getattr__(self, name: str):
-        declared = name in self._names or (name in ("query", "query_token") and "selected" in self._names)
+        declared = name in self._names or (name in ("query", "query_token", "query_name")
+                                           and {"selected", "query_label"} <= self._names)
         if not declared:
             raise AttributeError(f"A view read option {name!r} without declaring it in reads=; add it there.")
         return getattr(self._options, name)

@@ -82,7 +82,8 @@ def _filter_components(entry):
 
 
 def _token_names(config: ViTConfig) -> list[str]:
-    return ["class" if label == "CLS" else label for label in config.layout.labels()]
+    """Each row's token by its label: CLS, DIST, REG1..REGk, then patch 0..N-1 (TokenLayout.labels)."""
+    return config.layout.labels()
 
 
 @view("eq1.text", 1, "markdown")
@@ -140,7 +141,10 @@ def _token_rows(entry, name: str, what: str):
 
 @view("eq1.tokens", 1, "plot", "Class token prepended (T × D)", stages=("embed.sequence",))
 def _eq1_tokens(entry, options):
-    return _token_rows(entry, "embed.sequence", "class token prepended")
+    layout = entry.config.layout
+    what = ("class token prepended" if layout.prefix_labels == ("CLS",) else
+            f"{', '.join(layout.prefix_labels)} prepended" if layout.prefix_labels else "nothing prepended (no class token)")
+    return _token_rows(entry, "embed.sequence", what)
 
 
 @view("eq1.positions", 1, "plot", "Position embeddings E_pos (T × D)", stages=("embed.position_embedding",))

@@ -31,14 +31,25 @@ def _fused(entry, fusion: str):
     return entry.cached(("fused", fusion), lambda: analysis.fused_attentions(entry.trace, fusion))
 
 
-def _query_name(options) -> str:
-    return "the class token" if options.selected is None else f"patch {options.selected}"
+QUERY_READS = ("selected", "query_label")  # what the query is: a picked patch, else the token chosen here
 
 
-@view("eq2.text", 2, "markdown", reads=("selected", "layer"))
+@view("eq2.text", 2, "markdown", reads=("layer",) + QUERY_READS)
 def _eq2_text(entry, options):
     return (explanation(2, entry.config)
-            + f"\n\nShowing layer ℓ = {_layer(entry, options.layer)}, query {_query_name(options)}.")
+            + f"\n\nShowing layer ℓ = {_layer(entry, options.layer)}, query: {options.query_name(entry.config.layout)}.")
+
+
+def query_choices(entry, value):
+    """The tokens that can be the query when no patch is picked (TokenLayout.query_labels): CLS alone for the paper's
+    ViT; DIST, REG1..REGk where the model has them; the mean of the patches for a mean-pooled model."""
+    layout = entry.config.layout
+    choices = list(layout.query_labels())
+    return {"choices": choices}, value if value in choices else layout.default_query_label
+
+
+control("query_label", 2, "radio", "Query when no patch is picked (a click on a patch overrides it)",
+        adapt=query_choices, props=dict(choices=["CLS"], value="CLS"))
 
 
 def _depth_range(entry, value):
@@ -57,13 +68,15 @@ control("head", 2, "dropdown", "Head for the attention matrix", row="layer-head"
         props=dict(choices=["mean"] + [str(i) for i in range(1, 13)], value="mean"))
 
 
-@view("eq2.heads", 2, "plot", "Attention of the query to every patch, each head of layer ℓ", reads=("selected", "layer"), stages=("blocks.*.attn.weights",))
+@view("eq2.heads", 2, "plot", "Attention of the query to every patch, each head of layer ℓ", reads=("layer",) + QUERY_READS, stages=("blocks.*.attn.weights",))
 def _eq2_heads(entry, options):
     layer = _layer(entry, options.layer)
-    maps = analysis.query_attention(entry.trace, layer, options.query_token(entry.config.layout))  # (h, rows, cols)
+    layout = entry.config.layout
+    maps = analysis.query_attention(entry.trace, layer, options.query_token(layout))  # (h, rows, cols)
+    name = options.query_name(layout)
     return render.attention_heads(display_image(entry), maps, options.selected,
-                                  f"layer {layer}: attention of {_query_name(options)} to every patch, per head",
-                                  narrow=narrow())
+                                  f"layer {layer}: attention of {name} to every patch, per head", narrow=narrow(),
+                                  query_name=name)
 
 
 @view("eq2.matrix", 2, "plot", "Attention matrix A (hover for values)", reads=("layer", "head"), stages=("blocks.*.attn.weights",))
@@ -77,11 +90,26 @@ def _eq2_matrix(entry, options):
                                    entry.config.layout)
 
 
-@view("eq2.overview", 2, "plot", "All layers × heads, same query", reads=("selected",), stages=("blocks.*.attn.weights",))
-def _eq2_overview(entry, options):
+def pooled_words(layout) -> str:
+    """Where rollout and relevance start, in words, after a comma: the token the model pools
+    (TokenLayout.pooled_query); nothing for the paper's class token."""
+    if layout.pooling == "mean":
+        return ", from the mean of the patch rows (the output is the mean of the patch tokens)"
+    if layout.distillation is not None:
+        return ", from CLS, which DeiT's first head reads (its second head reads DIST: choose DIST as the query above)"
+    return ""
+
+
+def query_maps(entry, options):
+    """The query's attention to every patch in every layer and head, (L, h, rows, cols), kept per query."""
     query = options.query_token(entry.config.layout)
-    maps = entry.cached(("overview", query), lambda: analysis.query_attention_layers(entry.trace, query))
-    return render.attention_overview(maps, options.selected)  # (L, h, rows, cols)
+    return entry.cached(("overview", str(query)), lambda: analysis.query_attention_layers(entry.trace, query))
+
+
+@view("eq2.overview", 2, "plot", "All layers × heads, same query", reads=QUERY_READS, stages=("blocks.*.attn.weights",))
+def _eq2_overview(entry, options):
+    return render.attention_overview(query_maps(entry, options), options.selected,
+                                     query_name=options.query_name(entry.config.layout))  # (L, h, rows, cols)
 
 
 control("fusion", 2, "radio", "Rollout head fusion", row="rollout", props=dict(choices=list(HEAD_FUSIONS), value="mean"))
@@ -97,12 +125,12 @@ def _eq2_rollout(entry, options):
     rollout_map = entry.cached(("rollout", fusion, round(discard, 3)),
                                lambda: analysis.rollout_map(entry.trace, fusion, discard, fused=fused))
     return render.rollout(display_image(entry), rollout_map,
-                          f"attention rollout (Fig. 6): head fusion {fusion}, discard ratio {discard:.2f}",
-                          narrow=narrow())
+                          f"attention rollout (Fig. 6){pooled_words(entry.config.layout)}: head fusion {fusion}, "
+                          f"discard ratio {discard:.2f}", narrow=narrow())
 
 
 @view("eq2.distance", 2, "plot", "Mean attention distance per head vs depth (Fig. 7 right; rows renormalised after "
-      "dropping the class token)", stages=("blocks.*.attn.weights",))
+      "dropping the class token and any DIST, REG tokens)", stages=("blocks.*.attn.weights",))
 def _eq2_distance(entry, options):
     distance = _fused_and_distance(entry)[1]  # (L, h)
     return render.mean_attention_distance(distance, entry.config.patch_size, entry.config.image_hw[0])

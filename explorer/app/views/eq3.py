@@ -7,7 +7,7 @@ from ...deferred import deferred
 from ..screen import narrow
 from ..text import explanation
 from .declare import LN_CHOICES, control, view
-from .eq2 import _depth_range, _layer
+from .eq2 import QUERY_READS, _depth_range, _layer
 from .input import stage
 
 # Imported when first used (explorer/deferred.py): the page is up before torch (and plotly) are loaded.
@@ -46,7 +46,13 @@ control("ln_layer", 3, "slider", "Layer ℓ for LayerNorm", row="layernorm", ada
 control("ln_which", 3, "radio", "Which LayerNorm", row="layernorm", props=dict(choices=list(LN_CHOICES), value=LN_CHOICES[0]))
 
 
-@view("eq3.layernorm", 3, "plot", "LayerNorm's effect on the selected token", reads=("selected", "ln_layer", "ln_which"), stages=("embed.z0", "blocks.*.z", "blocks.*.z_mid", "blocks.*.ln_1", "blocks.*.ln_2"))
+@view("eq3.layernorm", 3, "plot", "LayerNorm's effect on the query (the picked patch, or the token chosen in step 2)",
+      reads=QUERY_READS + ("ln_layer", "ln_which"), stages=("embed.z0", "blocks.*.z", "blocks.*.z_mid", "blocks.*.ln_1", "blocks.*.ln_2"))
 def _eq3_layernorm(entry, options):
-    return render.layernorm_effect(*layernorm_pair(entry, options.ln_layer, options.ln_which),
-                                   options.query_token(entry.config.layout), narrow=narrow())
+    layout = entry.config.layout
+    before, after = layernorm_pair(entry, options.ln_layer, options.ln_which)  # (T, D) each
+    query = options.query_token(layout)
+    name = options.query_name(layout) + (" (each side averaged over the patch tokens)" if isinstance(query, range)
+                                         else f" (token {query})")
+    rows = layout.query_row(before, query)[None], layout.query_row(after, query)[None]  # (T, D) -> (1, D) each
+    return render.layernorm_effect(*rows, 0, narrow=narrow(), name=name)

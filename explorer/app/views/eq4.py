@@ -43,4 +43,6 @@ def _eq4_table(entry, options):
 @view("eq4.lens", 4, "plot", "Logit lens: the prediction layer by layer", stages=tuple(sorted(LENS_STAGES)))
 def _eq4_lens(entry, options):
     lens = entry.logit_lens
-    return render.logit_lens(lens.probabilities, entry.class_names, [int(i) for i in lens.top_indices[-1]])
+    pooled = "mean of the patch tokens" if entry.config.layout.pooling == "mean" else "class token"
+    return render.logit_lens(lens.probabilities, entry.class_names, [int(i) for i in lens.top_indices[-1]],
+                             pooled=pooled)

@@ -90,20 +90,32 @@ def grid_words(config: ViTConfig) -> str:
     return f"Patch grid, {rows} × {cols} patches of {config.patch_size} × {config.patch_size} pixels"
 
 
+def _token_query(config: ViTConfig) -> str:
+    """The query when no patch is picked, in words: the class token for the paper's ViT, else the token chosen in step 2
+    (TokenLayout.query_labels)."""
+    layout = config.layout
+    if layout.query_labels() == ("CLS",):
+        return "the class token"
+    return f"the token chosen in step 2 ({', '.join(layout.query_labels())}; {layout.default_query_label} unless changed)"
+
+
 def picker_alt(entry, selected: int | None) -> str:
     """The patch picker in words: its grid and the selected patch."""
     if selected is None:
-        return f"{grid_words(entry.config)}, no patch selected (the query is the class token)."
+        return f"{grid_words(entry.config)}, no patch selected (the query is {_token_query(entry.config)})."
     row, col = analysis.patch_position(int(selected), entry.config.grid)
     return f"{grid_words(entry.config)}, patch {selected} selected (row {row}, column {col})."
 
 
 def selection_text(entry, selected: int | None) -> str:
     if selected is None:
-        return "Query: **the class token** (token 0). Click a patch to choose it instead."
+        if entry.config.layout.query_labels() == ("CLS",):
+            return "Query: **the class token** (CLS, token 0). Click a patch to choose it instead."
+        return f"Query: **{_token_query(entry.config)}**. Click a patch to choose it instead."
     row, col = analysis.patch_position(int(selected), entry.config.grid)
     token = entry.config.layout.patch_token(int(selected))
-    return f"Query: **patch {selected}** (row {row}, column {col}; token {token}). Click another patch, or go back to the class token."
+    return (f"Query: **patch {selected}** (row {row}, column {col}; token {token}). Click another patch, or unpick it "
+            f"to query {_token_query(entry.config)}.")
 
 
 def _normalisation_text(entry) -> str:

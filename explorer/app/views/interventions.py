@@ -14,6 +14,7 @@ from .. import ablation
 from ...tokens import TokenLayout
 from .declare import PAGE, VIEWS, View, view
 from .eq1 import parse_indices
+from .eq2 import QUERY_READS, query_maps
 from .why import _class_name, target_class
 
 # Imported when first used (explorer/deferred.py): the page is up before torch (and plotly) are loaded.
@@ -51,11 +52,10 @@ def switchboard_alt(entry, options) -> str:
 
 
 @view(SWITCHBOARD, 2, "image", "Switch heads off: click a head (rows: layers ℓ = 1, 2, … top to bottom; columns: heads "
-      "1, 2, …); click again to switch it on", reads=("selected",), row="switchboard", format="png", height=420,
+      "1, 2, …); click again to switch it on", reads=QUERY_READS, row="switchboard", format="png", height=420,
       alt=switchboard_alt)
 def _switchboard(entry, options):
-    maps = entry.cached(("overview", options.query), lambda: analysis.query_attention_layers(entry.trace, options.query))
-    return figures.head_switchboard(maps, heads_off(entry))  # (L, h, rows, cols) -> picture
+    return figures.head_switchboard(query_maps(entry, options), heads_off(entry))  # (L, h, rows, cols) -> picture
 
 
 _after("eq2.overview")
@@ -146,7 +146,6 @@ def patched_prediction(entry, source, stage: str, positions):
             logits = analysis.patch_activations(model, x, other.to(x.device), stage, positions)  # (1, K)
         return logits.softmax(-1)[0].float().cpu().numpy()  # (K,)
     patched = entry.cached(key, lambda: entry.run_model("patching", run))
-    where = "every token" if positions is None else ", ".join(
-        "the class token" if p == 0 else f"patch {p - 1}" for p in positions)
+    where = "every token" if positions is None else ", ".join(entry.config.layout.label(p) for p in positions)
     return render.prediction_change(entry.trace.probabilities.numpy(), patched, entry.class_names,
                                     ("A as it is", f"A with {stage} at {where} from B"))

@@ -11,7 +11,7 @@ from ..screen import narrow
 from ..text import explanation
 from .declare import control, require_stages, view
 from .eq1 import _position_similarity
-from .eq2 import _fused
+from .eq2 import _fused, pooled_words
 from .input import display_image, grid_words, picker_base, picker_scale
 
 # Imported when first used (explorer/deferred.py): the page is up before torch (and plotly) are loaded.
@@ -176,7 +176,8 @@ control("target", 5, "dropdown", "Class to explain (top 5 first; type to find an
 def _why_relevance(entry, options):
     target = target_class(entry, options.target)
     return render.rollout(display_image(entry), _gradient_map(entry, "relevance", target),
-                          f"relevance for {_class_name(entry, target)}", name="relevance", narrow=narrow())
+                          f"relevance for {_class_name(entry, target)}{pooled_words(entry.config.layout)}",
+                          name="relevance", narrow=narrow())
 
 
 @view("why.grad_cam", 5, "plot", "Grad-CAM for the chosen class (last block)", reads=("target",), row="maps", stages=("input.image",))
