@@ -112,7 +112,7 @@ def _eq4_words(config: ViTConfig) -> str:
     lens = ("The logit lens applies that same LayerNorm and head to the class token after every layer, to see at "
             "which depth the prediction forms." if config.layout.query_token is not None else
             "There is no logit lens: it reads the class token after every layer, and this model has none.")
-    return (f"{pooled}; {head}. {lens} Beside it, the patch tokens as Eq. 4 reads them: their principal components as "
+    return (f"{pooled}; {head}. {lens} Below, the patch tokens as Eq. 4 reads them: their principal components as "
             f"colours, and a picked patch's cosine similarity to every other patch.")
 
 

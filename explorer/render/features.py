@@ -52,8 +52,8 @@ def feature_pca(image, components, explained, *, narrow: bool = False) -> go.Fig
     colours = _resize(_to_uint8(components), w, h).astype(np.float32) / 255.0  # (gh, gw, 3) -> (h, w, 3), nearest
     traces, corners, axes, fit = _panels([shown, colours, 0.45 * shown + 0.55 * colours],
                                          ["input", "components 1-3 as RGB", "over the input"], narrow)
-    traces.append(_over_grid(components[:, :, 0], corners[1], (h, w), "patch %{customdata}<extra></extra>",
-                             colorscale=_TRANSPARENT, showscale=False))
+    traces.append(_over_grid(np.zeros(components.shape[:2]), corners[1], (h, w), "patch %{customdata}<extra></extra>",
+                             colorscale=_TRANSPARENT, showscale=False))  # hover only: the patch under the pointer
     shares = ", ".join(f"{share:.0%}" for share in np.asarray(explained, dtype=np.float64).reshape(-1))
     title = f"The patch features' principal components 1-3 as red, green, blue ({shares} of their variance)"
     return _figure(traces, title, 360, fit=fit, meta=dict(kind="feature_pca", panel=[h, w]), **axes)
@@ -96,11 +96,11 @@ def output_change(y, y_changed, labels: tuple[str, str], cosine: float | None = 
               go.Scatter(x=y, y=y_changed, customdata=features, mode="markers", marker=dict(size=5, color="#1f77b4"),
                          showlegend=False, hovertemplate=f"feature %{{customdata}}: %{{x:.3f}} ({labels[0]}) → "
                                                          f"%{{y:.3f}} ({labels[1]})<extra></extra>")]
-    title = f"The output y, {labels[0]} against {labels[1]}"
-    if cosine is not None and relative is not None:
-        title += f": cos(y, y′) = {cosine:.3f}, |y′ − y| / |y| = {relative:.2f}"
+    measured = cosine is not None and relative is not None
+    title = (f"cos(y, y′) = {cosine:.3f}, |y′ − y| / |y| = {relative:.2f}: the output y, " if measured
+             else "The output y, ") + f"{labels[0]} against {labels[1]}"
     return _figure(traces, title, 360, xaxis=dict(title=labels[0]), yaxis=dict(title=labels[1]),
-                   meta=dict(kind="output_change"))
+                   meta=dict(kind="output_change", **(dict(cosine=cosine, relative=relative) if measured else {})))
 
 
 def note(title: str, text: str) -> go.Figure:

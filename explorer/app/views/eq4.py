@@ -22,13 +22,13 @@ FEATURE_STAGES = ("head.tokens", "input.image")
 
 def no_classes(entry) -> str:
     """What a backbone has instead of classes, in one sentence."""
-    D = entry.config.hidden_dim
-    return f"No classes: this model is a backbone, and its output is y, {D} numbers (its features; see them above)."
+    D = entry.trace.config.hidden_dim
+    return f"No classes: this model is a backbone, and its output is y, {D} numbers (its features, shown below)."
 
 
 def _top_table(entry, k: int = 5) -> str:
     """The chart's classes in the chart's order (analysis.ranking: ties in class order)."""
-    if not entry.config.has_classifier:
+    if not entry.trace.config.has_classifier:
         y = entry.trace["head.y"]  # (D,)
         return f"**{no_classes(entry)}** Its length: \\|y\\| = {float(y.norm()):.3g}."
     probabilities = entry.trace.probabilities.numpy()  # (K,)
@@ -53,21 +53,6 @@ def _eq4_text(entry, options):
     return explanation(4, entry.config)
 
 
-@view("eq4.pca", 4, "plot", "The patch features: principal components 1-3 as red, green, blue (DINOv2's figure)",
-      row="features", stages=FEATURE_STAGES)
-def _eq4_pca(entry, options):
-    pca = entry.cached("feature pca", lambda: features.patch_feature_pca(entry.trace, k=3))
-    return figures.feature_pca(display_image(entry), pca.components, pca.explained, narrow=narrow())
-
-
-@view("eq4.similarity", 4, "plot", "A patch's cosine similarity to every patch (click a patch of the picture with the "
-      "grid)", reads=("selected",), row="features", stages=FEATURE_STAGES)
-def _eq4_similarity(entry, options):
-    patch = picked_patch(entry, options.selected)
-    similarity = entry.cached(("patch similarity", patch), lambda: features.patch_similarity(entry.trace, patch))
-    return figures.patch_similarity(display_image(entry), similarity, patch, narrow=narrow())
-
-
 @view("eq4.top_k", 4, "plot", "Top-5 prediction", row="top-k", stages=("head.probabilities",))
 def _eq4_top_k(entry, options):
     if not entry.config.has_classifier:
@@ -90,6 +75,21 @@ def _eq4_lens(entry, options):
         return figures.note("Logit lens: none", "There is no logit lens: it reads the class token after every layer, "
                                                 "and this model has no class token.")
     return render.logit_lens(lens.probabilities, entry.class_names, [int(i) for i in lens.top_indices[-1]])
+
+
+@view("eq4.pca", 4, "plot", "The patch features: principal components 1-3 as red, green, blue (DINOv2's figure)",
+      row="features", stages=FEATURE_STAGES)
+def _eq4_pca(entry, options):
+    pca = entry.cached("feature pca", lambda: features.patch_feature_pca(entry.trace, k=3))
+    return figures.feature_pca(display_image(entry), pca.components, pca.explained, narrow=narrow())
+
+
+@view("eq4.similarity", 4, "plot", "A patch's cosine similarity to every patch (click a patch of the picture with the "
+      "grid)", reads=("selected",), row="features", stages=FEATURE_STAGES)
+def _eq4_similarity(entry, options):
+    patch = picked_patch(entry, options.selected)
+    similarity = entry.cached(("patch similarity", patch), lambda: features.patch_similarity(entry.trace, patch))
+    return figures.patch_similarity(display_image(entry), similarity, patch, narrow=narrow())
 
 
 def output_y(entry):
