@@ -170,3 +170,18 @@ def test_the_compare_panel_on_two_backbones_and_on_a_backbone_beside_a_classifie
     assert figure.layout.meta["cosine"] == pytest.approx(cosine, abs=1e-6)
     classifier = server.analyse(photo(7), server.registry.fallback_label())
     assert "A is a backbone with no classes" in _figure_text(compare._outputs_pair(a, classifier, ("A", "B")).to_dict())
+
+
+def test_patching_on_a_backbone_shows_how_far_y_moved(server):
+    from explorer import analysis
+    from explorer.app.views import interventions
+
+    a, b = server.analyse(photo(9), TIMM_DINO), server.analyse(photo(10), TIMM_DINO)
+    positions = interventions.patch_positions(interventions.PATCH_TOKENS[1], 6, a.config.layout)
+    figure = interventions.patched_prediction(a, b, "blocks.1.z", positions)
+    model = server.registry.get(TIMM_DINO).model
+    with torch.no_grad():
+        y = analysis.patch_activations(model, a.trace["input.pixels"][None], b.trace["input.pixels"][None],
+                                       "blocks.1.z", positions)[0]  # (D,): a backbone's output
+    cosine, relative = features.output_change(a.trace["head.y"], y)
+    assert figure.layout.meta["cosine"] == pytest.approx(cosine, abs=1e-6) and relative > 0

@@ -220,7 +220,8 @@ def _describe_folder(folder: Path) -> tuple[str, str]:
         ours = [p for p in sorted(folder.glob("*.json")) if p.with_suffix(".safetensors").is_file()]
         if len(ours) == 1:  # one of the project's checkpoints in a folder of its own
             config = ViTConfig.from_dict(read_checkpoint_info(ours[0])["config"])
-            return config.name, f"your checkpoint {config.name}, {config.image_hw[0]}px, {config.num_classes} classes"
+            return config.name, (f"your checkpoint {config.name}, {config.image_hw[0]}px"
+                                 + (f", {config.num_classes} classes" if config.has_classifier else BACKBONE))
         raise WeightsUnavailable("it has no config.json; a model folder holds config.json and model.safetensors, as "
                                  "timm's and transformers' save_pretrained write them.")
     hf_config = _read_json(folder / "config.json")
