@@ -47,7 +47,7 @@ def patch_feature_pca(trace: Trace, k: int = 3) -> FeaturePCA:
     projections = projections * torch.where(biggest < 0, -1.0, 1.0)  # (N, k')
     low, high = projections.min(dim=0).values, projections.max(dim=0).values  # (k',)
     span = high - low  # a component beyond the features' rank spans rounding errors only
-    constant = span <= 1e-9 * float(S.max()) if S.numel() else torch.ones_like(span, dtype=torch.bool)
+    constant = span <= 1e-9 * S.max()  # (k',); all of them when every patch has the same features
     scaled = torch.where(constant, 0.0, (projections - low) / torch.where(constant, 1.0, span))  # (N, k')
     missing = k - scaled.shape[1]  # k > rank: those components are 0
     components = torch.cat([scaled, torch.zeros(f.shape[0], missing, dtype=torch.float64)], dim=1)  # (N, k)

@@ -49,6 +49,11 @@ def test_principal_components_on_a_two_by_two_grid_by_hand():
     np.testing.assert_allclose(pca.explained, [0.8, 0.2, 0.0], atol=1e-12)
 
 
+def test_patches_that_are_all_alike_have_no_components():
+    pca = features.patch_feature_pca(hand_trace([(1, 2)] * 4), k=3)
+    assert np.array_equal(pca.components, np.zeros((2, 2, 3))) and np.array_equal(pca.explained, np.zeros(3))
+
+
 def test_output_change_by_hand():
     cosine, relative = features.output_change([1.0, 0.0], [1.0, 1.0])
     assert cosine == pytest.approx(1 / math.sqrt(2)) and relative == pytest.approx(1.0)
