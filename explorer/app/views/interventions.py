@@ -67,7 +67,8 @@ def _heads_off_prediction(entry, options):
     off = heads_off(entry)
     if not entry.config.has_classifier:  # a backbone: how far its features moved
         if not off:
-            return output_moved(output_y(entry), None, ("every head on: click heads on the left to switch them off", ""))
+            return output_moved(output_y(entry), None,
+                                ("every head on: click heads on the left to switch them off", ""))
         label = f"{len(off)} head{'s' if len(off) != 1 else ''} off"
         return output_moved(entry.trace.meta[ablation.OUTPUT_ALL_ON], output_y(entry), ("every head on", label))
     now = entry.trace.probabilities.numpy()  # (K,)
