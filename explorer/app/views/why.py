@@ -90,9 +90,9 @@ def draw_slow(entry, name: str, options, progress):
     """The slow view `name` computed now (`progress(done, total)` after each forward; it may raise to stop)."""
     if name != "why.faithfulness":
         raise ValueError(f"{name} is not one of the slow views {SLOW_VIEWS}.")
-    require_stages(entry, [name])
-    if not entry.config.has_classifier:
+    if not entry.config.has_classifier:  # nothing to compute
         return _needs_classifier("Faithfulness of each map")
+    require_stages(entry, [name])
     target = target_class(entry, options.target)
     return _faithfulness_figure(entry, target, _faithfulness(entry, target, progress))
 
