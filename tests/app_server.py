@@ -133,7 +133,7 @@ def analyse_outputs() -> list[str]:
     its gr.State components (a client is never sent those), then every view in page order (the view registry)."""
     from explorer.app import ui, views
 
-    return [name for name in ui.HEADER_OUTPUTS if name not in ui.STATES + ui.LAYOUT_OUTPUTS] + views.all_views()
+    return [name for name in ui.HEADER_OUTPUTS if name not in ui.STATES] + views.all_views()
 
 
 def heads_from_figure(plot_output):

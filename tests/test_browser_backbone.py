@@ -83,9 +83,7 @@ def test_a_dinov2_backbone_picked_in_the_menu_shows_its_features(server):
         page.wait_for_function("() => { const i = document.querySelector('#picker img');"
                                " return i && i.complete && i.naturalWidth > 0; }")
         assert "a backbone with no classifier" in page.inner_text("#model-card")
-        # Step 4: the features instead of classes, in its place in the stepper and titled so.
-        page.wait_for_function("() => document.querySelector('#tab-4-button').innerText.includes('Features')")
-        assert page.inner_text("#tab-4-button").strip() == "4 · Eq. 4 Features"
+        # Step 4, in its place in the stepper: the features instead of classes.
         page.click("#tab-4-button")
         pca = drawn(page, "eq4-pca")
         assert "principal components 1-3" in pca["title"]

@@ -11,11 +11,6 @@ STEPS = ("0 · Input", "1 · Eq. 1 Patches", "2 · Eq. 2 Attention", "3 · Eq. 3
          "5 · Why this class")
 
 
-def step_title(step: int, config: ViTConfig) -> str:
-    """A step's tab title for this model: step 4 of a backbone (no classifier) shows its features, not a prediction."""
-    return "4 · Eq. 4 Features" if step == 4 and not config.has_classifier else STEPS[step]
-
-
 def sizes(config: ViTConfig) -> dict[str, int]:
     """The paper's letters for this model."""
     H, W = config.image_hw

@@ -26,7 +26,7 @@ from gradio.context import LocalContext  # noqa: E402
 from . import interact, screen, transport, views  # noqa: E402
 from .plot import PlotView, plotly_js  # noqa: E402
 from .server import USER_ERRORS, Server  # noqa: E402
-from .text import STEPS, model_card, step_title  # noqa: E402
+from .text import STEPS, model_card  # noqa: E402
 from .views import CONTROLS, PAGE, Control, Options  # noqa: E402
 from .zerogpu import model_duration, on_gpu  # noqa: E402
 from ..weights import WeightsUnavailable  # noqa: E402
@@ -39,9 +39,7 @@ OPTION_NAMES = views.OPTION_NAMES
 STATES = ("key", "source", "selected", "dropped", "step", "model_in_use")
 # Outputs of an upload or a model change, before the views: the states, the header and the controls a model adapts.
 HEADER_OUTPUTS = ("key", "source", "selected", "dropped", "model_in_use", "model", "card", "status", "runs", "picker",
-                  "selection", *(name for name, c in CONTROLS.items() if c.adapt is not None), "step_4_tab")
-# Header outputs that are layout, not values (a client is never sent those either): step 4's tab, retitled per model.
-LAYOUT_OUTPUTS = ("step_4_tab",)
+                  "selection", *(name for name, c in CONTROLS.items() if c.adapt is not None))
 # Launch and queue settings, shared with the tests: never a share link, uploads up to the settings' limit, only
 # assets/ (and the plot views' plotly.js) served from disk; two requests at once, 32 waiting.
 QUEUE = dict(default_concurrency_limit=2, max_size=32)
@@ -227,7 +225,6 @@ class Handlers:
             "model_in_use": spec.label, "model": spec.label,
             "card": model_card(entry, availability=self.availability), "status": status, "runs": self.runs_text(),
             "picker": _picker(entry, None), "selection": views.selection_text(entry, None),
-            "step_4_tab": gr.update(label=step_title(4, config)),  # a backbone's step 4 is its features
         }
         adapted = {}
         for name, control in CONTROLS.items():
@@ -536,7 +533,6 @@ def build_app(server: Server) -> App:
                     for number, title in enumerate(STEPS):
                         with gr.Tab(title, id=number, elem_id=f"tab-{number}") as tab:
                             tabs.append(tab)
-                            c[f"step_{number}_tab"] = tab
                             interact.step_top(c, number, drawing)  # compared with B, when there is a B
                             items = [item for item in PAGE if item.step == number]
                             for row, group in groupby(items, key=lambda item: item.row):
