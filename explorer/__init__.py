@@ -1,6 +1,7 @@
 """ViT Explorer: a from-scratch Vision Transformer (Dosovitskiy et al. 2020) that shows every stage.
 
-The core (this package's modules) imports no Gradio: config, model, trace, analysis, weights, images, render, data,
+The core (this package's modules) imports no Gradio: config, model, trace, analysis, features (a backbone's patch
+features), weights, images, render, data,
 train, evaluate, explain, survey and distributed (python -m explorer.survey, torchrun), families (timm and
 transformers checkpoints, those libraries imported only when used, and `explorer.load(name)`: the one resolver of
 model names, from torchvision presets to Hugging Face Hub ids).

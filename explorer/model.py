@@ -297,6 +297,8 @@ class ViT(nn.Module):
         """Eq. 4 before the head: y = LN(z_L^0) (class pooling), LN(mean_i z_L^i) (fc_norm) or mean_i LN(z_L^i) over
         the patch tokens (mean pooling): (B, T, D) -> (B, D)."""
         layout = self.layout
+        if _wants(record, "head.tokens"):  # computed only to be recorded: every token as Eq. 4's LN leaves it
+            _keep(record, "head.tokens", z_L if self.config.fc_norm else self.norm(z_L))  # (B, T, D)
         if layout.pooled is not None:
             class_token = layout.token(z_L, layout.pooled, 1)  # z_L^0: (B, T, D) -> (B, D)
             _keep(record, "head.class_token", class_token)

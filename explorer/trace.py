@@ -22,6 +22,8 @@ Stage names and shapes (batch dimension removed; T = prefix + N tokens, N + 1 in
     blocks.l.mlp.output          (T, D)        MLP(LN(z'_l))
     blocks.l.z                   (T, D)        z_l (Eq. 3)
     head.class_token             (D,)          z_L^0 (class pooling)
+    head.tokens                  (T, D)        LN(z_L): every token through Eq. 4's LayerNorm (DINOv2's x_norm_*tokens;
+                                               z_L itself with fc_norm, whose LN comes after the mean)
     head.y                       (D,)          y = LN(z_L^0) (Eq. 4), or the pooled mean; a backbone's output
     head.logits                  (K,)          (none for a backbone)
     head.probabilities           (K,)

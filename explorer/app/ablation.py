@@ -19,7 +19,7 @@ import functools
 import re
 
 from ..deferred import deferred
-from .cache import Entry
+from .cache import Entry, has_logit_lens
 
 # Imported when first used (explorer/deferred.py): the page is up before torch is loaded.
 torch = deferred("torch")
@@ -27,6 +27,7 @@ analysis = deferred("explorer.analysis")
 tracing = deferred("explorer.trace")
 
 ALL_ON = "probabilities with every head on"  # the trace meta key of an entry with heads off: (K,) as a list
+OUTPUT_ALL_ON = "output y with every head on"  # likewise y (D,): how far a backbone's features moved
 RUN_KIND = "heads off"  # what the server counts the traces with heads off under (stats()["explain_runs"])
 _MARK = "|heads off:"
 _HEAD = re.compile(r"(\d+)\.(\d+)")
@@ -103,11 +104,13 @@ def _traced(model, x, entry: Entry, heads):
     """The trace and the logit lens of `entry`'s input x through `model` with `heads` off."""
     preprocessing = entry.preprocessing
     meta = dict(entry.trace.meta, heads_off=[list(head) for head in heads])
-    meta[ALL_ON] = entry.trace.probabilities.tolist()
+    if entry.config.has_classifier:
+        meta[ALL_ON] = entry.trace.probabilities.tolist()
+    meta[OUTPUT_ALL_ON] = entry.trace["head.y"].tolist()
     ablated = ablated_model(model, heads)
     result = tracing.trace(ablated, x, mean=preprocessing.mean, std=preprocessing.std,
                            class_names=entry.trace.class_names, meta=meta)
-    return result, analysis.logit_lens(result, ablated, k=5)
+    return result, analysis.logit_lens(result, ablated, k=5) if has_logit_lens(entry.config) else None
 
 
 def _fresh_memo():

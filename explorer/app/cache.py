@@ -35,8 +35,14 @@ torch = deferred("torch")
 
 # What an entry reads of its trace whatever the step: the input (the picker, the untrained twin, the explanations' runs)
 # and the prediction (the header, the class picker, /predict).
-ENTRY_STAGES = frozenset({"input.pixels", "input.image", "head.logits", "head.probabilities"})
+# A backbone has no logits: its output y (head.y) stands in for them.
+ENTRY_STAGES = frozenset({"input.pixels", "input.image", "head.y", "head.logits", "head.probabilities"})
 LENS_STAGES = frozenset({"embed.z0", "blocks.*.z"})  # the logit lens (Eq. 4): the class token after every layer
+
+
+def has_logit_lens(config: ViTConfig) -> bool:
+    """Whether the logit lens can be read: a classifier, and a class token to put through it after every layer."""
+    return config.has_classifier and config.layout.query_token is not None
 
 
 @dataclass

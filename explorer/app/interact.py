@@ -175,8 +175,9 @@ class Interactions:
         entry = self.base._entry(key, source)
         if entry is None:
             return gr.skip()
-        progress(0.1, desc="Switching each head off in turn…")
-        importance_of(entry, views.target_class(entry, target))
+        if entry.config.has_classifier:  # a backbone's map says in one sentence that it needs one
+            progress(0.1, desc="Switching each head off in turn…")
+            importance_of(entry, views.target_class(entry, target))
         return self.drawing.render(entry, [IMPORTANCE], self.drawing.options(("target",), (target,)))[0]
 
     # -- compare ----------------------------------------------------------------------------------------------------

@@ -180,8 +180,8 @@ if (csvButton) csvButton.addEventListener('click', () => {
 function request() {
   if (!host.isConnected) return;  // a view taken off the page draws nothing
   if (drawing) { again = true; return; }
-  drawing = Promise.resolve().then(draw).catch(error => console.error('plot view:', error)).finally(() => {
-    drawing = null;
+  drawing = host.vitDrawing = Promise.resolve().then(draw).catch(error => console.error('plot view:', error)).finally(() => {
+    drawing = host.vitDrawing = null;
     if (again) { again = false; request(); }
   });
 }
@@ -200,11 +200,13 @@ resized.observe(host);
 // Charts of views that a tab switch took off the page are freed when the next view is put on it: Gradio keeps the
 // detached elements (and this script's closure) alive, and with them each chart's data and SVG (~0.3 MB a chart).
 const live = window.__vitPlots = window.__vitPlots || new Map();
+// A chart still drawing (its pictures load asynchronously) is freed once that draw is done: purged in the middle of
+// it, Plotly's last step would read a layout that is gone.
 for (const [other, observer] of live) {
   if (!other.isConnected) {
     observer.disconnect();
-    if (window.Plotly) window.Plotly.purge(other);
     live.delete(other);
+    Promise.resolve(other.vitDrawing).then(() => { if (window.Plotly && !other.isConnected) window.Plotly.purge(other); });
   }
 }
 live.set(host, resized);

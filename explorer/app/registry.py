@@ -53,6 +53,8 @@ torch = deferred("torch")
 
 Progress = Callable[..., object]
 
+# A backbone's menu description ends so: it has features (step 4 shows them), no classes (DINOv2, CLIP's image tower).
+BACKBONE = ", a backbone: features, no classes"
 TABLE_1 = ("ViT-B/16", "ViT-B/32", "ViT-L/16", "ViT-L/32", "ViT-H/14")
 JFT_NOTE = ("torchvision's weights are its own ImageNet-1k trainings and SWAG weights, "
             "not the paper's JFT-300M / ImageNet-21k checkpoints.")
@@ -218,7 +220,8 @@ def _describe_folder(folder: Path) -> tuple[str, str]:
         ours = [p for p in sorted(folder.glob("*.json")) if p.with_suffix(".safetensors").is_file()]
         if len(ours) == 1:  # one of the project's checkpoints in a folder of its own
             config = ViTConfig.from_dict(read_checkpoint_info(ours[0])["config"])
-            return config.name, f"your checkpoint {config.name}, {config.image_hw[0]}px, {config.num_classes} classes"
+            return config.name, (f"your checkpoint {config.name}, {config.image_hw[0]}px"
+                                 + (f", {config.num_classes} classes" if config.has_classifier else BACKBONE))
         raise WeightsUnavailable("it has no config.json; a model folder holds config.json and model.safetensors, as "
                                  "timm's and transformers' save_pretrained write them.")
     hf_config = _read_json(folder / "config.json")
@@ -234,25 +237,16 @@ def _describe_folder(folder: Path) -> tuple[str, str]:
                                      f"timm package (pip install timm).")
         size = (hf_config.get("pretrained_cfg") or {}).get("input_size") or []
         classes = hf_config.get("num_classes")
-        if classes == 0:
-            raise _backbone()
         return "", (f"your timm {hf_config['architecture']}" + (f", {size[-1]}px" if len(size) == 3 else "")
-                    + (f", {classes} classes" if classes else ""))
+                    + (BACKBONE if classes == 0 else f", {classes} classes" if classes else ""))
     if "model_type" in hf_config:  # transformers' save_pretrained; checked here as load() will, without transformers
         config = config_from_transformers(hf_config)
-        if not config.has_classifier:
-            raise _backbone()
         processor = folder / "preprocessor_config.json"
         preprocessing_from_transformers(_read_json(processor) if processor.is_file() else None, config)
-        return config.name, f"your transformers {config.name}, {config.image_hw[0]}px, {config.num_classes} classes"
+        return config.name, (f"your transformers {config.name}, {config.image_hw[0]}px"
+                             + (f", {config.num_classes} classes" if config.has_classifier else BACKBONE))
     raise WeightsUnavailable("its config.json is neither timm's nor transformers' (it has no 'architecture' or "
                              "'model_type').")
-
-
-def _backbone() -> WeightsUnavailable:
-    """The app's steps 4 and 5 read class probabilities, which a backbone (DINOv2, CLIP's image tower) has none of."""
-    return WeightsUnavailable("it is a backbone without a classifier (such as DINOv2 or CLIP's image tower), and the "
-                              "app's steps read class probabilities; explorer.load reads it in Python.")
 
 
 def _random_specs() -> list[ModelSpec]:
@@ -397,8 +391,6 @@ class ModelRegistry:
         def load() -> ModelBundle:
             progress(0.05, desc=f"Loading {spec.label}…")
             bundle = self._load(spec)
-            if not bundle.model.config.has_classifier:
-                raise _backbone()
             bundle.model.to(self.device).eval()
             with self._lock:
                 self.loads += 1

@@ -28,7 +28,7 @@ from ..deferred import deferred
 from ..images import ImageError, open_image
 from ..weights import WeightsUnavailable, torchvision_weights
 from . import ablation, memory
-from .cache import ENTRY_STAGES, LENS_STAGES, Entry, TraceCache
+from .cache import ENTRY_STAGES, LENS_STAGES, Entry, TraceCache, has_logit_lens
 from .registry import TABLE_1, ModelRegistry, ModelSpec, Progress, UnknownModel, no_progress
 from .settings import Settings
 
@@ -213,7 +213,8 @@ class Server:
                                class_names=bundle.class_names, meta={"model": label},
                                names_filter=None if stages is None else sorted(stages))
         covered = stages is None or LENS_STAGES <= stages
-        return result, analysis.logit_lens(result, bundle.model, k=5) if covered else None
+        readable = covered and has_logit_lens(bundle.model.config)
+        return result, analysis.logit_lens(result, bundle.model, k=5) if readable else None
 
     def retrace(self, label: str, pixels, stages: frozenset) -> tuple:
         """An entry's input pixels (C, H, W) traced again with model `label`, asking for `stages`: (trace, logit lens
@@ -292,14 +293,20 @@ class Server:
     def predict(self, image, model: str, k: int = 5, progress: Progress = no_progress) -> dict:
         """Top-k labels with probabilities as a JSON-able dict (the /predict endpoint), ranked by analysis.ranking."""
         entry = self.analyse(image, model, progress)
-        return {
+        answer = {
             "model": entry.spec.label,
             "weights": entry.weights,
             "source": entry.source,
             "trained": entry.trained,
-            "top_k": [{"label": name, "probability": round(p, 6)} for name, p in entry.trace.top_k(max(1, int(k)))],
+            "top_k": [],
             "notes": entry.notes,
         }
+        if not entry.config.has_classifier:  # a backbone: no classes to rank, and it says so
+            return {**answer, "features": entry.config.hidden_dim,
+                    "note": f"{entry.spec.label} is a backbone without a classifier: its output is "
+                            f"{entry.config.hidden_dim} features, not classes, so there is no top-k."}
+        answer["top_k"] = [{"label": name, "probability": round(p, 6)} for name, p in entry.trace.top_k(max(1, int(k)))]
+        return answer
 
     def stats(self) -> dict:
         with self._lock:

@@ -71,6 +71,64 @@ def _query_words(config: ViTConfig) -> str:
             f"patches from {start} (Fig. 6).")
 
 
+# What a class-specific explanation says on a backbone, one sentence.
+NEEDS_CLASSIFIER = ("Step 5 explains a class, and this model is a backbone with no classifier: pick a model with "
+                    "classes, or see step 4's features.")
+
+
+def _eq4(config: ViTConfig) -> str:
+    """Eq. 4 in LaTeX, as this model forms its output: the class token, the patches' mean (LN after it with fc_norm,
+    before it without), DeiT's two heads averaged; a backbone stops at y."""
+    s = sizes(config)
+    R_D = f"\\in \\mathbb{{R}}^{{{s['D']}}}"
+    patches = f"\\frac{{1}}{{N}}\\sum_{{i=1}}^{{N}}"
+    if config.pooling == "mean" and config.fc_norm:
+        y = f"y = \\mathrm{{LN}}\\Big({patches} z_L^{{\\text{{patch }} i}}\\Big),\\quad N = {s['N']},\\quad y {R_D}"
+    elif config.pooling == "mean":
+        y = f"y = {patches} \\mathrm{{LN}}(z_L^{{\\text{{patch }} i}}),\\quad N = {s['N']},\\quad y {R_D}"
+    else:
+        y = f"y = \\mathrm{{LN}}(z_L^0) = \\mathrm{{LN}}(z_{{{s['L']}}}^0) {R_D}"
+    K = f"\\in \\mathbb{{R}}^{{K}} = \\mathbb{{R}}^{{{s['K']}}}"
+    if not config.has_classifier:
+        head = "\\text{no classifier: } y \\text{ is the output}"
+    elif config.pooling == "class_and_distillation":
+        head = (f"\\text{{logits}} = \\tfrac{{1}}{{2}}\\big(y\\,W_\\text{{head}} + b + \\mathrm{{LN}}(z_L^\\text{{dist}})"
+                f"\\,W_\\text{{dist}} + b_\\text{{dist}}\\big) {K}")
+    else:
+        head = f"\\text{{logits}} = y\\,W_\\text{{head}} + b {K}"
+    return f"$${y},\\qquad {head}$$"
+
+
+def _eq4_words(config: ViTConfig) -> str:
+    """How this model forms its output y and what reads it, in two or three sentences."""
+    s = sizes(config)
+    if config.pooling == "mean" and config.fc_norm:
+        pooled = (f"No single token is read: the final states of the N = {s['N']} patch tokens are averaged, and one "
+                  f"LayerNorm after the mean (fc_norm) gives y")
+    elif config.pooling == "mean":
+        pooled = (f"No single token is read: the final LayerNorm is applied to each of the N = {s['N']} patch tokens' "
+                  f"final states, and their mean is y")
+    elif config.pooling == "class_and_distillation":
+        pooled = ("Two tokens are read: the class token's final state $z_L^0$ after one more LayerNorm is y, and the "
+                  "distillation token's after the same LayerNorm goes to a second head, trained to agree with a "
+                  "teacher")
+    else:
+        pooled = "Only the class token's final state $z_L^0$ is used: after one more LayerNorm it is y"
+    if not config.has_classifier:
+        return (f"{pooled}. This model is a backbone: it has no classifier, and y, {s['D']} numbers, is its output, "
+                f"the features that other models are trained on. So there are no classes here: instead, the principal "
+                f"components of its patch features as colours (patches the model sees alike get alike colours) and a "
+                f"picked patch's cosine similarity to every other patch.")
+    head = (f"at inference the two heads' K = {s['K']} scores are averaged, and softmax turns them into probabilities"
+            if config.pooling == "class_and_distillation" else
+            f"a linear head turns y into K = {s['K']} scores, and softmax turns them into probabilities")
+    lens = ("The logit lens applies that same LayerNorm and head to the class token after every layer, to see at "
+            "which depth the prediction forms." if config.layout.query_token is not None else
+            "There is no logit lens: it reads the class token after every layer, and this model has none.")
+    return (f"{pooled}; {head}. {lens} Below, the patch tokens as Eq. 4 reads them: their principal components as "
+            f"colours, and a picked patch's cosine similarity to every other patch.")
+
+
 def equation(step: int, config: ViTConfig) -> str:
     """The step's equation in LaTeX ($$...$$) with this model's sizes."""
     s = sizes(config)
@@ -92,8 +150,7 @@ def equation(step: int, config: ViTConfig) -> str:
                 f"\\qquad \\mathrm{{MLP}}: \\mathbb{{R}}^{{{s['D']}}} \\to \\mathbb{{R}}^{{{s['MLP']}}} "
                 f"\\xrightarrow{{\\text{{GELU}}}} \\mathbb{{R}}^{{{s['D']}}},\\quad z_\\ell \\in \\mathbb{{R}}^{{{s['T']} \\times {s['D']}}}$$")
     if step == 4:
-        return (f"$$y = \\mathrm{{LN}}(z_L^0) = \\mathrm{{LN}}(z_{{{s['L']}}}^0) \\in \\mathbb{{R}}^{{{s['D']}}},"
-                f"\\qquad \\text{{logits}} = y\\,W_\\text{{head}} + b \\in \\mathbb{{R}}^{{K}} = \\mathbb{{R}}^{{{s['K']}}}$$")
+        return _eq4(config)
     if step == 5:
         return (f"$$R \\leftarrow R + \\bar A_\\ell R,\\quad \\bar A_\\ell = \\mathbb{{E}}_h\\big[(\\nabla A_\\ell \\odot "
                 f"A_\\ell)^+\\big],\\quad \\ell = 1 \\dots {s['L']},\\qquad \\text{{relevance of patch }} i = R_{{0,\\,i}}$$")
@@ -137,10 +194,11 @@ def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
                 f"LayerNorm rescales each token to mean 0 and variance 1 (then a learned scale and shift), which keeps "
                 f"the sub-layers' inputs in range while the residual stream itself keeps growing.")
     elif step == 4:
-        text = (f"Only the class token's final state $z_L^0$ is used: after one more LayerNorm it goes through a linear "
-                f"head to K = {s['K']} scores, and softmax turns them into probabilities. The logit lens applies that "
-                f"same LayerNorm and head to the class token after every layer, to see at which depth the prediction "
-                f"forms.")
+        text = _eq4_words(config)
+    elif step == 5 and not config.has_classifier:
+        text = (f"{NEEDS_CLASSIFIER} Kept here, because they read no class: how far the output y moves when you click "
+                f"patches out of the sequence, the position embeddings' similarity, and how far y moves at a larger "
+                f"input (Section 3.2: its {s['N']} position embeddings interpolated in 2-D).")
     elif step == 5:
         text = (f"Attention maps and rollout are the same for every class; *relevance* (Chefer, Gur & Wolf, 2021) weighs each "
                 f"layer's attention by the gradient of the chosen class's score, keeps the positive part and adds it up "
@@ -187,6 +245,10 @@ def model_card(entry=None, spec=None, availability: str = "") -> str:
                      f"data.")
     if kind in ("hub", "folder") and entry is not None:
         lines.append(f"**Input:** {entry.preprocessing.describe()}")
+    if entry is not None and not entry.config.has_classifier:
+        lines.append(f"**Output:** a backbone with no classifier: its output is y, {entry.config.hidden_dim} features, "
+                     f"so step 4 shows its patch features instead of classes, and step 5's class explanations need a "
+                     f"classifier.")
     if spec is not None and table_1_row(name):
         lines.append(f"**The paper's Table 1 row:** {table_1_row(name)}.")
     if kind == "untrained":

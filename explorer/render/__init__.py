@@ -11,6 +11,7 @@ L layers; K classes. Patch indices i are 0-based and row-major (patch i sits at 
     residual.py    Eq. 2-3: token norms, each block's update, LayerNorm
     prediction.py  Eq. 4: the top-k classes, the logit lens
     explain.py     faithfulness curves, one prediction against another
+    features.py    a backbone's output: the patch features' principal components as RGB, a patch's similarity to all
     survey.py      this image against a data set (explorer.survey)
     picker.py      the patch picker: the input with its grid, a selected patch, dropped patches (numpy pictures)
     base.py        what they share: the figure's frame, mosaics, image axes, colour scales, pictures

@@ -11,9 +11,11 @@ from ...deferred import deferred
 from .. import ablation
 from .declare import OPTION_NAMES, VIEWS
 from .eq2 import _fused_and_distance
+from .eq4 import output_moved, output_y
 from .input import seen_image
 
 figures = deferred("explorer.render.interventions")
+features = deferred("explorer.render.features")
 
 # Step -> B's versions of these views of the step, drawn beside A's ("b1", "b2").
 TWINS = {
@@ -49,6 +51,19 @@ def for_b(entry, options):
     return options
 
 
+def _outputs_pair(a, b, labels: tuple[str, str]):
+    """Step 4's figure of both: the two predictions side by side; for two backbones' outputs of one size, how far B's y
+    is from A's; else, with a backbone among them, one sentence."""
+    if a.config.has_classifier and b.config.has_classifier:
+        return figures.predictions_pair([a.trace.probabilities.numpy(), b.trace.probabilities.numpy()],
+                                        [a.class_names, b.class_names], labels)
+    if not (a.config.has_classifier or b.config.has_classifier) and a.config.hidden_dim == b.config.hidden_dim:
+        return output_moved(output_y(a), output_y(b), labels)
+    which = "A" if not a.config.has_classifier else "B"
+    return features.note("The two outputs", f"{which} is a backbone with no classes, so the two predictions can't "
+                                            f"be set side by side; see each one's features in step 4.")
+
+
 def compare_step(step: int, a, b, options, render_views) -> dict:
     """The compare panel's values for `step`: "text", then its SLOTS ("picture" or "figure": both on one; "b1",
     "b2": B's versions of the step's TWINS). `render_views(entry, names, options)` draws views as the page does."""
@@ -66,8 +81,7 @@ def compare_step(step: int, a, b, options, render_views) -> dict:
             [_fused_and_distance(a)[1], _fused_and_distance(b)[1]], labels,
             (a.config.patch_size, b.config.patch_size), (a.config.image_hw[0], b.config.image_hw[0])))
     elif step == 4:
-        values["figure"] = a.cached(("compare", step, tuple(b.key)), lambda: figures.predictions_pair(
-            [a.trace.probabilities.numpy(), b.trace.probabilities.numpy()], [a.class_names, b.class_names], labels))
+        values["figure"] = a.cached(("compare", step, tuple(b.key)), lambda: _outputs_pair(a, b, labels))
     twins = TWINS.get(step, ())
     values.update(zip(("b1", "b2"), render_views(b, list(twins), for_b(b, options))))
     return values

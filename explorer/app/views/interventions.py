@@ -15,6 +15,7 @@ from ...tokens import TokenLayout
 from .declare import PAGE, VIEWS, View, view
 from .eq1 import parse_indices
 from .eq2 import QUERY_READS, query_maps
+from .eq4 import output_moved, output_y
 from .why import _class_name, target_class
 
 # Imported when first used (explorer/deferred.py): the page is up before torch (and plotly) are loaded.
@@ -63,8 +64,14 @@ _after("eq2.overview")
 
 @view("eq2.heads_off_prediction", 2, "plot", "The prediction with the heads switched off", row="switchboard")
 def _heads_off_prediction(entry, options):
-    now = entry.trace.probabilities.numpy()  # (K,)
     off = heads_off(entry)
+    if not entry.config.has_classifier:  # a backbone: how far its features moved
+        if not off:
+            return output_moved(output_y(entry), None,
+                                ("every head on: click heads on the left to switch them off", ""))
+        label = f"{len(off)} head{'s' if len(off) != 1 else ''} off"
+        return output_moved(entry.trace.meta[ablation.OUTPUT_ALL_ON], output_y(entry), ("every head on", label))
+    now = entry.trace.probabilities.numpy()  # (K,)
     if not off:
         return render.prediction_change(now, None, entry.class_names,
                                         ("every head on: click heads on the left to switch them off", ""))
@@ -93,6 +100,9 @@ def importance_figure(entry, target: int):
 @view(IMPORTANCE, 5, "plot", "What each head is worth for the chosen class: the drop in its probability with that head "
       "alone switched off", reads=("target",))
 def _head_importance(entry, options):
+    if not entry.config.has_classifier:
+        return _note("What each head is worth: needs a classifier", "A head's worth is the drop in a class's "
+                     "probability with it off, and this model is a backbone with no classes.")
     target = target_class(entry, options.target)
     if ("head importance", target) in entry.memo:
         return importance_figure(entry, target)
@@ -141,11 +151,15 @@ def patched_prediction(entry, source, stage: str, positions):
     other = source.trace["input.pixels"][None]  # (1, C, H, W)
     key = ("patched", source.key, stage, None if positions is None else tuple(positions))
 
+    backbone = not entry.config.has_classifier
+
     def run(model, x):
         with torch.no_grad():
-            logits = analysis.patch_activations(model, x, other.to(x.device), stage, positions)  # (1, K)
-        return logits.softmax(-1)[0].float().cpu().numpy()  # (K,)
+            output = analysis.patch_activations(model, x, other.to(x.device), stage, positions)  # (1, K) or y (1, D)
+        return (output if backbone else output.softmax(-1))[0].float().cpu().numpy()  # (K,) or (D,)
     patched = entry.cached(key, lambda: entry.run_model("patching", run))
     where = "every token" if positions is None else ", ".join(entry.config.layout.label(p) for p in positions)
+    if backbone:
+        return output_moved(output_y(entry), patched, ("A as it is", f"A with {stage} at {where} from B"))
     return render.prediction_change(entry.trace.probabilities.numpy(), patched, entry.class_names,
                                     ("A as it is", f"A with {stage} at {where} from B"))

@@ -8,10 +8,11 @@ from ...common import ranking
 from ...config import ViTConfig
 from ...deferred import deferred
 from ..screen import narrow
-from ..text import explanation
+from ..text import NEEDS_CLASSIFIER, explanation
 from .declare import control, require_stages, view
 from .eq1 import _position_similarity
 from .eq2 import _fused, pooled_words
+from .eq4 import output_moved, output_y
 from .input import display_image, grid_words, picker_base, picker_scale
 
 # Imported when first used (explorer/deferred.py): the page is up before torch (and plotly) are loaded.
@@ -20,6 +21,7 @@ analysis = deferred("explorer.analysis")
 explain = deferred("explorer.explain")
 render = deferred("explorer.render")
 picker = deferred("explorer.render.picker")
+figures = deferred("explorer.render.features")
 
 
 def target_class(entry, target) -> int:
@@ -44,6 +46,8 @@ TOP_CLASS = ("the top class", "")  # the picker's first choice: whatever class t
 
 
 def _target_choices(entry, value):
+    if not entry.config.has_classifier:  # a backbone: no class to pick
+        return {"choices": [TOP_CLASS]}, ""
     choices = [TOP_CLASS] + target_choices(entry)
     return {"choices": choices}, str(value) if str(value) in {v for _, v in choices} else ""
 
@@ -86,6 +90,8 @@ def draw_slow(entry, name: str, options, progress):
     """The slow view `name` computed now (`progress(done, total)` after each forward; it may raise to stop)."""
     if name != "why.faithfulness":
         raise ValueError(f"{name} is not one of the slow views {SLOW_VIEWS}.")
+    if not entry.config.has_classifier:  # nothing to compute
+        return _needs_classifier("Faithfulness of each map")
     require_stages(entry, [name])
     target = target_class(entry, options.target)
     return _faithfulness_figure(entry, target, _faithfulness(entry, target, progress))
@@ -115,13 +121,24 @@ def toggle_patch(dropped, index: int, num_patches: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def _needs_classifier(title: str):
+    """What a class-specific view of step 5 shows on a backbone: the one sentence that it needs a classifier."""
+    return figures.note(f"{title}: needs a classifier", NEEDS_CLASSIFIER)
+
+
+def _output(entry, logits) -> np.ndarray:
+    """What a view compares of a model's output (1, K) or (1, D): the softmax (K,), or a backbone's y (D,)."""
+    return (logits.softmax(-1) if entry.config.has_classifier else logits)[0].float().cpu().numpy()
+
+
 def _dropped_probabilities(entry, dropped: tuple[int, ...]) -> np.ndarray:
-    """Softmax of the model on the sequence without `dropped` (a counted run of the shortened sequence): (K,)."""
+    """Softmax of the model on the sequence without `dropped` (a counted run of the shortened sequence): (K,); a
+    backbone's output y (D,)."""
     if not dropped:
-        return entry.trace.probabilities.numpy()
+        return entry.trace.probabilities.numpy() if entry.config.has_classifier else output_y(entry)
     def run(model, x):
         with torch.no_grad():
-            return explain.drop_patches(model, x, dropped).softmax(-1)[0].float().cpu().numpy()  # (1, K) -> (K,)
+            return _output(entry, explain.drop_patches(model, x, dropped))  # (1, K) -> (K,)
     return entry.cached(("dropped", dropped), lambda: entry.run_model("dropped", run))
 
 
@@ -146,9 +163,9 @@ def _scale_choices(entry, value):
 
 def _scaled_probabilities(entry, scale: float) -> np.ndarray:
     """Sec. 3.2: the image read at `scale` times the model's size (the same preprocessing, scaled), by the model with
-    E_pos interpolated in 2-D (explain.at_resolution): softmax (K,). A counted model run."""
+    E_pos interpolated in 2-D (explain.at_resolution): softmax (K,), a backbone's y (D,). A counted model run."""
     if scale == 1.0:
-        return entry.trace.probabilities.numpy()
+        return entry.trace.probabilities.numpy() if entry.config.has_classifier else output_y(entry)
 
     def compute():
         side = scaled_size(entry.config, scale)
@@ -156,13 +173,15 @@ def _scaled_probabilities(entry, scale: float) -> np.ndarray:
 
         def run(model, _):
             with torch.no_grad():
-                return explain.at_resolution(model, side)(x.to(next(model.parameters()).device)).softmax(-1)[0]
-        return entry.run_model("resolution", run).float().cpu().numpy()
+                return _output(entry, explain.at_resolution(model, side)(x.to(next(model.parameters()).device)))
+        return entry.run_model("resolution", run)
     return entry.cached(("scaled", scale), compute)
 
 
 @view("why.text", 5, "markdown", reads=("target",))
 def _why_text(entry, options):
+    if not entry.config.has_classifier:
+        return explanation(5, entry.config)
     target = target_class(entry, options.target)
     return (explanation(5, entry.config) + f"\n\nExplaining **{_class_name(entry, target)}** (class {target}, "
             f"probability {entry.trace.probabilities[target]:.1%}).")
@@ -174,6 +193,8 @@ control("target", 5, "dropdown", "Class to explain (top 5 first; type to find an
 
 @view("why.relevance", 5, "plot", "Relevance for the chosen class (Chefer et al. 2021)", reads=("target",), row="maps", stages=("input.image",))
 def _why_relevance(entry, options):
+    if not entry.config.has_classifier:
+        return _needs_classifier("Relevance")
     target = target_class(entry, options.target)
     return render.rollout(display_image(entry), _gradient_map(entry, "relevance", target),
                           f"relevance for {_class_name(entry, target)}{pooled_words(entry.config.layout)}",
@@ -182,6 +203,8 @@ def _why_relevance(entry, options):
 
 @view("why.grad_cam", 5, "plot", "Grad-CAM for the chosen class (last block)", reads=("target",), row="maps", stages=("input.image",))
 def _why_grad_cam(entry, options):
+    if not entry.config.has_classifier:
+        return _needs_classifier("Grad-CAM")
     target = target_class(entry, options.target)
     cam = _gradient_map(entry, "grad_cam", target)  # (rows, cols), ReLU'd: zero where no token raises the score
     title = f"Grad-CAM for {_class_name(entry, target)}"
@@ -192,6 +215,8 @@ def _why_grad_cam(entry, options):
 
 @view("why.faithfulness", 5, "plot", "Faithfulness of each map: deletion and insertion curves", reads=("target",), stages=("blocks.*.attn.weights",))
 def _why_faithfulness(entry, options):
+    if not entry.config.has_classifier:
+        return _needs_classifier("Faithfulness of each map")
     target = target_class(entry, options.target)
     if ("faithfulness", target) not in entry.memo:  # computed by draw_slow, after the maps are on the page
         return render.faithfulness_pending(_class_name(entry, target))
@@ -216,6 +241,12 @@ def _why_dropper(entry, options):
 def _why_dropped(entry, options):
     dropped = tuple(options.dropped)
     after = _dropped_probabilities(entry, dropped)
+    if not entry.config.has_classifier:  # a backbone: how far its output moved
+        if not dropped:
+            return output_moved(output_y(entry), None, (
+                "all patches: click patches in the picture next to this chart to take them out", ""))
+        return output_moved(output_y(entry), after, (
+            "all patches", f"without {len(dropped)} patch{'es' if len(dropped) != 1 else ''}"))
     if not dropped:
         return render.prediction_change(entry.trace.probabilities.numpy(), None, entry.class_names,
                                         ("all patches: click patches in the picture next to this chart to take them out", ""))
@@ -250,6 +281,10 @@ def _why_positions_scaled(entry, options):
 def _why_scaled_prediction(entry, options):
     side = scaled_size(entry.config, options.scale)
     native = entry.config.image_hw[0]
+    if not entry.config.has_classifier:  # a backbone: how far its output moved at the larger size
+        return output_moved(output_y(entry), None if side == native else _scaled_probabilities(entry, options.scale), (
+            f"{native} × {native}" + (", the model's own size: choose a larger one above" if side == native else ""),
+            f"{side} × {side}"))
     if side == native:
         return render.prediction_change(entry.trace.probabilities.numpy(), None, entry.class_names,
                                         (f"{native} × {native}, the model's own size: choose a larger one above", ""))
