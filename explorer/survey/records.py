@@ -1,11 +1,12 @@
 """One batch of a survey: a forward whose record reduces each layer's attention as it arrives, then a record per image.
 
-Per image: the top class; the mean attention distance of every head (App. D.7, Fig. 7 right) in pixels, the class token
+Per image: the top class (none for a backbone, whose output is features); the mean attention distance of every head (App. D.7, Fig. 7 right) in pixels, the class token
 dropped as query and key and each patch's weights renormalised over the patches; the attention rollout map (Fig. 6;
 heads fused by their mean, nothing discarded) scaled to a maximum of 1; what each head is worth for the top class
 (explorer.analysis.head_importance: the drop in its probability when the head alone is switched off, and how well
 attribution patching's estimate agrees, Spearman over the heads), unless switched off; and, for the first K images, the
-deletion and insertion areas (Petsiuk et al. 2018; explorer.explain) of each explanation for the top class. The
+deletion and insertion areas (Petsiuk et al. 2018; explorer.explain) of each explanation for the top class. Head
+importance and faithfulness read a class's probability, so a backbone (no classifier) has neither. The
 reductions are explorer.analysis's (LayerReductions, shared with a single image's trace), taken over the batch.
 """
 from __future__ import annotations
@@ -47,21 +48,23 @@ class SurveyRecord(LayerReductions):
 
 @dataclass
 class BatchResult:
-    predictions: np.ndarray  # (B,) top class (ties: the first, as explorer.common.ranking)
+    predictions: np.ndarray | None  # (B,) top class (ties: the first, as explorer.common.ranking); None: a backbone
     mean_distance: np.ndarray  # (B, L, h) pixels
     rollout: np.ndarray  # (B, rows, cols)
 
 
 def survey_batch(model: ViT, x: torch.Tensor) -> BatchResult:
-    """One batched forward (B, C, H, W) -> each image's top class, mean attention distances and rollout map."""
+    """One batched forward (B, C, H, W) -> each image's top class (None for a backbone), mean attention distances
+    and rollout map."""
     config = model.config
     parameter = next(model.parameters())
     record = SurveyRecord(config.grid, config.patch_size, parameter.device, config.layout)
     with torch.inference_mode():
-        logits = model(x.to(device=parameter.device, dtype=parameter.dtype), record)  # (B, K); explicit attention
+        output = model(x.to(device=parameter.device, dtype=parameter.dtype), record)  # (B, K) or (B, D); explicit
         maps = record.rollout_maps(config.grid)
         distance = torch.stack(record.mean_distance, dim=1)  # (B, L, h)
-    return BatchResult(logits.argmax(dim=-1).cpu().numpy(), distance.cpu().numpy(), maps.float().cpu().numpy())
+    predictions = output.argmax(dim=-1).cpu().numpy() if config.has_classifier else None  # features are no classes
+    return BatchResult(predictions, distance.cpu().numpy(), maps.float().cpu().numpy())
 
 
 def faithfulness_steps(model: ViT, steps: int | None = None) -> int | None:
@@ -78,23 +81,26 @@ def rounded(array, decimals: int) -> list:
 
 def image_records(model: ViT, images: Images, indices: list[int], faithfulness_images: int,
                   steps: int | None, heads: bool = True) -> list[dict]:
-    """The per-image records of `indices` (one batch): what a shard line holds. `heads`: with head importance."""
+    """The per-image records of `indices` (one batch): what a shard line holds. `heads`: with head importance.
+    A backbone (no classifier) gets neither a prediction, head importance nor faithfulness: each needs a class."""
+    classifier = model.config.has_classifier
     inputs, labels, skipped = images.load(indices)
     records = {i: {"index": i, "name": images.name(i), "skipped": skipped[i]} for i in skipped}
     good = [i for i in indices if i in inputs]
     if good:
         x = torch.stack([inputs[i] for i in good])  # (B, C, H, W)
         result = survey_batch(model, x)
-        importance = head_importance(model, x) if heads else None  # the top class: result.predictions
+        importance = head_importance(model, x) if heads and classifier else None  # the top class: predictions
         for b, i in enumerate(good):
-            record = {"index": i, "label": labels[i], "prediction": int(result.predictions[b]),
+            prediction = int(result.predictions[b]) if classifier else None
+            record = {"index": i, "label": labels[i], "prediction": prediction,
                       "mean_distance": rounded(result.mean_distance[b], 9),
                       "rollout": rounded(result.rollout[b], 9)}
             if importance is not None:
                 exact = importance.exact.reshape(len(good), *importance.exact.shape[-2:])  # (B, L, h)
                 record["head_importance"] = rounded(exact[b], 9)
                 record["head_importance_spearman"] = round(float(np.atleast_1d(importance.spearman)[b]), 9)
-            if i < faithfulness_images:
+            if classifier and i < faithfulness_images:
                 f = faithfulness(model, inputs[i][None], target=None, steps=steps, seed=i, progress=False)
                 record["faithfulness"] = {name: [round(d, 12), round(s, 12)] for name, (d, s) in f.areas().items()}
             records[i] = record

@@ -32,7 +32,7 @@ def report_html(survey: dict, run: dict, figures: dict[str, Path]) -> str:
              f"{data['surveyed']:,} in {esc(data['order'])}."
              + ("" if model["trained"] else " <b>Random init: predictions are meaningless; shapes are real.</b>")
              + "</p>"]
-    for note in data["notes"]:
+    for note in data["notes"] + survey.get("notes", []):
         parts.append(f"<p class=note>{esc(note)}</p>")
     if survey["skipped"]:
         parts.append(f"<p class=note>{len(survey['skipped'])} files could not be read and are left out: "
@@ -47,7 +47,7 @@ def report_html(survey: dict, run: dict, figures: dict[str, Path]) -> str:
                             [[k, v["images"], v["correct"], f"{v['accuracy']:.4f}"]
                              for k, v in accuracy["per_class"].items()]))
         parts += [_image(figures[k], k) for k in ("accuracy", "confusion") if k in figures]
-    else:
+    elif survey.get("predicted_classes") is not None:
         top = list(survey["predicted_classes"].items())[:10]
         parts.append("<h2>Predictions</h2><p>No labels: the most predicted classes.</p>")
         parts.append(_table(["class", "images"], top))

@@ -5,7 +5,8 @@ images); the mean of the rollout maps; accuracy, per-class accuracy (recall) and
 known, else the predicted classes counted; what each head is worth for the top class (the drop in its probability when
 the head alone is switched off) and the faithfulness areas, means with 95% confidence intervals. From the weights
 alone: the position-embedding similarity (Fig. 7 centre) and the principal components of the patch-embedding filters
-(Fig. 7 left).
+(Fig. 7 left). A backbone (no classifier) has no accuracy, predicted classes, head importance or faithfulness: each
+reads a class's probability; survey.json says so in its notes.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from .records import rounded
 from .statistics import mean_and_interval
 
 SURVEY_FORMAT = "vit-explorer-survey/1"
+BACKBONE_NOTE = ("This model is a backbone without a classifier (its output is features, not classes): no accuracy, "
+                 "predicted classes, head importance or faithfulness, which each read a class's probability; the "
+                 "attention distances, rollout, position embeddings and filters are computed as for any ViT.")
 FILTER_COMPONENTS = 28  # Fig. 7 left: "first 28 principal components"
 
 
@@ -56,15 +60,18 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
     components, explained = embedding_filter_components(
         model.patch_embedding.projection.weight.detach().float().cpu(), FILTER_COMPONENTS)
 
-    predictions = np.array([r["prediction"] for r in good])
-    counts = np.bincount(predictions, minlength=len(names))
-    predicted = {names[k]: int(counts[k]) for k in np.argsort(-counts, kind="stable") if counts[k]}
+    classifier = config.has_classifier
+    predicted = None
+    if classifier:
+        counts = np.bincount(np.array([r["prediction"] for r in good]), minlength=len(names))
+        predicted = {names[k]: int(counts[k]) for k in np.argsort(-counts, kind="stable") if counts[k]}
 
     return {
         "format": SURVEY_FORMAT,
         "model": {"name": bundle.name, "weights": bundle.weights, "source": bundle.source,
                   "trained": bundle.trained, "config": config.to_dict(), "parameters": model.num_parameters(),
-                  "digest": settings["digest"], "class_names": names if len(names) <= 30 else None},
+                  "digest": settings["digest"], "class_names": names if len(names) <= 30 else None,
+                  "classifier": classifier},
         "data": {"source": images.description, "order": images.order, "available": images.count,
                  "surveyed": len(records), "labelled": images.class_names is not None, "notes": images.notes},
         "settings": {"n": settings["n"], "faithfulness_images": settings["faithfulness_images"],
@@ -72,7 +79,8 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
                      "head_importance": settings.get("head_importance", True)},
         "images": n,
         "skipped": skipped,
-        "accuracy": _accuracy(good, names) if images.class_names is not None else None,
+        "notes": [] if classifier else [BACKBONE_NOTE],
+        "accuracy": _accuracy(good, names) if classifier and images.class_names is not None else None,
         "predicted_classes": predicted,
         "mean_attention_distance": mad,
         "rollout": rollout_summary,
