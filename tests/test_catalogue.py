@@ -7,10 +7,8 @@ Random weights, tiny sizes; the references are tests/test_family_conversions.py'
 it) and the source library's own forward."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import html
-import io
 import json
 import os
 import re
@@ -23,6 +21,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from hub_models import FakeHub, fake_hub, folder_files, randomise, save_timm, timm  # noqa: E402,F401
+from test_survey import run_main  # noqa: E402
 from test_family_conversions import (HF_FAMILY, TIMM_FAMILY, TOLERANCE, gap, hf_output, hf_reference,  # noqa: E402
                                      timm_reference)
 
@@ -235,13 +234,6 @@ def test_a_sha256_in_the_catalogue_is_checked(fake_hub, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------
 # 3. The survey on a backbone and on a DeiT-distilled folder
 
-def run_survey(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = sv.main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """Two class folders of three random photos each."""
@@ -258,7 +250,7 @@ def photos(tmp_path_factory):
                                     "timm_deit_distilled"])
 def test_the_survey_runs_on_a_backbone_and_on_deit_distilled(family_folders, photos, tmp_path, folder):
     root, references = family_folders
-    code, stdout, stderr = run_survey(["--model", str(root / folder), "--data", str(photos), "-n", "4",
+    code, stdout, stderr = run_main(["--model", str(root / folder), "--data", str(photos), "-n", "4",
                                        "--faithfulness", "2", "--out", str(tmp_path / "out")])
     assert code == 0, stderr
     survey = json.loads((tmp_path / "out" / "survey.json").read_text())
