@@ -279,6 +279,18 @@ def test_the_survey_runs_on_a_backbone_and_on_deit_distilled(family_folders, pho
     rollout = [analysis.rollout_map(trace(bundle.model, inputs[i][None])) for i in range(4)]
     np.testing.assert_allclose(survey["rollout"]["mean_map"], np.mean(rollout, axis=0), atol=1e-5)
     assert np.array(survey["position_similarity"]["similarity"]).shape == config.grid * 2
+    # Token norms ||z_l||, l = 0..L: each prefix token, then the patches' mean and largest, against the traces.
+    norms = []
+    for i in range(4):
+        t = trace(bundle.model, inputs[i][None])
+        z = torch.stack([t["embed.z0"]] + [t[f"blocks.{l}.z"] for l in range(1, config.depth + 1)])  # (L + 1, T, D)
+        n = torch.linalg.vector_norm(z.double(), dim=-1).numpy()  # (L + 1, T)
+        prefix = config.layout.num_prefix
+        norms.append(np.concatenate([n[:, :prefix], n[:, prefix:].mean(-1, keepdims=True),
+                                     n[:, prefix:].max(-1, keepdims=True)], axis=-1))
+    assert survey["token_norms"]["tokens"][:prefix] == list(config.layout.prefix_labels)
+    np.testing.assert_allclose(survey["token_norms"]["mean"], np.mean(norms, axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(survey["token_norms"]["largest"], np.max(norms, axis=0), rtol=1e-4, atol=1e-5)
     # The app's two survey views read this survey.json as they read any other.
     t = trace(bundle.model, inputs[0][None])
     survey_figures.attention_distance_survey(distance[0], mad["mean"], mad["std"], mad["images"],

@@ -74,6 +74,15 @@ def report_html(survey: dict, run: dict, figures: dict[str, Path]) -> str:
     explained = survey["embedding_filters"]["explained_variance_ratio"]
     parts.append(_table(["component", "explained variance"], [[k + 1, f"{v:.2%}"] for k, v in enumerate(explained)]))
 
+    norms = survey.get("token_norms")
+    if norms:
+        mean = np.array(norms["mean"])  # (L + 1, prefix + 2)
+        parts.append("<h2>Token norms</h2>")
+        parts.append(f"<p>‖z_l‖ of each token, {esc(norms['layers'])}, mean over {norms['images']:,} images: "
+                     f"registers and high-norm patches show here (Darcet et al. 2023).</p>")
+        parts.append(_table(["layer"] + norms["tokens"],
+                            [[l] + [f"{v:.2f}" for v in mean[l]] for l in range(mean.shape[0])]))
+
     importance = survey.get("head_importance")
     if importance:
         parts += _head_importance_section(importance, figures["head_importance"])

@@ -5,7 +5,8 @@ images); the mean of the rollout maps; accuracy, per-class accuracy (recall) and
 known, else the predicted classes counted; what each head is worth for the top class (the drop in its probability when
 the head alone is switched off) and the faithfulness areas, means with 95% confidence intervals. From the weights
 alone: the position-embedding similarity (Fig. 7 centre) and the principal components of the patch-embedding filters
-(Fig. 7 left). A backbone (no classifier) has no accuracy, predicted classes, head importance or faithfulness: each
+(Fig. 7 left). The token norms ||z_l|| of each prefix token and of the patches (mean and largest), layer by layer, over
+the images: any ViT's, of interest where registers or high-norm patches are (Darcet et al. 2023). A backbone (no classifier) has no accuracy, predicted classes, head importance or faithfulness: each
 reads a class's probability; survey.json says so in its notes.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .statistics import mean_and_interval
 SURVEY_FORMAT = "vit-explorer-survey/1"
 BACKBONE_NOTE = ("This model is a backbone without a classifier (its output is features, not classes): no accuracy, "
                  "predicted classes, head importance or faithfulness, which each read a class's probability; the "
-                 "attention distances, rollout, position embeddings and filters are computed as for any ViT.")
+                 "attention distances, rollout, token norms, position embeddings and filters are computed as for any ViT.")
 FILTER_COMPONENTS = 28  # Fig. 7 left: "first 28 principal components"
 
 
@@ -88,9 +89,21 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
         "embedding_filters": {"components": rounded(components, 8),
                               "explained_variance_ratio": rounded(explained, 10),
                               "shape": "(n, P, P, C), each min-max scaled to [0, 1]"},
+        "token_norms": _token_norms(good, config),
         "faithfulness": _faithfulness(good, settings["faithfulness_steps"]),
         "head_importance": _head_importance(good),
     }
+
+
+def _token_norms(good: list[dict], config) -> dict | None:
+    """||z_l|| for l = 0..L of each prefix token, the patches' mean and their largest: mean over the images, (L + 1,
+    prefix + 2); None for shards written before the survey kept them."""
+    if not all("token_norms" in r for r in good):
+        return None
+    norms = np.array([r["token_norms"] for r in good], dtype=np.float64)  # (n, L + 1, prefix + 2)
+    return {"images": len(good), "layers": "z_0 (after E_pos) to z_L, before the final LayerNorm",
+            "tokens": list(config.layout.prefix_labels) + ["patches: mean", "patches: largest"],
+            "mean": rounded(norms.mean(axis=0), 6), "largest": rounded(norms.max(axis=0), 6)}
 
 
 def _head_importance(good: list[dict]) -> dict | None:
