@@ -206,6 +206,8 @@ def test_each_family_checkpoint_loads_from_the_hub_at_its_revision_and_a_changed
                                        else {"main": (commit, files)})
         bundle = load(c.hub_id)
         assert gap(bundle.model, forward(reference, x), x) <= TOLERANCE, c
+        assert bundle.meta["family_checkpoint"]["family"] == c.family and bundle.meta["paper"] is None
+        json.dumps(bundle.meta)  # meta stays JSON-ready
         asked = [path for method, path in FakeHub.requests if f"/{c.hub_id}/" in path]
         assert asked and all(f"/resolve/{c.revision}/" in path for path in asked), asked
         pins = json.loads((cache / "explorer-pins.json").read_text())

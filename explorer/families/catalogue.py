@@ -145,6 +145,12 @@ def paper_checkpoint(hub_id: str | None) -> PaperCheckpoint | None:
     return next((c for c in PAPER_CHECKPOINTS if c.hub_id == hub_id), None)
 
 
+def family_entry(hub_id: str | None) -> dict | None:
+    """The FAMILY_CHECKPOINTS row of a Hub id as a plain dict (bundle.meta["family_checkpoint"]), or None."""
+    entry = next((c for c in FAMILY_CHECKPOINTS if c.hub_id == hub_id), None)
+    return None if entry is None else {**asdict(entry), "mean": list(entry.mean), "std": list(entry.std)}
+
+
 def paper_entry(hub_id: str | None) -> dict | None:
     """The PAPER_CHECKPOINTS row of a Hub id as a plain dict (bundle.meta stays JSON-ready), or None."""
     entry = paper_checkpoint(hub_id)
