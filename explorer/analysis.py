@@ -185,12 +185,16 @@ class LogitLens:
 
 
 def logit_lens(trace: Trace, model, k: int = 5) -> LogitLens:
-    """The class token after every layer (z_0^0 .. z_L^0) through the final LayerNorm and head (Eq. 4)."""
+    """The class token after every layer (z_0^0 .. z_L^0) through the final LayerNorm and head (Eq. 4); a model
+    without a class token (mean pooling): Eq. 4's own pooling of each z_l, the mean of its patch tokens."""
     stream = trace.residual_stream()  # (L + 1, T, D)
-    class_tokens = trace.layout.token(stream, trace.layout.require_query_token())  # (L + 1, T, D) -> (L + 1, D)
     parameter = next(model.parameters())
     with torch.no_grad():
-        logits = model.head_of(class_tokens.to(parameter.device, parameter.dtype)).float().cpu()  # (L + 1, K)
+        if trace.layout.query_token is None:  # no class token to read: pool each layer as Eq. 4 pools z_L
+            logits = model.classify(stream.to(parameter.device, parameter.dtype)).float().cpu()  # (L + 1, K)
+        else:
+            class_tokens = trace.layout.token(stream, trace.layout.query_token)  # (L + 1, T, D) -> (L + 1, D)
+            logits = model.head_of(class_tokens.to(parameter.device, parameter.dtype)).float().cpu()  # (L + 1, K)
     probabilities = logits.softmax(dim=-1).numpy()  # (L + 1, K)
     top = np.stack([ranking(row, k) for row in probabilities])  # (L + 1, k)
     return LogitLens(probabilities, top, np.take_along_axis(probabilities, top, axis=-1))

@@ -141,6 +141,45 @@ def test_the_card_names_the_family_and_its_tokens(family_folders, monkeypatch):
     assert "your own model — timm DeiT distilled ViT-32d/8" in card
 
 
+@pytest.mark.parametrize("folder", ["timm_deit_distilled", "hf_deit_with_teacher",
+                                    "timm_deit_iii_layer_scale_e_pos_on_the_patches", "timm_clip_quickgelu",
+                                    "timm_mean_fc_norm_mae_fine_tune", "timm_mean_without_fc_norm"])
+def test_a_classifier_of_each_family_picked_in_the_menu_draws_every_step(family_folders, monkeypatch, folder):
+    """Picked in the menu, its image traced once, every view of every step drawn, its logits the source's."""
+    from explorer.app import views
+    from explorer.app.server import Server
+
+    root, references = family_folders
+    monkeypatch.setenv("EXPLORER_MODELS", str(root))
+    server = Server(device="cpu")
+    entry = server.analyse(Image.new("RGB", (40, 40), (120, 30, 200)), folder)
+    pixels = entry.trace["input.pixels"][None]  # (1, C, H, W), read by the folder's own preprocessing
+    assert (entry.trace.logits - forward(references[folder][1], pixels)[0]).abs().max() <= TOLERANCE
+    config = entry.config
+    for options in (views.Options(), views.Options(selected=3, layer=config.depth, head="2", ln_layer=config.depth)):
+        for step in range(len(views.STEPS)):
+            names = views.step_views(step)
+            values = views.render_views(entry, names, options)
+            assert len(values) == len(names) and all(v is not None for v in values), (step, names)
+
+
+def test_the_logit_lens_of_a_model_without_a_class_token_pools_each_layer_as_eq_4(family_folders):
+    """Mean pooling, no class token (timm global_pool='avg', class_token=False, fc_norm): row l is timm's own fc_norm
+    and head on the mean of z_l's tokens, all of them patches; the last row is the model's output."""
+    root, references = family_folders
+    label, reference = references["timm_mean_no_class_token"]
+    bundle = load(root / "timm_mean_no_class_token")
+    x = torch.randn(1, 3, 32, 32)
+    t = trace(bundle.model, x)
+    lens = analysis.logit_lens(t, bundle.model, k=3)
+    with torch.no_grad():
+        stream = torch.stack([t["embed.z0"]] + [t[f"blocks.{l}.z"] for l in range(1, bundle.model.config.depth + 1)])
+        expected = reference.head(reference.fc_norm(stream.mean(dim=1))).softmax(-1).numpy()  # (L + 1, K)
+        np.testing.assert_allclose(lens.probabilities[-1], reference(x).softmax(-1)[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(lens.probabilities, expected, atol=1e-5)
+    assert np.ptp(expected[0] - expected[-1]) > 1e-3  # the layers differ: the rows compared are not all alike
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2. The descendants' checkpoints by Hub id
 
