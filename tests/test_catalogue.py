@@ -155,12 +155,11 @@ def test_a_classifier_of_each_family_picked_in_the_menu_draws_every_step(family_
     entry = server.analyse(Image.new("RGB", (40, 40), (120, 30, 200)), folder)
     pixels = entry.trace["input.pixels"][None]  # (1, C, H, W), read by the folder's own preprocessing
     assert (entry.trace.logits - forward(references[folder][1], pixels)[0]).abs().max() <= TOLERANCE
-    config = entry.config
-    for options in (views.Options(), views.Options(selected=3, layer=config.depth, head="2", ln_layer=config.depth)):
-        for step in range(len(views.STEPS)):
-            names = views.step_views(step)
-            values = views.render_views(entry, names, options)
-            assert len(values) == len(names) and all(v is not None for v in values), (step, names)
+    depth = entry.config.depth
+    every = [name for step in range(len(views.STEPS)) for name in views.step_views(step)]
+    for options in (views.Options(), views.Options(selected=3, layer=depth, head="2", ln_layer=depth)):
+        drawn = views.render_views(entry, every, options)
+        assert [name for name, value in zip(every, drawn) if value is None] == [] and len(drawn) == len(every)
 
 
 def test_the_logit_lens_of_a_model_without_a_class_token_pools_each_layer_as_eq_4(family_folders):
