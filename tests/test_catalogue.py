@@ -298,6 +298,10 @@ def test_the_survey_runs_on_a_backbone_and_on_deit_distilled(family_folders, pho
     config = bundle.model.config
     classifier = config.has_classifier
     assert survey["model"]["classifier"] == classifier and classifier == ("deit" in folder)
+    words = {"timm_dinov2_with_4_registers": "DINOv2 ViT-32d/8 with 4 registers",
+             "hf_dinov2_with_registers": "DINOv2 ViT-32d/8 with 3 registers",
+             "timm_deit_distilled": "DeiT distilled ViT-32d/8"}[folder]
+    assert survey["model"]["family"] == words  # the menu's words (family_name), in survey.json and its report
     if classifier:
         assert survey["predicted_classes"] and survey["head_importance"]["images"] == 4
         assert survey["faithfulness"]["images"] == 2 and survey["notes"] == []

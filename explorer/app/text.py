@@ -151,10 +151,9 @@ def _family_line(entry) -> str:
     from ..families.names import classes_words, family_name
 
     config, layout = entry.config, entry.config.layout
-    hint = entry.source.split(" from ")[0]  # "timm vit_small_patch14_reg4_dinov2.lvd142m", not the folder's path
     prefix = [label for label in layout.prefix_labels if not label.startswith("REG")]
     prefix += [f"{layout.num_registers} registers"] if layout.num_registers else []
-    name = family_name(config, hint)
+    name = family_name(config, entry.source)  # "timm vit_small_patch14_reg4_dinov2.lvd142m from ..."
     name = f"the paper's ViT, {name}" if name.startswith("ViT-") else name
     return (f"{name}; tokens {' + '.join(prefix + [f'{config.num_patches} patches'])}, "
             f"{classes_words(config.num_classes)}")

@@ -54,8 +54,9 @@ def _words(family: str, size: str, registers: int, mean: bool) -> str:
 
 def family_name(config: ViTConfig, hint: str = "") -> str:
     """The family and size of a model in words: "DINOv2 ViT-S/14 with 4 registers", "DeiT distilled ViT-B/16",
-    "ViT-B/16" (the paper's). `hint`: the library's name of the architecture, or a bundle's source line."""
-    family = _family(hint, distilled=config.distillation_token, pre_norm=config.pre_norm,
+    "ViT-B/16" (the paper's). `hint`: the library's name of the architecture, or a bundle's source line ("timm
+    vit_small_patch14_reg4_dinov2.lvd142m from <where>": the folder after " from " is not read)."""
+    family = _family(hint.split(" from ")[0], distilled=config.distillation_token, pre_norm=config.pre_norm,
                      layer_scale=config.layer_scale)
     return _words(family, size_name(config.hidden_dim, config.depth, config.patch_size), config.register_tokens,
                   config.pooling == "mean")
@@ -80,7 +81,8 @@ def timm_family_name(hf_config: dict) -> str:
     registers = args.get("reg_tokens")
     if registers is None:
         registers = next(iter(re.findall(r"_reg(\d+)", architecture)), 0)
-    family = _family(architecture, distilled="distilled" in architecture,
+    tag = (hf_config.get("pretrained_cfg") or {}).get("tag") or ""  # "lvd142m", "mae", "openai_ft_in12k_in1k"
+    family = _family(f"{architecture}.{tag}", distilled="distilled" in architecture,
                      pre_norm=bool(args.get("pre_norm")), layer_scale=args.get("init_values") is not None)
     size_words = size_name(width, depth, int(patch)) if width and depth and patch else architecture
     return _words(family, size_words, int(registers), hf_config.get("global_pool") == "avg")

@@ -28,8 +28,8 @@ def report_html(survey: dict, run: dict, figures: dict[str, Path]) -> str:
     model, data = survey["model"], survey["data"]
     esc = html.escape
     parts = [f"<h1>Survey: {esc(model['name'])} · {esc(model['weights'])}</h1>",
-             f"<p>{esc(model['source'])}. {survey['images']:,} images of {esc(data['source'])}, the first "
-             f"{data['surveyed']:,} in {esc(data['order'])}."
+             f"<p>{esc(model.get('family', model['name']))}: {esc(model['source'])}. {survey['images']:,} images of "
+             f"{esc(data['source'])}, the first {data['surveyed']:,} in {esc(data['order'])}."
              + ("" if model["trained"] else " <b>Random init: predictions are meaningless; shapes are real.</b>")
              + "</p>"]
     for note in data["notes"] + survey.get("notes", []):

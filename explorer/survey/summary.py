@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import embedding_filter_components, patch_distances, position_similarity
+from ..families.names import family_name
 from ..weights import ModelBundle
 from .images import Images, plain
 from .records import rounded
@@ -69,7 +70,8 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
 
     return {
         "format": SURVEY_FORMAT,
-        "model": {"name": bundle.name, "weights": bundle.weights, "source": bundle.source,
+        "model": {"name": bundle.name, "family": family_name(config, bundle.source), "weights": bundle.weights,
+                  "source": bundle.source,
                   "trained": bundle.trained, "config": config.to_dict(), "parameters": model.num_parameters(),
                   "digest": settings["digest"], "class_names": names if len(names) <= 30 else None,
                   "classifier": classifier},
