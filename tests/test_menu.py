@@ -105,7 +105,8 @@ def test_the_menu_offers_the_papers_checkpoints_by_hub_id_and_the_users_folders(
         spec = registry.resolve(hub_id)  # a Hub id alone
         assert spec.kind == "hub" and spec.path == hub_id and spec.label in labels
         assert registry.resolve(f"hf-hub:{hub_id.upper()}") is spec
-    assert [hub_label(c) for c in PAPER_CHECKPOINTS] == [s.label for s in registry.specs.values() if s.kind == "hub"]
+    hub = [s.label for s in registry.specs.values() if s.kind == "hub"]
+    assert [hub_label(c) for c in PAPER_CHECKPOINTS] == hub[:len(PAPER_CHECKPOINTS)]  # then FAMILY_CHECKPOINTS
     b16 = registry.resolve("google/vit-base-patch16-224")
     assert b16.label == PAPER_B16 and b16.paper.model == "ViT-B/16"
     assert all(w in b16.description for w in ("the paper's", "ImageNet-21k", "ImageNet-1k", "224px"))
@@ -118,9 +119,10 @@ def test_the_menu_offers_the_papers_checkpoints_by_hub_id_and_the_users_folders(
     assert kinds.count("checkpoint") >= 1 and "ViT-B/16 · random init" in labels
     # The folders: one entry each that can be read, one problem sentence each that can't; hidden ones ignored.
     folders = {s.label: s for s in registry.specs.values() if s.kind == "folder"}
-    assert set(folders) == {"hf_vit", "timm_vit"}
+    assert set(folders) == {"hf_vit", "timm_vit", "dinov2"}
     assert "transformers ViT-32d/8, 32px, 5 classes" in folders["hf_vit"].description
-    assert "timm vit_base_patch16_224" in folders["timm_vit"].description
+    assert "timm ViT-32d/8, 32px, 3 classes (vit_base_patch16_224)" in folders["timm_vit"].description
+    assert "transformers DINOv2 ViT-B/14, 224px, a backbone" in folders["dinov2"].description  # from config.json
     assert registry.resolve("hf_vit") is folders["hf_vit"]
     problems = {p.split(" ", 1)[0]: p for p in registry.problems}
     assert set(problems) >= {"only_pickle", "beit", "no_config"} and ".cache" not in problems

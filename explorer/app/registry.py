@@ -5,7 +5,8 @@
   by one thread while the others wait, and a small LRU (explorer.memo.Memo) keeps the last few. The menu, in order:
     checkpoint   the project's checkpoints (.safetensors + .json) in $EXPLORER_CHECKPOINTS
     folder       the user's own models, one per subfolder of $EXPLORER_MODELS (timm's or transformers' save_pretrained)
-    hub          the paper's fine-tuned checkpoints by Hugging Face Hub id (explorer.families.PAPER_CHECKPOINTS)
+    hub          the paper's fine-tuned checkpoints by Hugging Face Hub id (explorer.families.PAPER_CHECKPOINTS),
+                 then a few of its descendants, "not the paper's" (FAMILY_CHECKPOINTS)
     pretrained   torchvision's ViTs with each weight variant
     untrained    Table 1 models at random init
 
@@ -24,10 +25,12 @@ from typing import Callable
 
 from ..config import CONFIGS, ViTConfig
 from ..deferred import deferred
-from ..families.catalogue import PAPER_CHECKPOINTS, PaperCheckpoint
+from ..families.catalogue import (BACKBONE_OUTPUT, FAMILY_CHECKPOINTS, NOT_THE_PAPERS, PAPER_CHECKPOINTS,
+                                  FamilyCheckpoint, PaperCheckpoint)
 from ..families.files import read_json as _read_json
 from ..families.hub import hub_cache_dir, hub_folder_name
 from ..families.hub import hub_offline as _hub_offline
+from ..families.names import BACKBONE, classes_words, family_name, timm_family_name
 from ..families.sources import load
 from ..families.transformers import config_from_transformers, preprocessing_from_transformers
 from ..memo import Memo
@@ -84,8 +87,8 @@ def untrained_label(preset: str) -> str:
     return f"{preset} · {UNTRAINED}"
 
 
-def hub_label(checkpoint: PaperCheckpoint) -> str:
-    """A paper checkpoint's menu label: its Table 1 name and Hub id ("ViT-B/16 · google/vit-base-patch16-224")."""
+def hub_label(checkpoint: PaperCheckpoint | FamilyCheckpoint) -> str:
+    """A Hub checkpoint's menu label: its size name and Hub id ("ViT-B/16 · google/vit-base-patch16-224")."""
     return f"{checkpoint.model} · {checkpoint.hub_id}"
 
 
@@ -118,7 +121,7 @@ class ModelSpec:
     variant: str = ""  # torchvision weight variant, for kind == "pretrained"
     path: str = ""  # checkpoint stem ("checkpoint"), folder ("folder") or Hub id ("hub")
     description: str = ""  # shown in the menu next to the label
-    paper: PaperCheckpoint | None = None  # what a "hub" entry is: data sets, resolution, Table 1 row
+    paper: PaperCheckpoint | FamilyCheckpoint | None = None  # what a "hub" entry is: data, resolution, size
 
     @property
     def menu_text(self) -> str:
@@ -171,7 +174,8 @@ def _short(dataset: str) -> str:
 
 
 def _hub_specs() -> list[ModelSpec]:
-    """The paper's checkpoints; timm's only where timm is installed (it is needed to read them, and not required)."""
+    """The paper's checkpoints, then the descendants' (FAMILY_CHECKPOINTS, "not the paper's"); timm's only where timm
+    is installed (it is needed to read them, and not required)."""
     timm = importlib.util.find_spec("timm") is not None  # finds, does not import
     specs = []
     for c in PAPER_CHECKPOINTS:
@@ -181,6 +185,12 @@ def _hub_specs() -> list[ModelSpec]:
         text = (f"{who}, pre-trained on {_short(c.pretraining)}, fine-tuned on {_short(c.finetuning)}, "
                 f"{c.resolution}px, {c.library} weights")
         specs.append(ModelSpec(hub_label(c), "hub", c.model, path=c.hub_id, description=text, paper=c))
+    for f in FAMILY_CHECKPOINTS:
+        if f.library == "timm" and not timm:
+            continue
+        output = BACKBONE if f.output == BACKBONE_OUTPUT else f.output
+        text = f"{f.family}, {NOT_THE_PAPERS}: {f.trained}, {f.resolution}px, {output}, {f.library} weights"
+        specs.append(ModelSpec(hub_label(f), "hub", f.model, path=f.hub_id, description=text, paper=f))
     return specs
 
 
@@ -237,14 +247,15 @@ def _describe_folder(folder: Path) -> tuple[str, str]:
                                      f"timm package (pip install timm).")
         size = (hf_config.get("pretrained_cfg") or {}).get("input_size") or []
         classes = hf_config.get("num_classes")
-        return "", (f"your timm {hf_config['architecture']}" + (f", {size[-1]}px" if len(size) == 3 else "")
-                    + (BACKBONE if classes == 0 else f", {classes} classes" if classes else ""))
+        return "", (f"your timm {timm_family_name(hf_config)}" + (f", {size[-1]}px" if len(size) == 3 else "")
+                    + (f", {classes_words(int(classes))}" if classes is not None else "")
+                    + f" ({hf_config['architecture']})")
     if "model_type" in hf_config:  # transformers' save_pretrained; checked here as load() will, without transformers
         config = config_from_transformers(hf_config)
         processor = folder / "preprocessor_config.json"
         preprocessing_from_transformers(_read_json(processor) if processor.is_file() else None, config)
-        return config.name, (f"your transformers {config.name}, {config.image_hw[0]}px"
-                             + (f", {config.num_classes} classes" if config.has_classifier else BACKBONE))
+        return config.name, (f"your transformers {family_name(config, hf_config['model_type'])}, "
+                             f"{config.image_hw[0]}px, {classes_words(config.num_classes)}")
     raise WeightsUnavailable("its config.json is neither timm's nor transformers' (it has no 'architecture' or "
                              "'model_type').")
 
@@ -353,7 +364,7 @@ class ModelRegistry:
             clauses.append("torchvision's pretrained weights can't be had here (EXPLORER_OFFLINE is set and none is "
                            "cached)" if offline() else "torchvision's pretrained weights are not cached yet: choosing "
                            "one downloads its file once (ViT-B/16: 330 MB)")
-        hub = [s.path for s in self.specs.values() if s.kind == "hub"]
+        hub = [s.path for s in self.specs.values() if s.kind == "hub" and isinstance(s.paper, PaperCheckpoint)]
         missing = [repo_id for repo_id in hub if not (hub_cached(repo_id) or self.hub_folder(repo_id))]
         if missing:
             flag = _hub_offline()

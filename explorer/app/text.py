@@ -5,6 +5,7 @@ Pure functions of a ViTConfig (and of an entry, for the model card): no Gradio.
 from __future__ import annotations
 
 from ..config import ViTConfig
+from ..families.catalogue import NOT_THE_PAPERS, FamilyCheckpoint
 from ..weights import UNTRAINED_NOTE
 
 STEPS = ("0 · Input", "1 · Eq. 1 Patches", "2 · Eq. 2 Attention", "3 · Eq. 3 MLP", "4 · Eq. 4 Prediction",
@@ -213,6 +214,20 @@ def explanation(step: int, config: ViTConfig, preprocessing=None) -> str:
     return equation(step, config) + "\n\n" + text
 
 
+def _family_line(entry) -> str:
+    """The loaded model's family in words, with its tokens: "DINOv2 ViT-S/14 with 4 registers; tokens CLS + 4
+    registers + 1369 patches, a backbone" (explorer.families.names)."""
+    from ..families.names import classes_words, family_name
+
+    config, layout = entry.config, entry.config.layout
+    prefix = [label for label in layout.prefix_labels if not label.startswith("REG")]
+    prefix += [f"{layout.num_registers} registers"] if layout.num_registers else []
+    name = family_name(config, entry.source)  # "timm vit_small_patch14_reg4_dinov2.lvd142m from ..."
+    name = f"the paper's ViT, {name}" if name.startswith("ViT-") else name
+    return (f"{name}; tokens {' + '.join(prefix + [f'{config.num_patches} patches'])}, "
+            f"{classes_words(config.num_classes)}")
+
+
 def model_card(entry=None, spec=None, availability: str = "") -> str:
     """Which model and weights are in use and where they come from, in Markdown: for the paper's checkpoints and the
     user's own folders also what the model is (pre-training and fine-tuning data, resolution), and for every model
@@ -232,7 +247,12 @@ def model_card(entry=None, spec=None, availability: str = "") -> str:
         name = spec.preset
     kind = spec.kind if spec is not None else ""
     paper = getattr(spec, "paper", None)
-    if kind == "hub" and paper is not None:
+    if entry is not None and kind != "untrained":
+        lines.append(f"**Family:** {_family_line(entry)}.")
+    if kind == "hub" and isinstance(paper, FamilyCheckpoint):
+        lines.append(f"**What it is:** {paper.family} {paper.model}, **{NOT_THE_PAPERS}** checkpoint: {paper.note}; "
+                     f"{paper.resolution}×{paper.resolution} pixels; output: {paper.output}.")
+    elif kind == "hub" and paper is not None:
         lines.append(f"**What it is:** {paper.model} pre-trained on {paper.pretraining}, then fine-tuned on "
                      f"{paper.finetuning} at {paper.resolution}×{paper.resolution} pixels; {paper.note}.")
         lines.append(f"**Weights:** published on the Hugging Face Hub as [{paper.hub_id}](https://huggingface.co/"
@@ -249,6 +269,11 @@ def model_card(entry=None, spec=None, availability: str = "") -> str:
         lines.append(f"**Output:** a backbone with no classifier: its output is y, {entry.config.hidden_dim} features, "
                      f"so step 4 shows its patch features instead of classes, and step 5's class explanations need a "
                      f"classifier.")
+    if kind == "hub" and isinstance(paper, FamilyCheckpoint):
+        lines.append(f"**Weights:** published on the Hugging Face Hub as [{paper.hub_id}](https://huggingface.co/"
+                     f"{paper.hub_id}) ({paper.library} format, revision {paper.revision}), kept in the Hugging Face "
+                     f"cache {hub_cache_dir()} once downloaded, or read from the subfolder "
+                     f"{hub_folder_name(paper.hub_id)} of EXPLORER_MODELS where that exists.")
     if spec is not None and table_1_row(name):
         lines.append(f"**The paper's Table 1 row:** {table_1_row(name)}.")
     if kind == "untrained":

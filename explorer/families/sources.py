@@ -26,7 +26,7 @@ from ..config import CONFIGS
 from ..deferred import deferred
 from ..weights import (PICKLE_SUFFIXES, PRETRAINED, UNTRAINED, ModelBundle, WeightsUnavailable, get_weights,
                        load_checkpoint, load_pretrained, random_bundle)
-from .catalogue import paper_checkpoint
+from .catalogue import catalogue_entry
 from .files import is_project_checkpoint, read_json
 from .hub import hub_folder_name, snapshot
 from .timm import load_timm_folder
@@ -153,6 +153,6 @@ def _load_hub(repo_id: str, models_dir) -> ModelBundle:
     # In words, not "<folder>": the app shows this sentence as Markdown, where <folder> would be taken for a tag.
     put_in = (str(folder) if folder is not None
               else f"a folder named {name} inside a folder of your choice, and set EXPLORER_MODELS to that folder")
-    pinned = paper_checkpoint(repo_id)  # the paper's checkpoints: one revision, one SHA-256 (catalogue.py)
+    pinned = catalogue_entry(repo_id)  # the catalogue's checkpoints: one revision, one SHA-256 (catalogue.py)
     return _load_folder(snapshot(repo_id, put_in, pinned.revision if pinned else None, pinned and pinned.sha256),
                         hub_id=repo_id)

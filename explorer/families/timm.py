@@ -31,7 +31,7 @@ from ..deferred import deferred
 from ..images import _INTERPOLATIONS, Preprocessing
 from ..tokens import TokenLayout
 from ..weights import ModelBundle, WeightsUnavailable
-from .catalogue import paper_entry
+from .catalogue import family_entry, paper_entry
 from .configs import UnsupportedModel, image_size, named, square, table_1_name
 from .engine import KeyTable, convert
 from .files import read_weights
@@ -385,7 +385,7 @@ def load_timm_folder(folder: Path, hf_config: dict, hub_id: str | None, where: s
         class_names=_timm_class_names(hf_config, config.num_classes), name=table_1_name(config), weights=label,
         source=f"timm {architecture}{'.' + tag if tag else ''} from {where}",
         meta={"family": "timm", "hub_id": hub_id, "folder": str(folder), "architecture": architecture, "tag": tag,
-              "notes": [], "paper": paper_entry(hub_id)},
+              "notes": [], "paper": paper_entry(hub_id), "family_checkpoint": family_entry(hub_id)},
     )
 
 

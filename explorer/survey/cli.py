@@ -114,19 +114,21 @@ def _run(args, processes: distributed.Processes, argv, after_batch) -> dict | No
     bundle = load(args.model, processes.device)  # any name explorer.load takes
     images = open_images(args.data, bundle, args.data_idx)
     n = min(args.n, images.count)
-    faithfulness_images = min(args.faithfulness, n)
+    classifier = bundle.model.config.has_classifier  # a backbone: no class to score, explain or importance-rank
+    faithfulness_images = min(args.faithfulness, n) if classifier else 0
+    heads = args.head_importance and classifier
     steps = faithfulness_steps(bundle.model, args.steps)
     digest = weights_digest(bundle.model)
     check_manifest(work, {"format": SURVEY_FORMAT, "model": f"{bundle.name} · {bundle.weights}", "digest": digest,
                           "data": images.description, "faithfulness_images": faithfulness_images,
-                          "faithfulness_steps": steps, "head_importance": args.head_importance})
+                          "faithfulness_steps": steps, "head_importance": heads})
 
     records, work_done = survey_images(bundle.model, images, n, work, processes, args.batch_size,
-                                       faithfulness_images, steps, after_batch, args.head_importance)
+                                       faithfulness_images, steps, after_batch, heads)
     if not processes.main:
         return None
     settings = {"n": n, "faithfulness_images": faithfulness_images, "faithfulness_steps": steps,
-                "head_importance": args.head_importance, "digest": digest}
+                "head_importance": heads, "digest": digest}
     survey = summarise(records, bundle, images, settings)
     computed, compute_s = work_done["computed"], work_done["compute_s"]
     arguments = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -150,7 +152,9 @@ def _run(args, processes: distributed.Processes, argv, after_batch) -> dict | No
         shutil.rmtree(work, ignore_errors=True)
     print(f"Survey of {n:,} images written to {out}: survey.json, report.html and {len(paths) - 3} figures "
           f"({run['total_s']:.0f} s, {processes.world} process{'es' if processes.world > 1 else ''}).", flush=True)
-    if survey["accuracy"]:
+    if not classifier:
+        print(survey["notes"][0], flush=True)
+    elif survey["accuracy"]:
         print(f"Accuracy {survey['accuracy']['accuracy']:.4f} ({survey['accuracy']['correct']:,} / "
               f"{survey['accuracy']['images']:,})", flush=True)
     return paths

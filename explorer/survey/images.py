@@ -101,9 +101,10 @@ class FolderImages(Images):
             for i, n in enumerate(bundle.class_names):
                 known.setdefault(plain(n), i)  # a name listed twice (ImageNet's "crane"): its first index
             unknown = [c for c in classes if plain(c) not in known]
-            if unknown:
+            if unknown and known:  # a model without classes (a backbone) is said so in survey.json's notes
                 notes.append(f"The class folders {', '.join(unknown[:5])} are not among the model's classes, so no "
                              f"accuracy is computed (its predictions are counted).")
+            if unknown:
                 self.file_labels = [None] * len(self.files)
             else:
                 self.file_labels = [known[plain(c)] for c in folders]

@@ -28,11 +28,11 @@ def report_html(survey: dict, run: dict, figures: dict[str, Path]) -> str:
     model, data = survey["model"], survey["data"]
     esc = html.escape
     parts = [f"<h1>Survey: {esc(model['name'])} · {esc(model['weights'])}</h1>",
-             f"<p>{esc(model['source'])}. {survey['images']:,} images of {esc(data['source'])}, the first "
-             f"{data['surveyed']:,} in {esc(data['order'])}."
+             f"<p>{esc(model.get('family', model['name']))}: {esc(model['source'])}. {survey['images']:,} images of "
+             f"{esc(data['source'])}, the first {data['surveyed']:,} in {esc(data['order'])}."
              + ("" if model["trained"] else " <b>Random init: predictions are meaningless; shapes are real.</b>")
              + "</p>"]
-    for note in data["notes"]:
+    for note in data["notes"] + survey.get("notes", []):
         parts.append(f"<p class=note>{esc(note)}</p>")
     if survey["skipped"]:
         parts.append(f"<p class=note>{len(survey['skipped'])} files could not be read and are left out: "
@@ -47,7 +47,7 @@ def report_html(survey: dict, run: dict, figures: dict[str, Path]) -> str:
                             [[k, v["images"], v["correct"], f"{v['accuracy']:.4f}"]
                              for k, v in accuracy["per_class"].items()]))
         parts += [_image(figures[k], k) for k in ("accuracy", "confusion") if k in figures]
-    else:
+    elif survey.get("predicted_classes") is not None:
         top = list(survey["predicted_classes"].items())[:10]
         parts.append("<h2>Predictions</h2><p>No labels: the most predicted classes.</p>")
         parts.append(_table(["class", "images"], top))
@@ -73,6 +73,15 @@ def report_html(survey: dict, run: dict, figures: dict[str, Path]) -> str:
     parts.append(_image(figures["embedding_filters"], "embedding filter principal components"))
     explained = survey["embedding_filters"]["explained_variance_ratio"]
     parts.append(_table(["component", "explained variance"], [[k + 1, f"{v:.2%}"] for k, v in enumerate(explained)]))
+
+    norms = survey.get("token_norms")
+    if norms:
+        mean = np.array(norms["mean"])  # (L + 1, prefix + 2)
+        parts.append("<h2>Token norms</h2>")
+        parts.append(f"<p>‖z_l‖ of each token, {esc(norms['layers'])}, mean over {norms['images']:,} images: "
+                     f"registers and high-norm patches show here (Darcet et al. 2023).</p>")
+        parts.append(_table(["layer"] + norms["tokens"],
+                            [[l] + [f"{v:.2f}" for v in mean[l]] for l in range(mean.shape[0])]))
 
     importance = survey.get("head_importance")
     if importance:

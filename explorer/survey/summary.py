@@ -5,19 +5,25 @@ images); the mean of the rollout maps; accuracy, per-class accuracy (recall) and
 known, else the predicted classes counted; what each head is worth for the top class (the drop in its probability when
 the head alone is switched off) and the faithfulness areas, means with 95% confidence intervals. From the weights
 alone: the position-embedding similarity (Fig. 7 centre) and the principal components of the patch-embedding filters
-(Fig. 7 left).
+(Fig. 7 left). The token norms ||z_l|| of each prefix token and of the patches (mean and largest), layer by layer, over
+the images: any ViT's, of interest where registers or high-norm patches are (Darcet et al. 2023). A backbone (no classifier) has no accuracy, predicted classes, head importance or faithfulness: each
+reads a class's probability; survey.json says so in its notes.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..analysis import embedding_filter_components, patch_distances, position_similarity
+from ..families.names import family_name
 from ..weights import ModelBundle
 from .images import Images, plain
 from .records import rounded
 from .statistics import mean_and_interval
 
 SURVEY_FORMAT = "vit-explorer-survey/1"
+BACKBONE_NOTE = ("This model is a backbone without a classifier (its output is features, not classes): no accuracy, "
+                 "predicted classes, head importance or faithfulness, which each read a class's probability; the "
+                 "attention distances, rollout, token norms, position embeddings and filters are computed as for any ViT.")
 FILTER_COMPONENTS = 28  # Fig. 7 left: "first 28 principal components"
 
 
@@ -56,15 +62,19 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
     components, explained = embedding_filter_components(
         model.patch_embedding.projection.weight.detach().float().cpu(), FILTER_COMPONENTS)
 
-    predictions = np.array([r["prediction"] for r in good])
-    counts = np.bincount(predictions, minlength=len(names))
-    predicted = {names[k]: int(counts[k]) for k in np.argsort(-counts, kind="stable") if counts[k]}
+    classifier = config.has_classifier
+    predicted = None
+    if classifier:
+        counts = np.bincount(np.array([r["prediction"] for r in good]), minlength=len(names))
+        predicted = {names[k]: int(counts[k]) for k in np.argsort(-counts, kind="stable") if counts[k]}
 
     return {
         "format": SURVEY_FORMAT,
-        "model": {"name": bundle.name, "weights": bundle.weights, "source": bundle.source,
+        "model": {"name": bundle.name, "family": family_name(config, bundle.source), "weights": bundle.weights,
+                  "source": bundle.source,
                   "trained": bundle.trained, "config": config.to_dict(), "parameters": model.num_parameters(),
-                  "digest": settings["digest"], "class_names": names if len(names) <= 30 else None},
+                  "digest": settings["digest"], "class_names": names if len(names) <= 30 else None,
+                  "classifier": classifier},
         "data": {"source": images.description, "order": images.order, "available": images.count,
                  "surveyed": len(records), "labelled": images.class_names is not None, "notes": images.notes},
         "settings": {"n": settings["n"], "faithfulness_images": settings["faithfulness_images"],
@@ -72,7 +82,8 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
                      "head_importance": settings.get("head_importance", True)},
         "images": n,
         "skipped": skipped,
-        "accuracy": _accuracy(good, names) if images.class_names is not None else None,
+        "notes": [] if classifier else [BACKBONE_NOTE],
+        "accuracy": _accuracy(good, names) if classifier and images.class_names is not None else None,
         "predicted_classes": predicted,
         "mean_attention_distance": mad,
         "rollout": rollout_summary,
@@ -80,9 +91,21 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
         "embedding_filters": {"components": rounded(components, 8),
                               "explained_variance_ratio": rounded(explained, 10),
                               "shape": "(n, P, P, C), each min-max scaled to [0, 1]"},
+        "token_norms": _token_norms(good, config),
         "faithfulness": _faithfulness(good, settings["faithfulness_steps"]),
         "head_importance": _head_importance(good),
     }
+
+
+def _token_norms(good: list[dict], config) -> dict | None:
+    """||z_l|| for l = 0..L of each prefix token, the patches' mean and their largest: mean over the images, (L + 1,
+    prefix + 2); None for shards written before the survey kept them."""
+    if not all("token_norms" in r for r in good):
+        return None
+    norms = np.array([r["token_norms"] for r in good], dtype=np.float64)  # (n, L + 1, prefix + 2)
+    return {"images": len(good), "layers": "z_0 (after E_pos) to z_L, before the final LayerNorm",
+            "tokens": list(config.layout.prefix_labels) + ["patches: mean", "patches: largest"],
+            "mean": rounded(norms.mean(axis=0), 6), "largest": rounded(norms.max(axis=0), 6)}
 
 
 def _head_importance(good: list[dict]) -> dict | None:
