@@ -82,8 +82,8 @@ def high_norm_tokens(trace: Trace, threshold: float | None = None) -> HighNormTo
     patch_norms = layout.patches(norms, -1)  # (L + 1, N)
     if threshold is None:
         cutoff = outlier_cutoff(patch_norms)  # (L + 1,)
-        rule = (f"norm above the median patch norm + {ROBUST_SDS:g} × {MAD_TO_SD} × MAD of that layer, and at least "
-                f"{MEDIAN_MULTIPLE:g} × the median")
+        rule = (f"norm above max(median + {ROBUST_SDS:g} × {MAD_TO_SD} × MAD, {MEDIAN_MULTIPLE:g} × median) of the "
+                f"layer's patch norms")
     else:
         if not threshold > 0:
             raise ValueError(f"The norm threshold must be a positive number, not {threshold}.")

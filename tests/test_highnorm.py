@@ -237,3 +237,44 @@ def test_the_view_on_a_model_without_a_class_token_reads_the_mean_of_the_patch_r
     assert "no class token" in drawn["highnorm.text"] and "mean of the patch tokens' rows" in drawn["highnorm.text"]
     assert "the mean of the patch tokens' rows" in drawn["highnorm.attention"].layout.title.text
     assert list(drawn["highnorm.layers"].data[0].x[:2]) == ["patch 0", "patch 1"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The figures (explorer.render.highnorm), from arrays made here
+
+def test_the_heat_map_is_each_norm_over_its_layer_s_median_patch_with_the_outliers_circled():
+    from explorer import render
+    from explorer.tokens import TokenLayout
+
+    layout = TokenLayout(("CLS", "REG1", "REG2"), 6)
+    norms = np.random.default_rng(0).uniform(1, 2, (4, 9))  # (L + 1, T)
+    norms[3, 3 + 4] = 50.0
+    outliers = np.zeros((4, 6), dtype=bool)
+    outliers[3, 4] = outliers[2, 0] = True
+    fig = render.token_norm_layers(norms, outliers, layout, "norm above 40")
+    heat, marks = fig.data
+    expected = norms / np.median(norms[:, 3:], axis=1, keepdims=True)  # patches are tokens 3..8
+    np.testing.assert_allclose(np.asarray(heat.z, dtype=np.float64), expected, rtol=1e-6)
+    assert list(heat.x) == ["CLS", "REG1", "REG2"] + [f"patch {i}" for i in range(6)]
+    assert sorted(zip(marks.y.tolist(), marks.x)) == [(2, "patch 0"), (3, "patch 4")]
+    assert "norm above 40" in marks.name and "1 in the last layer" in fig.layout.title.text.replace("<br>", " ")
+    # ViT-H/14 at 518 (T = 1 + 1369, 33 layers): a picture of the colours, the marks on token indices
+    big = TokenLayout(num_patches=1369)
+    fig = render.token_norm_layers(np.ones((33, 1370)), np.eye(33, 1369, dtype=bool), big, "rule")
+    assert fig.data[0].meta == {"picture": "heat map"} and list(fig.data[1].x[:2]) == [1, 2]
+
+
+def test_the_image_outlines_the_outliers_and_the_lines_are_the_shares():
+    from explorer import render
+
+    norms = np.ones((3, 4))
+    norms[1, 2] = 9.0
+    fig = render.outliers_on_image(np.zeros((24, 32, 3)), norms, norms > 2, "z_4")
+    assert fig.layout.meta["outliers"] == [6] and fig.layout.shapes[0].path == "M1.5,0.5H2.5V1.5H1.5Z"
+    np.testing.assert_allclose(np.asarray(fig.data[1].z), norms)  # the median is 1
+    masses = dict(registers=np.array([0.5, 0.1]), outliers=np.array([0.1, 0.6]), patches=np.array([0.3, 0.2]),
+                  prefix=np.array([0.1, 0.1]))
+    with_registers = render.attention_masses(masses, "the class token", 4)
+    assert [(t.name, list(t.y)) for t in with_registers.data][:2] == [("to the registers", [0.5, 0.1]),
+                                                                      ("to the outlier patches", [0.1, 0.6])]
+    assert "to the registers" not in [t.name for t in render.attention_masses(masses, "the class token", 0).data]
