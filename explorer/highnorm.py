@@ -32,6 +32,8 @@ MAD_TO_SD = 1.4826  # sd = 1.4826 MAD for normally distributed values
 ROBUST_SDS = 4.0  # an outlier lies more than 4 robust standard deviations above the median patch norm ...
 MEDIAN_MULTIPLE = 2.0  # ... and at least twice as high as it
 MASSES = ("registers", "outliers", "patches", "prefix")  # where the query's attention goes; each row sums to 1
+OUTLIER_RULE = (f"norm above max(median + {ROBUST_SDS:g} × {MAD_TO_SD} × MAD, {MEDIAN_MULTIPLE:g} × median) of the "
+                f"layer's patch norms")
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,7 @@ def high_norm_tokens(trace: Trace, threshold: float | None = None) -> HighNormTo
     patch_norms = layout.patches(norms, -1)  # (L + 1, N)
     if threshold is None:
         cutoff = outlier_cutoff(patch_norms)  # (L + 1,)
-        rule = (f"norm above max(median + {ROBUST_SDS:g} × {MAD_TO_SD} × MAD, {MEDIAN_MULTIPLE:g} × median) of the "
-                f"layer's patch norms")
+        rule = OUTLIER_RULE
     else:
         if not threshold > 0:
             raise ValueError(f"The norm threshold must be a positive number, not {threshold}.")
@@ -103,20 +104,45 @@ def class_token_attention(trace: Trace, outliers: np.ndarray) -> tuple[dict[str,
     query = layout.index(CLASS)
     if query is not None:
         rows = trace.attention_rows(query).double().mean(dim=1)  # (L, h, T) -> (L, T)
-        who = "the class token"
     else:
         rows = torch.stack([layout.patches(trace.attention(l).double(), -2).mean(dim=(0, 1))  # (h, N, T) -> (T,)
                             for l in range(1, trace.depth + 1)])  # (L, T)
-        who = "the mean of the patch tokens' rows"
+    masses = attention_shares(rows, torch.from_numpy(outliers), layout)
+    return {name: mass.numpy() for name, mass in masses.items()}, query_words(layout)
+
+
+def query_words(layout: TokenLayout) -> str:
+    """Whose attention class_token_attention reads, in words."""
+    return "the class token" if layout.index(CLASS) is not None else "the mean of the patch tokens' rows"
+
+
+def attention_shares(rows: torch.Tensor, outliers: torch.Tensor, layout: TokenLayout) -> dict[str, torch.Tensor]:
+    """The query's attention row of each layer (rows (..., L, T), the mean over heads) summed over each kind of token:
+    MASSES, each (..., L). `outliers` (..., L + 1, N): the outlier patches of z_0..z_L; layer l reads z_{l-1}'s."""
     registers = [t for t, label in enumerate(layout.prefix_labels) if label.startswith("REG")]
     others = [t for t in range(layout.num_prefix) if t not in registers]
-    prefix = layout.prefix(rows, -1)  # (L, prefix)
-    patches = layout.patches(rows, -1)  # (L, N)
-    marked = torch.from_numpy(outliers[:-1])  # the outliers of z_{l-1}, what layer l reads: (L, N)
-    masses = {
-        "registers": prefix[:, registers].sum(dim=-1),  # (L, prefix) -> (L,); 0 without registers
-        "outliers": (patches * marked).sum(dim=-1),  # (L, N) -> (L,)
+    prefix = layout.prefix(rows, -1)  # (..., L, prefix)
+    patches = layout.patches(rows, -1)  # (..., L, N)
+    marked = outliers[..., :-1, :].to(rows.device)  # the outliers of z_{l-1}, what layer l reads: (..., L, N)
+    return {
+        "registers": prefix[..., registers].sum(dim=-1),  # (..., L, prefix) -> (..., L); 0 without registers
+        "outliers": (patches * marked).sum(dim=-1),  # (..., L, N) -> (..., L)
         "patches": (patches * ~marked).sum(dim=-1),
-        "prefix": prefix[:, others].sum(dim=-1),
+        "prefix": prefix[..., others].sum(dim=-1),
     }
-    return {name: mass.numpy() for name, mass in masses.items()}, who
+
+
+def survey_shares(norms: torch.Tensor, head_means: list[torch.Tensor], layout: TokenLayout) -> dict[str, np.ndarray]:
+    """For a survey's batch (explorer.survey): from ||z_0..z_L|| (B, L + 1, T) and each layer's head mean of A
+    (L x (B, T, T)), each image's outlier count per layer, "outlier_count" (B, L + 1), by outlier_cutoff's rule, and
+    the query's attention shares per layer (MASSES, each (B, L)), as high_norm_tokens gives them for one image."""
+    norms = norms.double().cpu()  # (B, L + 1, T)
+    patch_norms = layout.patches(norms, -1).numpy()  # (B, L + 1, N)
+    outliers = torch.from_numpy(patch_norms > outlier_cutoff(patch_norms)[..., None])  # (B, L + 1, N)
+    query = layout.index(CLASS)
+    if query is not None:
+        rows = [layout.token(mean, query, -2) for mean in head_means]  # L x (B, T)
+    else:
+        rows = [layout.patches(mean, -2).mean(dim=-2) for mean in head_means]  # (B, N, T) -> (B, T)
+    shares = attention_shares(torch.stack(rows, dim=-2).double().cpu(), outliers, layout)  # (B, L, T) -> (B, L) each
+    return {"outlier_count": outliers.sum(dim=-1).numpy(), **{name: v.numpy() for name, v in shares.items()}}

@@ -278,3 +278,25 @@ def test_the_image_outlines_the_outliers_and_the_lines_are_the_shares():
     assert [(t.name, list(t.y)) for t in with_registers.data][:2] == [("to the registers", [0.5, 0.1]),
                                                                       ("to the outlier patches", [0.1, 0.6])]
     assert "to the registers" not in [t.name for t in render.attention_masses(masses, "the class token", 0).data]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The survey (explorer.survey): a batch's high-norm numbers are each image's, as high_norm_tokens gives them
+
+def test_a_survey_batch_gives_each_image_s_outliers_and_attention_shares():
+    from explorer.survey import records, summary
+
+    model = outlier_from_layer_2(REGISTERS, 5 + CHOSEN)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    batch = records.survey_batch(model, x).high_norm
+    for i in range(4):
+        alone = high_norm_tokens(trace(model, x[i:i + 1]))
+        np.testing.assert_array_equal(batch["outlier_count"][i], alone.outliers.sum(axis=1))  # (L + 1,)
+        for name, share in alone.attention.items():
+            np.testing.assert_allclose(batch[name][i], share, atol=1e-5)  # explicit vs fused attention: rounding
+    assert batch["outlier_count"][:, 2:].min() == 1 and batch["outlier_count"][:, :2].max() == 0
+    good = [{"high_norm": {name: values[i].tolist() for name, values in batch.items()}} for i in range(4)]
+    found = summary._high_norm(good, REGISTERS)
+    np.testing.assert_allclose(found["outlier_count_mean"], batch["outlier_count"].mean(axis=0))
+    np.testing.assert_allclose(found["attention"]["registers"], batch["registers"].mean(axis=0), atol=1e-9)
+    assert found["images_with_outliers"] == [0, 0, 1, 1, 1] and found["registers"] == 4

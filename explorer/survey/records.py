@@ -5,8 +5,10 @@ dropped as query and key and each patch's weights renormalised over the patches;
 heads fused by their mean, nothing discarded) scaled to a maximum of 1; what each head is worth for the top class
 (explorer.analysis.head_importance: the drop in its probability when the head alone is switched off, and how well
 attribution patching's estimate agrees, Spearman over the heads), unless switched off; and, for the first K images, the
-deletion and insertion areas (Petsiuk et al. 2018; explorer.explain) of each explanation for the top class. The
-reductions are explorer.analysis's (LayerReductions, shared with a single image's trace), taken over the batch.
+deletion and insertion areas (Petsiuk et al. 2018; explorer.explain) of each explanation for the top class; and the
+high-norm tokens (Darcet et al. 2023; explorer.highnorm): each layer's count of outlier patches and where the class
+token's attention goes (registers, outliers, other patches, prefix). The reductions are explorer.analysis's
+(LayerReductions, shared with a single image's trace), taken over the batch.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 
 from ..analysis import PAPER_LAYOUT, LayerReductions, class_token_rollout, head_importance
 from ..explain import default_steps, faithfulness
+from ..highnorm import survey_shares
 from ..model import ViT
 from ..tokens import TokenLayout
 from .images import Images
@@ -26,11 +29,12 @@ class SurveyRecord(LayerReductions):
     """The survey's record for ViT.forward (explorer.model): explorer.analysis's LayerReductions asking for what the
     survey's statistics read, and nothing else: each layer's attention weights A_l (B, h, T, T), reduced the moment the
     model writes them to the mean attention distance of each head (B, h) and to the head mean Ā_l = mean_h A_l (B, T, T)
-    for rollout. No other stage is given to it, so memory holds one layer's A at a time, not L of them.
+    for rollout, and z_0..z_L to their token norms (B, T) for the high-norm tokens. No other stage is given to it, so
+    memory holds one layer's A at a time, not L of them.
     """
 
     def __init__(self, grid: tuple[int, int], patch_size: int, device, layout: TokenLayout = PAPER_LAYOUT):
-        super().__init__(grid, patch_size, device, fusions=("mean",), entropy=False, norms=False, layout=layout)
+        super().__init__(grid, patch_size, device, fusions=("mean",), entropy=False, norms=True, layout=layout)
 
     @property
     def mean_distance(self) -> list[torch.Tensor]:
@@ -50,6 +54,7 @@ class BatchResult:
     predictions: np.ndarray  # (B,) top class (ties: the first, as explorer.common.ranking)
     mean_distance: np.ndarray  # (B, L, h) pixels
     rollout: np.ndarray  # (B, rows, cols)
+    high_norm: dict | None = None  # explorer.highnorm.survey_shares: outlier counts (B, L + 1), attention shares (B, L)
 
 
 def survey_batch(model: ViT, x: torch.Tensor) -> BatchResult:
@@ -61,7 +66,9 @@ def survey_batch(model: ViT, x: torch.Tensor) -> BatchResult:
         logits = model(x.to(device=parameter.device, dtype=parameter.dtype), record)  # (B, K); explicit attention
         maps = record.rollout_maps(config.grid)
         distance = torch.stack(record.mean_distance, dim=1)  # (B, L, h)
-    return BatchResult(logits.argmax(dim=-1).cpu().numpy(), distance.cpu().numpy(), maps.float().cpu().numpy())
+        high_norm = survey_shares(record.norms_stack(), record.head_means, config.layout)
+    return BatchResult(logits.argmax(dim=-1).cpu().numpy(), distance.cpu().numpy(), maps.float().cpu().numpy(),
+                       high_norm)
 
 
 def faithfulness_steps(model: ViT, steps: int | None = None) -> int | None:
@@ -89,7 +96,8 @@ def image_records(model: ViT, images: Images, indices: list[int], faithfulness_i
         for b, i in enumerate(good):
             record = {"index": i, "label": labels[i], "prediction": int(result.predictions[b]),
                       "mean_distance": rounded(result.mean_distance[b], 9),
-                      "rollout": rounded(result.rollout[b], 9)}
+                      "rollout": rounded(result.rollout[b], 9),
+                      "high_norm": {name: rounded(values[b], 9) for name, values in result.high_norm.items()}}
             if importance is not None:
                 exact = importance.exact.reshape(len(good), *importance.exact.shape[-2:])  # (B, L, h)
                 record["head_importance"] = rounded(exact[b], 9)
