@@ -1,12 +1,13 @@
-"""High-norm tokens (Darcet et al. 2023, "Vision Transformers Need Registers") as a pure function of a Trace: the norm
-of every token of the residual stream layer by layer, the patch tokens whose norm stands far above the others', and
-where the class token's attention goes, layer by layer: to the registers, to those outliers, to the other patches.
+"""High-norm tokens (Darcet et al. 2023, "Vision Transformers Need Registers") as pure functions of a Trace (and of a
+survey's batch): the norm of every token of the residual stream layer by layer, the patch tokens whose norm stands far
+above the others', and where the class token's attention goes, layer by layer: to the registers, to those outliers, to
+the other patches.
 
 Darcet et al. found that large, long-trained ViTs (DINOv2, OpenCLIP, DeiT III) turn a few patch tokens of
 low-information background into stores of global information: from the middle layers on their norm is several times
-the typical patch token's (their Fig. 3: a second mode, above 150 for DINOv2 ViT-g), their local information is lost,
-and the class token's attention concentrates on them. Given k register tokens, the model moves that role to the
-registers, and the outliers disappear.
+the typical patch token's (a second mode of the norms' histogram, above 150 for DINOv2 ViT-g), their local information
+is lost, and the class token's attention concentrates on them. Given k register tokens, the model moves that role to
+the registers, and the outliers disappear.
 
     norms      (L + 1, T)  ||z_l|| of every token, l = 0..L (z_0: Eq. 1's output)
     outliers   (L + 1, N)  patch i is an outlier of z_l
@@ -65,7 +66,7 @@ def outlier_cutoff(patch_norms: np.ndarray) -> np.ndarray:
     standard deviation for normal values) are those of the layer's own patch tokens, so a few outliers cannot move
     them (unlike the mean and sd, which the outliers themselves inflate), and the rule needs no model-specific constant,
     where Darcet et al. read an absolute cut-off (150 for DINOv2 ViT-g) off their bimodal histogram. Their artifacts
-    form a second mode several times the typical norm (their Fig. 3); the floor of twice the median keeps a token in the
+    form a second mode several times the typical norm; the floor of twice the median keeps a token in the
     upper tail of a tight unimodal layer (z_0 of a flat image: MAD near 0) from being called one.
     """
     median = np.median(patch_norms, axis=-1)

@@ -2,8 +2,8 @@
 the last layer's outliers on the image, and where the class token's attention goes: to the registers, to the outliers,
 to the rest.
 
-On step 3 (Eq. 3), beside the token norms of the residual stream: the outliers are a property of z_l, written by the
-MLPs of the middle layers (Darcet et al. 2023, Sec. 2), and the attention line reads one row of each layer only."""
+On step 3 (Eq. 3), beside the token norms of the residual stream, rather than on step 2: the outliers are a property
+of z_l, the stream Eq. 3 writes, and the attention chart reads only one row of each layer's A (the class token's)."""
 from __future__ import annotations
 
 from ...deferred import deferred
