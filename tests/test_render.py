@@ -28,6 +28,7 @@ from PIL import Image
 from explorer import analysis, common, render
 from explorer.app import transport
 from explorer.render import base
+from explorer.tokens import TokenLayout
 
 # --------------------------------------------------------------------------------------------------------------------
 # sizes and helpers
@@ -735,6 +736,12 @@ def b16_cases():
         "rollout": lambda: render.rollout(image, data["rollout"], "rollout"),
         "mean_attention_distance": lambda: render.mean_attention_distance(data["rollout"][:L, :h] * 100, P, H),
         "token_norms": lambda: render.token_norms(data["norms"], (g, g)),
+        "token_norm_layers": lambda: render.token_norm_layers(data["norms"] + 0.5, data["norms"][:, 1:] > 0.99,
+                                                              TokenLayout(num_patches=N), "norm above 1.49"),
+        "outliers_on_image": lambda: render.outliers_on_image(image, data["rollout"], data["rollout"] > 0.99, "z_12"),
+        "attention_masses": lambda: render.attention_masses(
+            dict(zip(("registers", "outliers", "patches", "prefix"), softmax(r.normal(size=(L, 4))).T)),
+            "the class token", 0),
         "residual_updates": lambda: render.residual_updates(data["z"], data["z_mid"]),
         "layernorm_effect": lambda: render.layernorm_effect(data["tokens"], data["tokens"], 3),
         "top_k": lambda: render.top_k(data["p"], names),

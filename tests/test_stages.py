@@ -168,7 +168,7 @@ def test_the_survey_reduces_a_batch_with_the_same_class_as_a_trace():
         model(x, record)
         model(x, batch)  # as the blocks run: A and the stream, nothing stored
     assert len(record) == 0 and len(batch) == 0
-    assert record.entropy is None and record.norms is not None  # the survey asks for what its statistics read
+    assert record.entropy is None and record.norms is not None  # what its statistics read (norms: high-norm tokens)
     for i in range(len(x)):
         single = analysis.layer_reductions(trace(model, x[i:i + 1]))
         torch.testing.assert_close(record.distance_stack()[i], single.distance_stack(), rtol=1e-5, atol=1e-4)

@@ -199,17 +199,19 @@ const resized = new ResizeObserver(() => {
 resized.observe(host);
 // Charts of views that a tab switch took off the page are freed when the next view is put on it: Gradio keeps the
 // detached elements (and this script's closure) alive, and with them each chart's data and SVG (~0.3 MB a chart).
+// One still drawing (a picture's image loads asynchronously) is freed when its draw ends: purged in the middle,
+// Plotly's last steps read the layout it took away (a TypeError on `_rangeSliderData`).
 const live = window.__vitPlots = window.__vitPlots || new Map();
-// A chart still drawing (its pictures load asynchronously) is freed once that draw is done: purged in the middle of
-// it, Plotly's last step would read a layout that is gone.
-for (const [other, observer] of live) {
+for (const [other, chart] of live) {
   if (!other.isConnected) {
-    observer.disconnect();
+    chart.observer.disconnect();
     live.delete(other);
-    Promise.resolve(other.vitDrawing).then(() => { if (window.Plotly && !other.isConnected) window.Plotly.purge(other); });
+    const free = () => { if (window.Plotly && !other.isConnected) window.Plotly.purge(other); };
+    const pending = chart.drawing();
+    if (pending) pending.then(free); else free();
   }
 }
-live.set(host, resized);
+live.set(host, {observer: resized, drawing: () => drawing});
 request();
 watch('value', request);
 """

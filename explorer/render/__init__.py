@@ -9,6 +9,7 @@ L layers; K classes. Patch indices i are 0-based and row-major (patch i sits at 
     eq1.py         Eq. 1 and Fig. 7 left/centre: patches, the sequence, feature maps, token matrices, E_pos similarity
     attention.py   Eq. 2: heads, the attention matrix, every layer and head, rollout (Fig. 6), distance (Fig. 7 right)
     residual.py    Eq. 2-3: token norms, each block's update, LayerNorm
+    highnorm.py    high-norm tokens (Darcet et al. 2023): norms with outliers, the class token's attention shares
     prediction.py  Eq. 4: the top-k classes, the logit lens
     explain.py     faithfulness curves, one prediction against another
     features.py    a backbone's output: the patch features' principal components as RGB, a patch's similarity to all
@@ -36,6 +37,7 @@ from .attention import attention_heads, attention_matrix, attention_overview, me
 from .base import ATTENTION_COLOURS, SEQUENTIAL_COLOURS, SIMILARITY_COLOURS
 from .eq1 import (feature_maps, filter_components, patch_grid, patch_sequence, position_similarity,
                   position_similarity_tile, token_matrix)
+from .highnorm import attention_masses, outliers_on_image, token_norm_layers
 from .explain import FAITHFULNESS_COLOURS, faithfulness, faithfulness_pending, prediction_change
 from .prediction import logit_lens, top_k
 from .residual import layernorm_effect, residual_updates, token_norms

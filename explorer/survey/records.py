@@ -8,8 +8,9 @@ attribution patching's estimate agrees, Spearman over the heads), unless switche
 deletion and insertion areas (Petsiuk et al. 2018; explorer.explain) of each explanation for the top class; and the
 token norms ||z_l|| layer by layer (l = 0..L) of each prefix token (CLS, DIST, REG1..k) and of the patches (their mean
 and their largest), where registers and high-norm patches show (Darcet et al. 2023). Head
-importance and faithfulness read a class's probability, so a backbone (no classifier) has neither. The
-reductions are explorer.analysis's (LayerReductions, shared with a single image's trace), taken over the batch.
+importance and faithfulness read a class's probability, so a backbone (no classifier) has neither.
+The high-norm tokens (explorer.highnorm): each layer's count of outlier patches and where the class token's
+attention goes (registers, outliers, other patches, prefix). The reductions are explorer.analysis's (LayerReductions, shared with a single image's trace), taken over the batch.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 
 from ..analysis import PAPER_LAYOUT, LayerReductions, pooled_rollout, head_importance
 from ..explain import default_steps, faithfulness
+from ..highnorm import survey_shares
 from ..model import ViT
 from ..tokens import TokenLayout
 from .images import Images
@@ -29,8 +31,8 @@ class SurveyRecord(LayerReductions):
     """The survey's record for ViT.forward (explorer.model): explorer.analysis's LayerReductions asking for what the
     survey's statistics read, and nothing else: each layer's attention weights A_l (B, h, T, T), reduced the moment the
     model writes them to the mean attention distance of each head (B, h) and to the head mean Ā_l = mean_h A_l (B, T, T)
-    for rollout, and the residual stream z_l (B, T, D) to its token norms (B, T). No stage is kept, so memory holds one
-    layer's A at a time, not L of them.
+    for rollout, and the residual stream z_l (B, T, D) to its token norms (B, T) (the survey's token norms and
+    high-norm tokens). No stage is kept, so memory holds one layer's A at a time, not L of them.
     """
 
     def __init__(self, grid: tuple[int, int], patch_size: int, device, layout: TokenLayout = PAPER_LAYOUT):
@@ -63,6 +65,7 @@ class BatchResult:
     mean_distance: np.ndarray  # (B, L, h) pixels
     rollout: np.ndarray  # (B, rows, cols)
     token_norms: np.ndarray  # (B, L + 1, prefix + 2): each prefix token, the patches' mean, their largest
+    high_norm: dict | None = None  # explorer.highnorm.survey_shares: outlier counts (B, L + 1), attention shares (B, L)
 
 
 def survey_batch(model: ViT, x: torch.Tensor) -> BatchResult:
@@ -76,8 +79,10 @@ def survey_batch(model: ViT, x: torch.Tensor) -> BatchResult:
         maps = record.rollout_maps(config.grid)
         distance = torch.stack(record.mean_distance, dim=1)  # (B, L, h)
         norms = record.token_norms()  # (B, L + 1, prefix + 2)
+        high_norm = survey_shares(record.norms_stack(), record.head_means, config.layout)
     predictions = output.argmax(dim=-1).cpu().numpy() if config.has_classifier else None  # features are no classes
-    return BatchResult(predictions, distance.cpu().numpy(), maps.float().cpu().numpy(), norms.float().cpu().numpy())
+    return BatchResult(predictions, distance.cpu().numpy(), maps.float().cpu().numpy(), norms.float().cpu().numpy(),
+                       high_norm)
 
 
 def faithfulness_steps(model: ViT, steps: int | None = None) -> int | None:
@@ -108,7 +113,8 @@ def image_records(model: ViT, images: Images, indices: list[int], faithfulness_i
             prediction = int(result.predictions[b]) if classifier else None
             record = {"index": i, "label": labels[i], "prediction": prediction,
                       "mean_distance": rounded(result.mean_distance[b], 9),
-                      "rollout": rounded(result.rollout[b], 9), "token_norms": rounded(result.token_norms[b], 6)}
+                      "rollout": rounded(result.rollout[b], 9), "token_norms": rounded(result.token_norms[b], 6),
+                      "high_norm": {name: rounded(values[b], 9) for name, values in result.high_norm.items()}}
             if importance is not None:
                 exact = importance.exact.reshape(len(good), *importance.exact.shape[-2:])  # (B, L, h)
                 record["head_importance"] = rounded(exact[b], 9)

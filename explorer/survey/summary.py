@@ -3,7 +3,9 @@
 Over the images: the mean attention distance of every head and its spread (the sample standard deviation over the
 images); the mean of the rollout maps; accuracy, per-class accuracy (recall) and the confusion matrix where labels are
 known, else the predicted classes counted; what each head is worth for the top class (the drop in its probability when
-the head alone is switched off) and the faithfulness areas, means with 95% confidence intervals. From the weights
+the head alone is switched off) and the faithfulness areas, means with 95% confidence intervals; the high-norm tokens
+(Darcet et al. 2023), per layer: the mean count of outlier patches, the share of images with one, and where the class
+token's attention goes on average. From the weights
 alone: the position-embedding similarity (Fig. 7 centre) and the principal components of the patch-embedding filters
 (Fig. 7 left). The token norms ||z_l|| of each prefix token and of the patches (mean and largest), layer by layer, over
 the images: any ViT's, of interest where registers or high-norm patches are (Darcet et al. 2023). A backbone (no classifier) has no accuracy, predicted classes, head importance or faithfulness: each
@@ -15,6 +17,7 @@ import numpy as np
 
 from ..analysis import embedding_filter_components, patch_distances, position_similarity
 from ..families.names import family_name
+from ..highnorm import MASSES, OUTLIER_RULE, query_words
 from ..weights import ModelBundle
 from .images import Images, plain
 from .records import rounded
@@ -94,6 +97,23 @@ def summarise(records: list[dict], bundle: ModelBundle, images: Images, settings
         "token_norms": _token_norms(good, config),
         "faithfulness": _faithfulness(good, settings["faithfulness_steps"]),
         "head_importance": _head_importance(good),
+        "high_norm_tokens": _high_norm(good, config),
+    }
+
+
+def _high_norm(good: list[dict], config) -> dict | None:
+    """Per layer, over the images: the mean count of outlier patches of z_0..z_L and the share of images with at least
+    one (L + 1,); the query's attention shares of layers 1..L (explorer.highnorm.MASSES, each (L,)), their mean."""
+    if not good or "high_norm" not in good[0]:
+        return None
+    counts = np.array([r["high_norm"]["outlier_count"] for r in good], dtype=np.float64)  # (n, L + 1)
+    return {
+        "images": len(good), "rule": OUTLIER_RULE, "query": query_words(config.layout),
+        "registers": config.layout.num_registers,
+        "outlier_count_mean": rounded(counts.mean(axis=0), 9),  # (L + 1,): z_0..z_L
+        "images_with_outliers": rounded((counts > 0).mean(axis=0), 9),  # (L + 1,)
+        "attention": {name: rounded(np.mean([r["high_norm"][name] for r in good], axis=0), 9)  # (L,)
+                      for name in MASSES},
     }
 
 
