@@ -68,7 +68,7 @@ def models(tmp_path_factory):
     (root / "only_pickle").mkdir()
     (root / "only_pickle" / "config.json").write_bytes((root / "hf_vit" / "config.json").read_bytes())
     (root / "only_pickle" / "pytorch_model.bin").write_bytes(b"never unpickled")
-    for name, model_type in (("beit", "beit"),):  # a model type not read (a backbone is read: tests/test_backbone.py)
+    for name, model_type in (("beit", "beit"), ("dinov2", "dinov2")):  # a model type not read; a backbone (listed)
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps({"model_type": model_type}))
         (root / name / "model.safetensors").write_bytes(b"")
