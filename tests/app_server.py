@@ -310,6 +310,12 @@ class BrowserSession:
             self.blocked.append(url)
             route.abort()
 
+    def upload(self, path) -> None:
+        """Upload the image at `path` and wait until the picture with the patch grid is shown (the image analysed)."""
+        self.page.set_input_files("#upload input[type=file]", str(path))
+        self.page.wait_for_function("() => { const i = document.querySelector('#picker img'); return i && i.complete"
+                                    " && i.naturalWidth > 0; }")
+
     def assert_clean(self) -> None:
         assert not self.page_errors, f"uncaught exceptions in the page: {self.page_errors}"
         assert not self.console_errors, f"console errors: {self.console_errors}"

@@ -369,9 +369,7 @@ def test_a_phone_reaches_every_step_and_nothing_overflows(server, session):
     phone = new_session(session.page.context.browser, server.url, width=390, height=844)
     try:
         page = phone.page
-        page.set_input_files("#upload input[type=file]", str(PHOTO))
-        page.wait_for_function("() => { const i = document.querySelector('#picker img'); return i && i.complete"
-                               " && i.naturalWidth > 0; }")
+        phone.upload(PHOTO)
         tabs = page.evaluate("() => Array.from(document.querySelectorAll('#steps [role=tab]'))"
                              ".filter(t => t.offsetParent !== null).map(t => t.id)")
         assert tabs == [f"tab-{step}-button" for step in range(STEPS)], tabs  # none behind a "⋯" menu

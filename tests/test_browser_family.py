@@ -72,10 +72,7 @@ def server(tmp_path_factory):
 def session(server):
     SHOTS.mkdir(parents=True, exist_ok=True)
     with open_browser(server.url) as browser_session:
-        page = browser_session.page
-        page.set_input_files("#upload input[type=file]", str(PHOTO))
-        page.wait_for_function("() => { const i = document.querySelector('#picker img'); return i && i.complete"
-                               " && i.naturalWidth > 0; }")
+        browser_session.upload(PHOTO)
         yield browser_session
 
 

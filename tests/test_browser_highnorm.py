@@ -43,9 +43,7 @@ def test_the_view_appears_on_step_3_with_the_outlier_and_the_registers(server):
     SHOTS.mkdir(parents=True, exist_ok=True)
     with open_browser(server.url) as session:
         page = session.page
-        page.set_input_files("#upload input[type=file]", str(BOOT))
-        page.wait_for_function("() => { const i = document.querySelector('#picker img'); return i && i.complete &&"
-                               " i.naturalWidth > 0; }")
+        session.upload(BOOT)
         page.click("#tab-3-button")
         page.wait_for_function(f"() => {list(VIEWS)!r}.every(s => {{ const e = document.querySelector(s + "
                                "' .js-plotly-plot'); return e && e.data && e.data.length && e.offsetParent !== null; })")

@@ -93,8 +93,7 @@ def strip(page) -> str:
 
 def test_upload_and_open_eq2(session):
     page = session.page
-    page.set_input_files("#upload input[type=file]", str(BOOT))
-    page.wait_for_function("() => { const i = document.querySelector('#picker img'); return i && i.complete && i.naturalWidth > 0; }")
+    session.upload(BOOT)
     page.click("#tab-2-button")
     page.wait_for_function("() => { const i = document.querySelector('#view-eq2-switchboard img');"
                            " return i && i.complete && i.naturalWidth > 0 && i.alt.includes('every head on'); }")

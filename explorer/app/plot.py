@@ -180,8 +180,8 @@ if (csvButton) csvButton.addEventListener('click', () => {
 function request() {
   if (!host.isConnected) return;  // a view taken off the page draws nothing
   if (drawing) { again = true; return; }
-  drawing = host.vitDrawing = Promise.resolve().then(draw).catch(error => console.error('plot view:', error)).finally(() => {
-    drawing = host.vitDrawing = null;
+  drawing = Promise.resolve().then(draw).catch(error => console.error('plot view:', error)).finally(() => {
+    drawing = null;
     if (again) { again = false; request(); }
   });
 }
